@@ -1,0 +1,241 @@
+"""Test, lint, build and benchmark sessions for the slim monorepo.
+
+`nox` runs the default set (lint, versions, each package's tests in its own
+environment, integration, isolation). `nox -s demo` runs the demo and
+`nox -s bench` the benchmarks. See docs/development.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import nox
+import tomllib
+
+ROOT = Path(__file__).parent
+PACKAGES_DIR = ROOT / "packages"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "versions", "tests", "integration", "isolation"]
+nox.options.reuse_existing_virtualenvs = True
+
+PADDLE = ["paddlepaddle>=3.0,<4", "setuptools"]
+TEST_TOOLS = ["pytest>=7"]
+
+
+def _read(name: str) -> dict:
+    return tomllib.loads((PACKAGES_DIR / name / "pyproject.toml").read_text())
+
+
+def _packages() -> dict[str, dict]:
+    """All packages: name -> {"deps": [sibling names], "extras": [...], "module": import name}."""
+    out = {}
+    for pyproject in sorted(PACKAGES_DIR.glob("*/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text())
+        project = data["project"]
+        deps = [re.split(r"[\[=<>!~ ;]", d, maxsplit=1)[0] for d in project.get("dependencies", [])]
+        module = pyproject.parent.name.replace("-", "_")
+        out[project["name"]] = {
+            "dir": pyproject.parent,
+            "siblings": [d for d in deps if d.startswith("slim-")],
+            "extras": list(project.get("optional-dependencies", {})),
+            "module": module if (pyproject.parent / "src" / module).is_dir() else None,
+        }
+    return out
+
+
+PACKAGES = _packages()
+LIBRARIES = [n for n, p in PACKAGES.items() if p["module"]]  # all but the meta-package
+
+
+def _closure(name: str) -> list[str]:
+    seen: list[str] = []
+    stack = [name]
+    while stack:
+        cur = stack.pop()
+        if cur in seen:
+            continue
+        seen.append(cur)
+        stack.extend(PACKAGES[cur]["siblings"])
+    return seen
+
+
+def _editable(names: list[str]) -> list[str]:
+    args = []
+    for n in names:
+        path = str(PACKAGES[n]["dir"])
+        args += ["-e", f"{path}[test]" if "test" in PACKAGES[n]["extras"] else path]
+    return args
+
+
+GUARD = r"""
+import json, sys
+from importlib.metadata import distributions
+allowed = set(sys.argv[1].split(","))
+root = sys.argv[2]
+found = {}
+for d in distributions():
+    name = (d.metadata["Name"] or "").lower().replace("_", "-")
+    if name.startswith("slim-"):
+        found[name] = d
+bad = []
+for name, d in found.items():
+    if name not in allowed:
+        bad.append(f"{name}: installed but not a declared sibling of the package under test")
+        continue
+    raw = d.read_text("direct_url.json")
+    url = json.loads(raw).get("url", "") if raw else ""
+    if not url.startswith("file://") or root not in url:
+        bad.append(f"{name}: came from an index ({url or 'no direct_url'}), not from this tree")
+missing = allowed - set(found)
+bad += [f"{m}: declared but not installed" for m in sorted(missing)]
+if bad:
+    sys.exit("sibling guard failed:\n  " + "\n  ".join(bad))
+print("sibling guard: ok:", ", ".join(sorted(found)))
+"""
+
+
+def _install_tree(session: nox.Session, names: list[str]) -> None:
+    session.install(*PADDLE, *TEST_TOOLS)
+    session.install(*_editable(names))
+    session.run("python", "-c", GUARD, ",".join(sorted(names)), str(ROOT), silent=False)
+
+
+@nox.session
+@nox.parametrize("package", LIBRARIES, ids=LIBRARIES)
+def tests(session: nox.Session, package: str) -> None:
+    """One package's tests, with only that package and its declared siblings installed."""
+    names = _closure(package)
+    _install_tree(session, names)
+    tests_dir = PACKAGES[package]["dir"] / "tests"
+    session.run("python", "-m", "pytest", str(tests_dir), "-q", "-p", "no:cacheprovider", *session.posargs, env={"SLIM_QUIET": "1"})
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """All packages together: tests-integration/."""
+    _install_tree(session, LIBRARIES)
+    session.install("-e", str(PACKAGES_DIR / "slim-toolkit"))
+    session.run(
+        "python", "-m", "pytest", str(ROOT / "tests-integration"), "-q", "-p", "no:cacheprovider", *session.posargs, env={"SLIM_QUIET": "1"}
+    )
+
+
+ISOLATION_CHECK = r"""
+import importlib, pkgutil, sys
+mod = sys.argv[1]
+pkg = importlib.import_module(mod)
+names = [mod] + [m.name for m in pkgutil.walk_packages(pkg.__path__, mod + ".") if not m.name.split(".")[-1].startswith("__main")]
+for n in names:
+    importlib.import_module(n)
+print(f"{mod}: imported {len(names)} modules")
+"""
+
+
+@nox.session
+def isolation(session: nox.Session) -> None:
+    """Build every wheel; install each alone (with its declared siblings, not editable) and import all its modules."""
+    session.install("build", "uv")
+    dist = Path(session.create_tmp()) / "dist"
+    if dist.exists():
+        for f in dist.iterdir():
+            f.unlink()
+    for info in PACKAGES.values():
+        session.run("uv", "build", "--wheel", "--out-dir", str(dist), str(info["dir"]), silent=True, external=True)
+    for name, info in PACKAGES.items():
+        env = Path(session.create_tmp()) / f"iso-{name}"
+        session.run(
+            "uv",
+            "venv",
+            "--quiet",
+            "--clear",
+            "--python",
+            sys.executable if False else session.virtualenv.location + "/bin/python",
+            str(env),
+            external=True,
+        )
+        py = str(env / "bin" / "python")
+        session.run("uv", "pip", "install", "--quiet", "--python", py, *PADDLE, "numpy", "pyyaml", "tqdm", external=True)
+        # slim packages only from the freshly built wheels, never from an index
+        session.run("uv", "pip", "install", "--quiet", "--python", py, "--no-index", "--find-links", str(dist), name, external=True)
+        session.run(
+            py,
+            "-c",
+            GUARD.replace('not url.startswith("file://") or root not in url', "False"),
+            ",".join(_closure(name)),
+            str(ROOT),
+            external=True,
+        )
+        for dep in [name] if info["module"] else info["siblings"]:
+            mod = PACKAGES[dep]["module"]
+            session.run(py, "-c", ISOLATION_CHECK, mod, external=True)
+
+
+@nox.session(venv_backend="none")
+def versions(session: nox.Session) -> None:
+    """Fail when package versions or sibling pins drift apart."""
+    problems = []
+    versions_found = {}
+    for name, info in PACKAGES.items():
+        data = _read(info["dir"].name)
+        project = data["project"]
+        if "version" in project:
+            versions_found[name] = project["version"]
+        else:
+            about = info["dir"] / "src" / info["module"] / "__about__.py"
+            m = re.search(r'__version__\s*=\s*"([^"]+)"', about.read_text())
+            versions_found[name] = m.group(1) if m else "?"
+    reference = versions_found.get("slim-core")
+    for name, ver in versions_found.items():
+        if ver != reference:
+            problems.append(f"{name} is at {ver}, slim-core at {reference}")
+    for name, info in PACKAGES.items():
+        for dep in _read(info["dir"].name)["project"].get("dependencies", []):
+            if dep.startswith("slim-"):
+                m = re.fullmatch(r"(slim-[a-z]+)(\[[^\]]*\])?==([^;\s]+)", dep)
+                if not m:
+                    problems.append(f"{name}: sibling dependency {dep!r} is not an exact pin")
+                elif m.group(3) != reference:
+                    problems.append(f"{name}: pins {m.group(1)}=={m.group(3)} but the version is {reference}")
+    meta = set(PACKAGES["slim-toolkit"]["siblings"])
+    if meta != set(LIBRARIES):
+        problems.append(f"slim-toolkit must depend on every package; missing {sorted(set(LIBRARIES) - meta)}")
+    if problems:
+        session.error("version drift:\n  " + "\n  ".join(problems))
+    session.log(f"all {len(PACKAGES)} packages at {reference}, sibling pins exact")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job on its embedded default: `slim demo`."""
+    _install_tree(session, LIBRARIES)
+    session.install("-e", str(PACKAGES_DIR / "slim-toolkit"))
+    out = session.posargs[0] if session.posargs else str(Path.cwd() / "slim-demo-out")
+    session.run("slim", "demo", "--out", out)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks in benchmarks/ (each prints side-by-side ratios measured in one run)."""
+    _install_tree(session, LIBRARIES)
+    extras_file = ROOT / "benchmarks" / "requirements.txt"
+    if extras_file.exists():
+        session.install("-r", str(extras_file))
+    args = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    for script in args:
+        session.run("python", script, env={"SLIM_QUIET": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps({k: {**v, "dir": str(v["dir"])} for k, v in PACKAGES.items()}, indent=2))

@@ -1,0 +1,139 @@
+"""The ``slim`` command. Each installed slim package adds its subcommands.
+
+Subcommands come from the entry-point group ``slim.commands``: each entry point
+names a function ``register(subparsers)`` that adds one subparser and sets
+``func`` on it (``func(args) -> int``). Install slim-analysis and ``slim analyze``
+appears; uninstall it and it is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import distributions, entry_points
+from typing import Any
+
+from slim_core.__about__ import __version__
+from slim_core.errors import SlimError
+
+__all__ = ["main", "build_parser", "installed_packages", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "slim.commands"
+
+
+def installed_packages() -> dict[str, str]:
+    """Installed slim distributions (``slim-*``) and their versions."""
+    found = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("slim-"):
+            found[name] = dist.version
+    return dict(sorted(found.items()))
+
+
+def _version_text() -> str:
+    from slim_core._paddle import paddle_version
+
+    lines = [f"slim {__version__}"]
+    lines += [f"  {n} {v}" for n, v in installed_packages().items()]
+    lines.append(f"  paddle {paddle_version() or 'not installed'}")
+    return "\n".join(lines)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from slim_core._paddle import paddle_version, require_paddle
+
+    ok = True
+    print(_version_text())
+    try:
+        paddle = require_paddle()
+        print(f"[ok] paddle {paddle.__version__} imports")
+        try:
+            mkldnn = bool(paddle.base.core.is_compiled_with_mkldnn())
+        except Exception:  # older/newer builds move this flag
+            mkldnn = False
+        print(
+            f"[{'ok' if mkldnn else 'warn'}] oneDNN (MKLDNN) {'available' if mkldnn else 'not compiled in: INT8 on CPU will not be fast'}"
+        )
+        print(f"[info] CUDA compiled in: {bool(paddle.is_compiled_with_cuda())}")
+    except SlimError as exc:
+        ok = False
+        print(f"[fail] {exc}")
+        print(f"[info] paddle distribution version: {paddle_version()}")
+    for mod, what in [
+        ("onnxruntime", "ONNX Runtime backend"),
+        ("paddle2onnx", "ONNX export"),
+        ("onnx", "ONNX INT8 QDQ export"),
+        ("optuna", "model-based search"),
+        ("matplotlib", "plots"),
+    ]:
+        present = importlib.util.find_spec(mod) is not None
+        print(f"[{'ok' if present else 'info'}] {mod} ({what}): {'present' if present else 'absent (optional)'}")
+    return 0 if ok else 1
+
+
+def _register_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="check the environment (Paddle, oneDNN, optional backends)")
+    p.set_defaults(func=_doctor)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from slim_core.demo import run_demo
+
+    result = run_demo(args.out, epochs=args.epochs)
+    print(result.to_markdown())
+    print(f"saved to {args.out}")
+    return 0
+
+
+def _register_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="train the built-in digits model, measure it and save it")
+    p.add_argument("--out", default="slim-demo-out", help="output directory (default: ./slim-demo-out)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.set_defaults(func=_demo)
+
+
+_BUILTIN: dict[str, Callable[[Any], None]] = {"doctor": _register_doctor, "demo": _register_demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with built-in and entry-point subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="slim", description="slim: model compression for PaddlePaddle 3.x", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registrars: dict[str, Callable[[Any], None]] = dict(_BUILTIN)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            registrars[ep.name] = ep.load()  # a package's command replaces the built-in of the same name
+        except Exception as exc:  # a broken plugin must not break the whole CLI
+            print(f"slim: warning: could not load subcommand {ep.name!r} from {ep.value}: {exc}", file=sys.stderr)
+    for name in sorted(registrars):
+        registrars[name](sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``slim`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quiet:
+        from slim_core.progress import set_quiet
+
+        set_quiet(True)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except SlimError as exc:
+        print(f"slim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,105 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from slim_core import ConfigError, SlimConfig, check_range, load_yaml
+
+
+@dataclass(frozen=True)
+class Inner(SlimConfig):
+    name: str = "conv"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Outer(SlimConfig):
+    ratio: float = 0.5
+    criterion: Literal["l1", "l2", "fpgm"] = "l1"
+    steps: int = 1
+    skip: tuple[str, ...] = ()
+    per_layer: dict[str, float] = field(default_factory=dict)
+    inner: Inner = field(default_factory=Inner)
+    pairs: list[Inner] = field(default_factory=list)
+    limit: int | None = None
+
+    def validate(self):
+        check_range("ratio", self.ratio, 0.0, 1.0, hi_open=True)
+
+
+CONFIGS = [
+    Outer(),
+    Outer(
+        ratio=0.25,
+        criterion="fpgm",
+        steps=3,
+        skip=("fc",),
+        per_layer={"conv1": 0.1},
+        inner=Inner("x", 2.0),
+        pairs=[Inner("a"), Inner("b", 0.5)],
+        limit=7,
+    ),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["defaults", "everything-set"])
+def test_dict_and_yaml_round_trip(cfg, tmp_path):
+    assert Outer.from_dict(cfg.to_dict()) == cfg
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    assert Outer.from_yaml(path) == cfg
+
+
+def test_int_accepted_for_float():
+    assert Outer(ratio=0).ratio == 0.0
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'critrion'.*did you mean 'criterion'"):
+        Outer.from_dict({"critrion": "l1"})
+
+
+def test_nested_unknown_key_names_path():
+    with pytest.raises(ConfigError, match=r"Outer.inner: unknown key 'wieght'"):
+        Outer.from_dict({"inner": {"wieght": 1.0}})
+
+
+def test_wrong_type_names_field():
+    with pytest.raises(ConfigError, match=r"Outer.steps: expected an integer, got str"):
+        Outer.from_dict({"steps": "3"})
+    with pytest.raises(ConfigError, match=r"Outer.pairs\[1\].weight: expected a number"):
+        Outer.from_dict({"pairs": [{"name": "a"}, {"weight": "heavy"}]})
+
+
+def test_literal_lists_allowed_values():
+    with pytest.raises(ConfigError, match=r"criterion='l3' is not allowed.*'l1', 'l2', 'fpgm'"):
+        Outer(criterion="l3")
+
+
+def test_validate_runs():
+    with pytest.raises(ConfigError, match=r"ratio=1.0 is outside \[0.0, 1.0\)"):
+        Outer(ratio=1.0)
+    with pytest.raises(ConfigError, match="outside"):
+        Outer(ratio=float("nan"))
+
+
+def test_malformed_yaml_gives_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("ratio: 0.5\ncriterion: [l1\nsteps: 2\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML in .*bad.yaml at line \d+"):
+        load_yaml(path)
+
+
+def test_missing_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Outer.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_yaml_safe_loader_refuses_python_objects():
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_yaml("a: !!python/object/apply:os.system ['echo hi']\n")
+
+
+def test_non_mapping_top_level():
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        Outer.from_dict([1, 2])  # type: ignore[arg-type]
