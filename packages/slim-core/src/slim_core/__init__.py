@@ -21,6 +21,7 @@ from slim_core.errors import (
     SlimError,
     UnsupportedOpError,
 )
+from slim_core.graph import ChannelGroup, ChannelMember, ModelGraph, trace
 from slim_core.model_io import (
     InferenceModel,
     convert_to_pir,
@@ -66,4 +67,8 @@ __all__ = [
     "atomic_write",
     "atomic_dir",
     "check_writable",
+    "trace",
+    "ModelGraph",
+    "ChannelGroup",
+    "ChannelMember",
 ]

@@ -1,0 +1,177 @@
+"""Trace a dygraph Layer (or load an inference model) into a :class:`ModelGraph`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from slim_core._paddle import require_paddle
+from slim_core.errors import DataError, ModelLoadError, SlimError
+from slim_core.graph.ir import ModelGraph
+
+__all__ = ["trace", "graph_from_inference_model", "input_specs", "expected_input_hint"]
+
+
+def _to_spec(paddle: Any, x: Any, i: int) -> Any:
+    if isinstance(x, paddle.static.InputSpec):
+        return x
+    if isinstance(x, paddle.Tensor):
+        return paddle.static.InputSpec(list(x.shape), str(x.dtype).replace("paddle.", ""), f"x{i}")
+    if isinstance(x, np.ndarray):
+        return paddle.static.InputSpec(list(x.shape), str(x.dtype), f"x{i}")
+    if isinstance(x, (list, tuple)) and all(isinstance(d, (int, np.integer)) for d in x):
+        return paddle.static.InputSpec([int(d) for d in x], "float32", f"x{i}")
+    raise DataError(f"input {i}: expected a paddle.Tensor, numpy array, InputSpec or shape list, got {type(x).__name__}")
+
+
+def input_specs(example_inputs: Any = None, input_spec: Any = None) -> list[Any]:
+    """Normalize ``example_inputs`` / ``input_spec`` into a list of ``InputSpec``.
+
+    A single tensor, array or shape list counts as one input.
+    """
+    paddle = require_paddle()
+    if (example_inputs is None) == (input_spec is None):
+        raise DataError("pass exactly one of example_inputs (tensors/arrays) or input_spec (InputSpec list or shapes)")
+    src = example_inputs if example_inputs is not None else input_spec
+    single = isinstance(src, (paddle.Tensor, np.ndarray, paddle.static.InputSpec)) or (
+        isinstance(src, (list, tuple)) and src and all(isinstance(d, (int, np.integer)) for d in src)
+    )
+    items = [src] if single else list(src)
+    if not items:
+        raise DataError("no inputs given: pass at least one example input or InputSpec")
+    specs = [_to_spec(paddle, x, i) for i, x in enumerate(items)]
+    for s in specs:
+        if any(d is not None and int(d) == 0 for d in s.shape):
+            raise DataError(f"input shape {list(s.shape)} has a zero-sized dimension")
+    return specs
+
+
+def expected_input_hint(layer: Any) -> str:
+    """A short description of the input the first parametrized sublayer expects (for error messages)."""
+    paddle = require_paddle()
+    for name, sub in layer.named_sublayers(include_self=True):
+        if isinstance(sub, (paddle.nn.Conv1D, paddle.nn.Conv2D, paddle.nn.Conv3D)):
+            nd = {paddle.nn.Conv1D: 1, paddle.nn.Conv2D: 2, paddle.nn.Conv3D: 3}[type(sub)]
+            dims = ", ".join(["H", "W", "D"][:nd]) if nd > 1 else "L"
+            return f"expected shape [N, {sub._in_channels}, {dims}] (first conv {name or type(sub).__name__} has {sub._in_channels} input channels)"
+        if isinstance(sub, paddle.nn.Linear):
+            return f"expected shape [..., {sub.weight.shape[0]}] (first linear {name} has {sub.weight.shape[0]} input features)"
+        if isinstance(sub, paddle.nn.Embedding):
+            return f"expected integer token ids (first embedding {name})"
+    return "expected shape unknown"
+
+
+@contextlib.contextmanager
+def _eval_mode(layer: Any) -> Iterator[None]:
+    was_training = bool(getattr(layer, "training", False))
+    layer.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            layer.train()
+
+
+def _param_names(layer: Any) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    items = list(layer.named_parameters(include_sublayers=True)) + list(layer.named_buffers(include_sublayers=True))
+    for path, p in items:
+        pname = getattr(p, "name", None)
+        if not pname or pname in out:
+            continue
+        lay, _, attr = path.rpartition(".")
+        out[pname] = (lay, attr)
+    return out
+
+
+def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> ModelGraph:
+    """Trace a dygraph Layer into a :class:`ModelGraph` through ``paddle.jit.to_static``.
+
+    The layer is traced in eval mode and left as it was (its ``forward`` is not replaced,
+    its training flag is restored).
+
+    Args:
+        layer: a ``paddle.nn.Layer``.
+        example_inputs: tensors or arrays (one, or a list for several inputs); their shapes are used.
+        input_spec: ``paddle.static.InputSpec`` list or shape lists, instead of ``example_inputs``.
+
+    Returns:
+        The graph; parameters are named by their sublayer path (``"fc.weight"``).
+
+    Raises:
+        DataError: the input shape does not fit the model (the message says what the first layer expects).
+        UnsupportedOpError: the layer's forward cannot be captured as a static program.
+
+    Example:
+        >>> import paddle, slim_core
+        >>> net = paddle.vision.models.resnet18(num_classes=10)
+        >>> g = slim_core.trace(net, input_spec=[[1, 3, 64, 64]])
+        >>> g.op_types()["pd_op.conv2d"]
+        20
+    """
+    paddle = require_paddle()
+    from slim_core.errors import UnsupportedOpError
+
+    if not isinstance(layer, paddle.nn.Layer):
+        raise DataError(f"trace() needs a paddle.nn.Layer, got {type(layer).__name__}")
+    specs = input_specs(example_inputs, input_spec)
+    forward = layer.forward
+    if hasattr(layer, "_original_funcs") and "forward" in getattr(layer, "_original_funcs", {}):
+        forward = layer._original_funcs["forward"]
+    was_dynamic = paddle.in_dynamic_mode()
+    if not was_dynamic:
+        paddle.disable_static()
+    try:
+        with _eval_mode(layer):
+            static_fn = paddle.jit.to_static(forward, input_spec=specs, full_graph=True)
+            try:
+                cp = static_fn.concrete_program
+            except SlimError:
+                raise
+            except Exception as exc:
+                msg = str(exc).strip()
+                first = next((ln for ln in msg.splitlines() if ln.strip() and "Error" in ln), msg.splitlines()[0] if msg else "")
+                shapes = [list(s.shape) for s in specs]
+                low = msg.lower()
+                if any(k in low for k in ("shape", "dimension", "mismatch", "channel", "expected", "broadcast")):
+                    raise DataError(
+                        f"input shape {shapes} does not fit {type(layer).__name__}: {expected_input_hint(layer)}; Paddle said: {first[:300]}"
+                    ) from exc
+                raise UnsupportedOpError(f"could not capture {type(layer).__name__}.forward as a static program: {first[:400]}") from exc
+    finally:
+        if not was_dynamic:
+            paddle.enable_static()
+    outputs = cp.outputs if isinstance(cp.outputs, (list, tuple)) else [cp.outputs]
+    flat: list[Any] = []
+
+    def _flatten(o: Any) -> None:
+        if isinstance(o, (list, tuple)):
+            for x in o:
+                _flatten(x)
+        elif isinstance(o, dict):
+            for x in o.values():
+                _flatten(x)
+        elif o is not None:
+            flat.append(o)
+
+    _flatten(outputs)
+    return ModelGraph.from_program(cp.main_program, param_names=_param_names(layer), output_values=flat, source="layer")
+
+
+def graph_from_inference_model(path: str | os.PathLike[str] | Sequence[Any]) -> ModelGraph:
+    """Build the graph of a saved inference model (PIR or legacy)."""
+    from slim_core.model_io import load_inference_model
+
+    paddle = require_paddle()
+    model = load_inference_model(path)  # type: ignore[arg-type]
+    program = model.program
+    if model.format == "legacy":
+        try:
+            program = paddle.pir.translate_to_pir(model.program.desc)
+        except Exception as exc:
+            raise ModelLoadError(f"could not translate legacy program {model.model_file} to PIR: {str(exc).splitlines()[0][:300]}") from exc
+    return ModelGraph.from_program(program, source="inference")
