@@ -1,0 +1,297 @@
+"""A small training loop for a Distiller or MutualLearner: progress, checkpoint/resume, DataParallel.
+
+The loop is deliberately plain (forward, task loss + distillation loss, backward,
+step). What it adds over a hand-written loop:
+
+- a checkpoint (``checkpoint_dir/last``) written atomically at each epoch end,
+  every ``save_every_steps`` steps and when ``max_steps`` stops the run; it holds
+  the trainable weights, the optimizer (and LR scheduler) state, the random
+  states of paddle, numpy and python, the position in the epoch and the
+  history, so a resumed run gives the same weights as an uninterrupted one;
+- under ``python -m paddle.distributed.launch`` (world size > 1) the model is
+  wrapped in ``paddle.DataParallel``, a list of batches is split between the
+  ranks, and only rank 0 writes checkpoints.
+
+Example:
+    >>> result = fit(distiller, train_batches, optimizer, epochs=3,                 # doctest: +SKIP
+    ...              eval_fn=lambda m: evaluate(m, x_test, y_test), checkpoint_dir="ckpt")
+    >>> result.history[-1]["metric"]                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from slim_core.atomic import atomic_dir
+from slim_core.data import Batches
+from slim_core.errors import ConfigError, DataError, SlimError
+from slim_core.progress import progress
+from slim_distill.distiller import _Distillation
+
+__all__ = ["fit", "FitResult", "load_checkpoint"]
+
+_STATE = "state.pkl"
+_WEIGHTS = "model.pdparams"
+_OPTIM = "optimizer.pdopt"
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        history: one dict per finished epoch: ``epoch``, ``steps``, ``loss``, ``task_loss``,
+            ``distill_loss`` (means over the epoch's steps) and ``metric`` (what ``eval_fn`` returned).
+        steps: optimizer steps taken in total (including those before a resume).
+        resumed_from: the global step the run resumed from, or None.
+        stopped_early: True when ``max_steps`` ended the run before the last epoch finished.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    resumed_from: int | None = None
+    stopped_early: bool = False
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    paddle.set_rng_state(state["paddle"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def load_checkpoint(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Read ``checkpoint_dir/last`` written by :func:`fit`: ``{"model", "optimizer", "state"}``.
+
+    Raises:
+        SlimError: the checkpoint is missing or incomplete.
+    """
+    last = Path(checkpoint_dir) / "last"
+    missing = [n for n in (_STATE, _WEIGHTS, _OPTIM) if not (last / n).is_file()]
+    if missing:
+        raise SlimError(f"checkpoint {last} is incomplete or absent (missing {', '.join(missing)})")
+    with open(last / _STATE, "rb") as fh:
+        state = pickle.load(fh)  # our own file, written by fit()
+    return {"model": paddle.load(str(last / _WEIGHTS)), "optimizer": paddle.load(str(last / _OPTIM)), "state": state}
+
+
+def _save_checkpoint(checkpoint_dir: Path, inner: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    with atomic_dir(checkpoint_dir / "last", overwrite=True) as tmp:
+        paddle.save(inner.state_dict(), str(tmp / _WEIGHTS))
+        paddle.save(optimizer.state_dict(), str(tmp / _OPTIM))
+        with open(tmp / _STATE, "wb") as fh:
+            pickle.dump(state, fh)
+
+
+def _task_loss_fn(task_loss: Any) -> Callable[[Any, Any], Any] | None:
+    if task_loss is None:
+        return None
+    if task_loss == "cross_entropy":
+        return lambda logits, labels: F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+    if callable(task_loss):
+        return task_loss
+    raise ConfigError(f"task_loss={task_loss!r} must be 'cross_entropy', None or a callable (output, labels) -> loss")
+
+
+def _scheduler(optimizer: Any) -> Any:
+    lr = getattr(optimizer, "_learning_rate", None)
+    return lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None
+
+
+def _parallel_setup(distiller: Any, train_data: Any) -> tuple[Any, Any, Any, int, int]:
+    """Wrap in DataParallel and shard a list of batches when launched on several ranks."""
+    import paddle.distributed as dist
+
+    inner = distiller._layers if isinstance(distiller, paddle.DataParallel) else distiller
+    world = dist.get_world_size()
+    if world <= 1:
+        return distiller, inner, train_data, 0, 1
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    rank = dist.get_rank()
+    model = distiller if isinstance(distiller, paddle.DataParallel) else paddle.DataParallel(distiller)
+    if isinstance(train_data, Sequence) and not isinstance(train_data, (str, bytes)):
+        if len(train_data) < world:
+            raise DataError(f"{len(train_data)} batches cannot be split between {world} ranks")
+        usable = len(train_data) - len(train_data) % world  # equal step counts on every rank, or the all-reduce hangs
+        train_data = list(train_data[rank:usable:world])
+    return model, inner, train_data, rank, world
+
+
+def fit(
+    distiller: Any,
+    train_data: Any,
+    optimizer: Any,
+    epochs: int = 1,
+    eval_fn: Callable[[Any], Any] | None = None,
+    *,
+    task_loss: str | Callable[[Any, Any], Any] | None = "cross_entropy",
+    task_weight: float = 1.0,
+    input_names: Sequence[str] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    save_every_steps: int | None = None,
+    max_steps: int | None = None,
+    scheduler_step: Literal["epoch", "step"] = "epoch",
+    desc: str = "distill",
+) -> FitResult:
+    """Train a :class:`Distiller` (or :class:`MutualLearner`) for some epochs.
+
+    Each step: ``out = distiller(*inputs)``; ``loss = task_weight * task_loss(out, labels)
+    + distiller.loss(labels)``; backward; ``optimizer.step()``.
+
+    Args:
+        distiller: a Distiller / MutualLearner (or one wrapped in ``paddle.DataParallel``).
+        train_data: batches ``(x, label)``, ``x`` alone, or dicts; a list, DataLoader or any
+            re-iterable (see ``slim_core.Batches``). Under several ranks a list is split
+            between them; a DataLoader should use ``paddle.io.DistributedBatchSampler``.
+        optimizer: a Paddle optimizer over ``distiller.parameters()``.
+        epochs: number of passes over ``train_data``.
+        eval_fn: called after each epoch with the student (the list of students for DML);
+            its return value (a number or dict) is stored as ``metric`` in the history.
+        task_loss: ``"cross_entropy"`` (default, on integer labels), a callable
+            ``(output, labels) -> loss``, or None for distillation only. Skipped for
+            batches without labels.
+        task_weight: factor of the task loss.
+        input_names: names of the model inputs when batches hold several (default one input).
+        checkpoint_dir: where ``last/`` is written; None disables checkpoints.
+        resume: continue from ``checkpoint_dir/last`` when it exists.
+        save_every_steps: also checkpoint every this many steps.
+        max_steps: stop after this many steps in total (the checkpoint is written first).
+        scheduler_step: step an ``LRScheduler`` learning rate once per ``"epoch"`` or per ``"step"``.
+        desc: progress bar label.
+
+    Returns:
+        A :class:`FitResult` with the per-epoch history.
+
+    Raises:
+        ConfigError: bad arguments. DataError: empty or invalid batches.
+    """
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"epochs={epochs!r} must be an integer >= 1")
+    for name, value in (("save_every_steps", save_every_steps), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}={value!r} must be an integer >= 1 or None")
+    if scheduler_step not in ("epoch", "step"):
+        raise ConfigError(f"scheduler_step={scheduler_step!r} must be 'epoch' or 'step'")
+    if not (hasattr(optimizer, "step") and hasattr(optimizer, "clear_grad")):
+        raise ConfigError(f"optimizer must be a paddle optimizer, got {type(optimizer).__name__}")
+    model, inner, train_data, rank, world = _parallel_setup(distiller, train_data)
+    if not isinstance(inner, _Distillation):
+        raise ConfigError(f"fit() trains a Distiller or MutualLearner, got {type(inner).__name__}")
+    task_fn = _task_loss_fn(task_loss)
+    batches = Batches(train_data, input_names)
+    sched = _scheduler(optimizer)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    result = FitResult()
+    start_epoch, skip, running = 0, 0, [0.0, 0.0, 0.0]
+    epoch_rng: dict[str, Any] | None = None
+    now_rng: dict[str, Any] | None = None
+    if ckpt is not None and resume and (ckpt / "last").exists():
+        saved = load_checkpoint(ckpt)
+        inner.set_state_dict(saved["model"])
+        optimizer.set_state_dict(saved["optimizer"])
+        st = saved["state"]
+        start_epoch, skip, running = st["epoch"], st["step_in_epoch"], list(st["running"])
+        result.history, result.steps, result.resumed_from = list(st["history"]), st["global_step"], st["global_step"]
+        epoch_rng, now_rng = st["epoch_rng"], st["now_rng"]
+        if not skip:  # saved at an epoch boundary: continue from the random state of that moment
+            _set_rng_state(now_rng)
+            now_rng = None
+
+    def save(epoch: int, step_in_epoch: int, e_rng: dict[str, Any] | None) -> None:
+        if ckpt is None:
+            return
+        if rank == 0:
+            state = {
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "global_step": result.steps,
+                "running": list(running),
+                "history": result.history,
+                "epoch_rng": e_rng,
+                "now_rng": _rng_state(),
+            }
+            _save_checkpoint(ckpt, inner, optimizer, state)
+        if world > 1:
+            paddle.distributed.barrier()
+
+    if max_steps is not None and result.steps >= max_steps:
+        result.stopped_early = True
+        return result
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        if skip and epoch_rng is not None:
+            _set_rng_state(epoch_rng)  # replay the epoch's shuffling, then skip what was already trained
+        else:
+            epoch_rng, skip, running = _rng_state(), 0, [0.0, 0.0, 0.0]
+        steps_here = skip
+        total = len(train_data) if hasattr(train_data, "__len__") else None
+        for idx, (inputs, rest) in enumerate(progress(batches.with_rest(), desc=f"{desc} {epoch + 1}/{epochs}", total=total)):
+            if idx < skip:
+                continue
+            if idx == skip and skip and now_rng is not None:
+                _set_rng_state(now_rng)
+                now_rng = None
+            args = [paddle.to_tensor(v) for v in inputs.values()]
+            labels = paddle.to_tensor(np.asarray(rest[0])) if rest else None
+            out = model(*args)
+            dloss = inner.loss(labels=labels)
+            loss = dloss
+            tval = 0.0
+            if task_fn is not None and labels is not None:
+                tloss = None
+                for logits in inner.task_outputs(out):
+                    term = task_fn(logits, labels)
+                    tloss = term if tloss is None else tloss + term
+                loss = loss + tloss * task_weight
+                tval = float(tloss)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            if sched is not None and scheduler_step == "step":
+                sched.step()
+            result.steps += 1
+            steps_here += 1
+            running[0] += float(loss)
+            running[1] += tval
+            running[2] += float(dloss)
+            if max_steps is not None and result.steps >= max_steps:
+                save(epoch, steps_here, epoch_rng)  # a later call with resume=True finishes the epoch (and evaluates)
+                result.stopped_early = True
+                return result
+            if save_every_steps and result.steps % save_every_steps == 0:
+                save(epoch, steps_here, epoch_rng)
+        if now_rng is not None:  # the checkpoint was taken after the epoch's last step
+            _set_rng_state(now_rng)
+            now_rng = None
+        skip = 0
+        if sched is not None and scheduler_step == "epoch":
+            sched.step()
+        n = max(steps_here, 1)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "steps": steps_here,
+            "loss": running[0] / n,
+            "task_loss": running[1] / n,
+            "distill_loss": running[2] / n,
+        }
+        if eval_fn is not None:
+            record["metric"] = eval_fn(inner.eval_target())
+        result.history.append(record)
+        running = [0.0, 0.0, 0.0]
+        save(epoch + 1, 0, None)
+    return result
