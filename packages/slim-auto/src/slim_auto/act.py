@@ -1,0 +1,417 @@
+"""Translate PaddleSlim ACT (auto-compression) recipes into slim recipes.
+
+PaddleSlim's ``paddleslim.auto_compression`` reads YAML with top-level keys
+``Global``, ``QuantAware``, ``QuantPost``, ``Distillation``, ``ChannelPrune``,
+``UnstructurePrune``, ``ASPPrune``, ``TransformerPrune``,
+``HyperParameterOptimization`` and ``TrainConfig``. :func:`translate_act` turns
+such a file into a :class:`~slim_auto.recipe.Recipe` and lists, key by key, what
+was mapped and what has no equivalent (static-graph variable names, fleet and
+AMP switches, ...), so nothing is dropped silently.
+
+Example:
+    >>> t = translate_act({"QuantPost": {"algo": "KL", "batch_nums": 10}})
+    >>> [s.kind for s in t.recipe.stages], t.recipe.stages[0].settings["calibrator"]
+    (['ptq'], 'kl')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slim_auto.recipe import Recipe, StageSpec, TargetConfig, TrainConfig
+from slim_core import ConfigError, load_yaml
+from slim_core.registry import closest
+
+__all__ = ["ACT_KEYS", "ActTranslation", "translate_act", "is_act_recipe"]
+
+ACT_KEYS = (
+    "Global",
+    "QuantAware",
+    "QuantPost",
+    "Distillation",
+    "ChannelPrune",
+    "UnstructurePrune",
+    "ASPPrune",
+    "TransformerPrune",
+    "HyperParameterOptimization",
+    "TrainConfig",
+)
+
+_PTQ_ALGO = {"kl": "kl", "hist": "percentile", "avg": "avg", "mse": "mse", "abs_max": "abs_max", "emd": "mse"}
+_CRITERION = {"l1_norm": "l1", "l2_norm": "l2", "geometry_median": "fpgm", "bn_scale": "bn_scale", "fpgm": "fpgm"}
+_DISTILL_LOSS = {"l2": "mse", "soft_label": "kl", "fsp": "fsp", "l1": "l1", "dkd": "dkd"}
+_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
+
+
+@dataclass
+class ActTranslation:
+    """Result of :func:`translate_act`.
+
+    Attributes:
+        recipe: the slim recipe.
+        mapped: ``"Section.key -> stage.key = value"`` lines for every key carried over.
+        unsupported: ``"Section.key: reason"`` lines for keys with no equivalent.
+    """
+
+    recipe: Recipe
+    mapped: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        lines = ["## PaddleSlim ACT recipe translation", "", "Mapped:", ""]
+        lines += [f"- `{m}`" for m in self.mapped] or ["- (nothing)"]
+        lines += ["", "Not supported (ignored):", ""]
+        lines += [f"- `{u}`" for u in self.unsupported] or ["- (nothing)"]
+        return "\n".join(lines) + "\n"
+
+
+def is_act_recipe(data: Any) -> bool:
+    """Whether a parsed YAML mapping is a PaddleSlim ACT recipe."""
+    return isinstance(data, dict) and any(k in ACT_KEYS for k in data)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.mapped: list[str] = []
+        self.unsupported: list[str] = []
+
+    def section(
+        self,
+        name: str,
+        data: Any,
+        table: dict[str, tuple[str, Callable[[Any], Any]] | str],
+        dest: dict[str, Any],
+        stage: str,
+    ) -> None:
+        """Map the keys of one ACT section: ``table[key]`` is a target key (with a converter) or an unsupported reason."""
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            raise ConfigError(f"ACT recipe: section {name!r} must be a mapping, got {type(data).__name__}")
+        for key, value in data.items():
+            rule = table.get(key)
+            if rule is None:
+                hint = closest(key, list(table))
+                self.unsupported.append(f"{name}.{key}: unknown ACT key" + (f" (did you mean {hint!r}?)" if hint else ""))
+            elif isinstance(rule, str):
+                self.unsupported.append(f"{name}.{key}: {rule}")
+            else:
+                target, conv = rule
+                try:
+                    converted = conv(value)
+                except (KeyError, ValueError, TypeError) as exc:
+                    self.unsupported.append(f"{name}.{key}={value!r}: no equivalent ({exc})")
+                    continue
+                if converted is _SKIP:
+                    self.unsupported.append(f"{name}.{key}={value!r}: no equivalent value")
+                    continue
+                dest[target] = converted
+                self.mapped.append(f"{name}.{key} -> {stage}.{target} = {converted!r}")
+
+
+_SKIP = object()
+
+
+def _lower_map(table: dict[str, Any]) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        return table.get(str(v).lower(), _SKIP)
+
+    return conv
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+def _weight_per_channel(v: Any) -> Any:
+    return str(v).startswith("channel_wise")
+
+
+_STATIC_NAMES = "names static-graph variables; slim addresses layers by their named_sublayers() path (set it in the stage settings)"
+
+_QUANT_COMMON: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
+    "weight_bits": ("weight_bits", int),
+    "activation_bits": ("activation_bits", int),
+    "weight_quantize_type": ("per_channel", _weight_per_channel),
+    "activation_quantize_type": "activation observers are chosen by the calibrator (PTQ) or quanter (QAT)",
+    "quantize_op_types": "slim decides which ops to quantize on the model graph (conv, linear, matmul and the ops between them)",
+    "not_quant_pattern": _STATIC_NAMES,
+    "onnx_format": "the export format is chosen at export (slim_deploy); Paddle Inference INT8 and ONNX QDQ are both written",
+    "is_full_quantize": "slim decides which ops to quantize on the model graph",
+    "dtype": "int8 only in ACT; use weight_bits/activation_bits",
+}
+
+_QUANT_POST = {
+    **_QUANT_COMMON,
+    "algo": ("calibrator", _lower_map(_PTQ_ALGO)),
+    "hist_percent": ("percentile", float),
+    "bias_correct": ("bias_correction", bool),
+    "batch_nums": ("calib_batches", int),
+    "batch_size": "the batch size is that of the calibration data you pass",
+    "round_type": ("reconstruction", _lower_map({"adaround": "adaround", "round": "none"})),
+    "lr": ("reconstruction_lr", float),
+    "is_use_cache_file": "calibration statistics are kept in memory",
+    "recon_level": ("reconstruction", _lower_map({"layer-wise": "adaround", "region-wise": "brecq"})),
+    "simulate_activation_quant": "QDrop-style dropping is a PTQConfig reconstruction option",
+    "skip_tensor_list": _STATIC_NAMES,
+}
+
+_QUANT_AWARE = {
+    **_QUANT_COMMON,
+    "use_pact": ("quanter", lambda v: "pact" if v else "ste"),
+    "moving_rate": ("moving_rate", float),
+    "for_tensorrt": "TensorRT deployment is out of scope on CPU",
+    "window_size": "not used by slim quanters",
+}
+
+_CHANNEL_PRUNE = {
+    "pruned_ratio": ("ratio", float),
+    "criterion": ("criterion", _lower_map(_CRITERION)),
+    "prune_params_name": _STATIC_NAMES,
+}
+
+_TRANSFORMER_PRUNE = {"pruned_ratio": ("ratio", float)}
+
+_UNSTRUCTURE_PRUNE = {
+    "prune_strategy": ("schedule", _lower_map({"gmp": "gmp", "none": "one_shot", "": "one_shot"})),
+    "prune_mode": ("mode", _lower_map({"ratio": "ratio", "threshold": "threshold"})),
+    "ratio": ("ratio", float),
+    "threshold": ("threshold", float),
+    "gmp_config": "GMP phases are derived from the training steps in slim",
+    "prune_params_type": "slim prunes every conv and linear weight unless listed in the settings",
+    "local_sparsity": ("local", bool),
+}
+
+_ASP_PRUNE = {"prune_params_name": _STATIC_NAMES}
+
+_DISTILLATION = {
+    "loss": ("loss", _lower_map(_DISTILL_LOSS)),
+    "alpha": ("weight", float),
+    "node": _STATIC_NAMES,
+    "teacher_model_dir": "the teacher is the original model you pass",
+    "teacher_model_filename": "the teacher is the original model you pass",
+    "teacher_params_filename": "the teacher is the original model you pass",
+}
+
+_GLOBAL = {
+    "model_dir": "pass the model to AutoCompression or `slim compress --model`",
+    "model_filename": "pass the model to AutoCompression or `slim compress --model`",
+    "params_filename": "pass the model to AutoCompression or `slim compress --model`",
+    "input_list": "input names come from the model",
+    "Evaluation": "pass eval_fn (or --data) instead",
+    "batch_size": "the batch size is that of the data you pass",
+    "reader_config": "pass train_data (or --data) instead",
+    "deploy_backend": "latency is measured on Paddle Inference (and ONNX Runtime when installed)",
+    "input_shapes": "pass example_inputs or input_spec",
+}
+
+_HPO = {
+    "ptq_algo": ("calibrator", lambda v: [_PTQ_ALGO[str(a).lower()] for a in v]),
+    "bias_correct": ("bias_correction", lambda v: [bool(x) for x in v]),
+    "hist_percent": ("percentile", lambda v: [float(x) for x in v]),
+    "batch_num": ("calib_batches", lambda v: [int(x) for x in v]),
+    "max_quant_count": ("__max_trials__", int),
+    "weight_quantize_type": ("per_channel", lambda v: [_weight_per_channel(x) for x in v]),
+    "weight_bits": ("weight_bits", lambda v: [int(x) for x in v]),
+    "activation_bits": ("activation_bits", lambda v: [int(x) for x in v]),
+    "round_type": "reconstruction is a PTQConfig setting",
+}
+
+
+def _learning_rate(v: Any) -> Any:
+    if isinstance(v, dict):
+        return float(v["learning_rate"])
+    return float(v)
+
+
+def _train(b: _Builder, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    train: dict[str, Any] = {}
+    target: dict[str, Any] = {}
+    if data is None:
+        return train, target
+    if not isinstance(data, dict):
+        raise ConfigError(f"ACT recipe: section 'TrainConfig' must be a mapping, got {type(data).__name__}")
+    table: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
+        "epochs": ("epochs", int),
+        "train_iter": ("steps", int),
+        "learning_rate": ("learning_rate", _learning_rate),
+        "eval_iter": ("eval_interval", int),
+        "logging_iter": "progress bars show the loss",
+        "origin_metric": "the original metric is measured by eval_fn",
+        "use_fleet": "start the run with `python -m paddle.distributed.launch` instead",
+        "amp_config": "mixed precision is not used on CPU",
+        "recover_model": "runs resume from the output directory's checkpoints",
+        "sparse_model": "use a sparsity stage",
+        "optim_args": "set weight_decay in train",
+    }
+    rest = {k: v for k, v in data.items() if k not in ("optimizer_builder", "target_metric")}
+    b.section("TrainConfig", rest, table, train, "train")
+    lr = data.get("learning_rate")
+    if isinstance(lr, dict) and "type" in lr:
+        sched = {"cosineannealingdecay": "cosine", "piecewisedecay": "step", "multistepdecay": "step"}.get(str(lr["type"]).lower())
+        if sched:
+            train["lr_schedule"] = sched
+            b.mapped.append(f"TrainConfig.learning_rate.type -> train.lr_schedule = {sched!r}")
+        else:
+            b.unsupported.append(f"TrainConfig.learning_rate.type={lr['type']!r}: schedules are constant, cosine, step")
+    ob = data.get("optimizer_builder")
+    if isinstance(ob, dict):
+        opt = ob.get("optimizer", {})
+        name = str(opt.get("type", "")).lower() if isinstance(opt, dict) else ""
+        if name in _OPTIMIZERS:
+            train["optimizer"] = _OPTIMIZERS[name]
+            b.mapped.append(f"TrainConfig.optimizer_builder.optimizer.type -> train.optimizer = {name!r}")
+        elif name:
+            b.unsupported.append(f"TrainConfig.optimizer_builder.optimizer.type={name!r}: optimizers are {', '.join(_OPTIMIZERS)}")
+        if "weight_decay" in ob:
+            train["weight_decay"] = float(ob["weight_decay"])
+            b.mapped.append(f"TrainConfig.optimizer_builder.weight_decay -> train.weight_decay = {float(ob['weight_decay'])!r}")
+        for k in ob:
+            if k not in ("optimizer", "weight_decay"):
+                b.unsupported.append(f"TrainConfig.optimizer_builder.{k}: not used")
+    if "target_metric" in data:
+        target["min_metric"] = float(data["target_metric"])
+        b.mapped.append(f"TrainConfig.target_metric -> target.min_metric = {float(data['target_metric'])!r}")
+    return train, target
+
+
+def _fit_to_config(b: _Builder, kind: str, settings: dict[str, Any], valid: list[str] | None) -> dict[str, Any]:
+    """Drop keys the installed stage config does not have, recording them as unsupported."""
+    if valid is None:
+        return settings
+    kept = {}
+    for k, v in settings.items():
+        if k in valid:
+            kept[k] = v
+        else:
+            b.mapped = [m for m in b.mapped if f"-> {kind}.{k} =" not in m]
+            b.unsupported.append(f"{kind}.{k}={v!r}: the installed {kind} config has no such setting")
+    return kept
+
+
+def translate_act(
+    source: str | os.PathLike[str] | dict[str, Any], *, config_fields: Callable[[str], list[str] | None] | None = None
+) -> ActTranslation:
+    """Translate a PaddleSlim ACT recipe (file, YAML text or dict) into a slim :class:`Recipe`.
+
+    Stage order follows ACT: structured pruning, then sparsity, then distillation
+    fine-tuning (or QAT, which fine-tunes with the distillation loss), then PTQ.
+
+    Args:
+        source: the ACT YAML file, its text, or the parsed dict.
+        config_fields: ``kind -> field names`` of the installed stage configs; keys the
+            installed config lacks are listed as unsupported (default: :func:`slim_auto.stages.config_fields`).
+
+    Returns:
+        :class:`ActTranslation` with the recipe and the mapped / unsupported keys.
+
+    Raises:
+        ConfigError: malformed YAML, or a mapping without any ACT key.
+
+    Example:
+        >>> t = translate_act({"ChannelPrune": {"pruned_ratio": 0.3, "criterion": "l1_norm"}, "Distillation": {"alpha": 1.0}})
+        >>> [s.kind for s in t.recipe.stages]
+        ['prune', 'distill']
+    """
+    if config_fields is None:
+        from slim_auto.stages import config_fields as _fields
+
+        config_fields = _fields
+    data = source if isinstance(source, dict) else load_yaml(source)
+    if not is_act_recipe(data):
+        keys = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"not a PaddleSlim ACT recipe: no key among {', '.join(ACT_KEYS)} (found {keys})")
+    b = _Builder()
+    for key in data:
+        if key not in ACT_KEYS:
+            hint = closest(str(key), list(ACT_KEYS))
+            b.unsupported.append(f"{key}: unknown ACT section" + (f" (did you mean {hint!r}?)" if hint else ""))
+    b.section("Global", data.get("Global"), _GLOBAL, {}, "-")
+    stages: list[StageSpec] = []
+
+    def add(kind: str, settings: dict[str, Any], **extra: Any) -> None:
+        stages.append(StageSpec(kind=kind, settings=_fit_to_config(b, kind, settings, config_fields(kind)), **extra))
+
+    for section, table in (("ChannelPrune", _CHANNEL_PRUNE), ("TransformerPrune", _TRANSFORMER_PRUNE)):
+        if section in data:
+            settings: dict[str, Any] = {}
+            b.section(section, data[section], table, settings, "prune")
+            add("prune", settings, name=section)
+    if "UnstructurePrune" in data:
+        settings = {}
+        b.section("UnstructurePrune", data["UnstructurePrune"], _UNSTRUCTURE_PRUNE, settings, "sparsity")
+        add("sparsity", settings)
+    if "ASPPrune" in data:
+        settings = {"mode": "n:m", "n": 2, "m": 4}
+        b.mapped.append("ASPPrune -> sparsity.mode = 'n:m' (2:4)")
+        b.section("ASPPrune", data["ASPPrune"], _ASP_PRUNE, settings, "sparsity")
+        add("sparsity", settings, name="asp")
+    distill: dict[str, Any] = {}
+    if "Distillation" in data:
+        logits: dict[str, Any] = {}
+        b.section("Distillation", data["Distillation"], _DISTILLATION, logits, "distill.logits")
+        distill = {"logits": logits} if logits else {}
+    train, target = _train(b, data.get("TrainConfig"))
+    if distill and "QuantAware" not in data:
+        stages.append(StageSpec(kind="distill", settings=distill))
+    elif distill:
+        train["distill"] = distill
+        b.mapped.append("Distillation -> train.distill (the distillation loss of the QAT fine-tuning)")
+    if "QuantAware" in data:
+        settings = {}
+        b.section("QuantAware", data["QuantAware"], _QUANT_AWARE, settings, "qat")
+        add("qat", settings)
+    if "QuantPost" in data or "HyperParameterOptimization" in data:
+        settings = {}
+        b.section("QuantPost", data.get("QuantPost"), _QUANT_POST, settings, "ptq")
+        search: dict[str, Any] = {}
+        b.section("HyperParameterOptimization", data.get("HyperParameterOptimization"), _HPO, search, "ptq.search")
+        max_trials = int(search.pop("__max_trials__", 0))
+        valid = config_fields("ptq")
+        if valid is not None:
+            for k in [k for k in search if k not in valid]:
+                b.unsupported.append(f"ptq.search.{k}: the installed ptq config has no such setting")
+                del search[k]
+        add("ptq", settings, search=search, max_trials=max_trials)
+    if not stages:
+        b.unsupported.append("(no compression section): the recipe only has settings; slim will choose the strategy itself")
+    try:
+        recipe = Recipe(stages=tuple(stages), train=TrainConfig.from_dict(train), target=TargetConfig.from_dict(target))
+    except ConfigError as exc:
+        raise ConfigError(f"ACT recipe: translated settings are invalid: {exc}") from exc
+    return ActTranslation(recipe=recipe, mapped=b.mapped, unsupported=b.unsupported)
+
+
+def load_any_recipe(
+    source: str | os.PathLike[str] | dict[str, Any] | Recipe, *, allow_keys: tuple[str, ...] = ()
+) -> tuple[Recipe, ActTranslation | None]:
+    """Load a slim recipe, or translate an ACT recipe; returns ``(recipe, translation or None)``.
+
+    ``allow_keys`` are further top-level keys that are accepted and ignored.
+    """
+    from slim_auto.recipe import load_recipe
+    from slim_auto.stages import known_kinds
+
+    if isinstance(source, Recipe):
+        return source, None
+    data = source
+    if not isinstance(source, dict):
+        data = load_yaml(source)
+    if is_act_recipe(data):
+        translation = translate_act({k: v for k, v in data.items() if k not in allow_keys})
+        return translation.recipe, translation
+    if isinstance(source, (str, os.PathLike)) and not isinstance(source, dict):
+        return load_recipe(Path(source) if _is_file(source) else source, known_kinds=known_kinds(), allow_keys=allow_keys), None
+    return load_recipe(data, known_kinds=known_kinds(), allow_keys=allow_keys), None  # type: ignore[arg-type]
+
+
+def _is_file(source: Any) -> bool:
+    s = str(source)
+    return "\n" not in s and s.endswith((".yaml", ".yml")) and Path(s).is_file()
+
+
+__all__.append("load_any_recipe")

@@ -1,0 +1,179 @@
+"""Export a candidate and measure it: metric on the exported model, FLOPs, params, size, latency.
+
+The metric is measured on the deployed artifact (run by slim-deploy's
+``Predictor`` on Paddle Inference), not on the training-time Layer, so the number
+in the report is the number the user gets. FLOPs, parameters, size on disk and
+latency come from slim-analysis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slim_auto.stages import ModelState
+from slim_core import SlimError, require_paddle
+
+__all__ = ["Measurement", "export_state", "predictor_for", "measure_candidate", "model_files"]
+
+
+@dataclass
+class Measurement:
+    """Numbers of one candidate (None where not measurable, with a note saying why)."""
+
+    metric: float | None = None
+    flops: int | None = None
+    params: int | None = None
+    size_bytes: int | None = None
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files of an exported model directory (model files and manifest)."""
+    return sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+
+
+def export_state(state: ModelState, model_dir: Path, input_spec: list[Any], *, threads: int = 2) -> Path:
+    """Write the deployable model of ``state`` into the directory ``model_dir`` (with a ``slim.json`` manifest).
+
+    A quantized Layer goes through :func:`slim_quant.export` (the INT8 program Paddle
+    Inference runs with oneDNN, int8 weights on disk); any other Layer through
+    :func:`slim_deploy.export` (PIR program, outputs verified against the Layer).
+
+    Returns:
+        ``model_dir``.
+    """
+    from slim_deploy.export import export as deploy_export
+
+    model_dir = Path(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    if state.layer is None:
+        assert state.path is not None
+        src = Path(state.path)
+        if src.is_dir():
+            shutil.copytree(src, model_dir, dirs_exist_ok=True)
+        else:  # an inference model prefix given by the user: copy its files, unchanged
+            model_dir.mkdir(parents=True, exist_ok=True)
+            for f in src.parent.iterdir():
+                if f.is_file() and f.name.startswith(src.name + "."):
+                    shutil.copy2(f, model_dir / f.name)
+        return model_dir
+    if state.quantized:
+        import slim_quant
+
+        slim_quant.export(state.layer, str(model_dir), overwrite=True, latency_guard=False, threads=threads)
+        return model_dir
+    compression = {"stages": [dict(a) for a in state.applied]} if state.applied else None
+    deploy_export(state.layer, str(model_dir), input_spec=input_spec, format="paddle", compression=compression, overwrite=True)
+    return model_dir
+
+
+def predictor_for(model_dir: Path, backend: str = "paddle", threads: int = 2) -> Callable[..., np.ndarray]:
+    """A numpy callable running the exported model (slim-deploy Predictor)."""
+    from slim_deploy.predictor import Predictor
+
+    return Predictor(str(model_dir), backend=backend, threads=threads)
+
+
+def _flops_params(state: ModelState, prefix: Path, example_inputs: list[np.ndarray], m: Measurement) -> None:
+    try:
+        import slim_analysis
+    except ImportError:  # pragma: no cover
+        m.notes.append("FLOPs/params: slim-analysis is not installed")
+        return
+    paddle = require_paddle()
+    target: Any = state.layer if state.layer is not None else str(prefix)
+    shape = list(example_inputs[0].shape[:1]) + list(example_inputs[0].shape[1:])
+    shape[0] = 1
+    try:
+        if state.layer is not None:
+            f = slim_analysis.flops(target, example_inputs=[paddle.to_tensor(a[:1]) for a in example_inputs])
+        else:
+            f = slim_analysis.flops(target, input_shape=shape)
+        m.flops = int(getattr(f, "total", f))
+    except Exception as exc:  # analysis of an exotic (e.g. fake-quant) layer must not end the run
+        m.notes.append(f"FLOPs not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+    try:
+        p = slim_analysis.params(target)
+        m.params = int(getattr(p, "total", p))
+    except Exception as exc:
+        m.notes.append(f"params not counted: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+
+
+def _size(prefix: Path, m: Measurement) -> None:
+    try:
+        import slim_analysis
+
+        s = slim_analysis.model_size(str(prefix))
+        m.size_bytes = int(getattr(s, "total_bytes", getattr(s, "total", s)))
+    except Exception:  # fall back to the bytes of the files themselves
+        m.size_bytes = int(sum(f.stat().st_size for f in model_files(prefix) if f.name != "slim.json"))
+
+
+def _latency(
+    prefix: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
+) -> None:
+    import slim_analysis
+
+    shape = list(example_inputs[0].shape)
+    for backend in backends:
+        try:
+            rep = slim_analysis.latency(str(prefix), input_shape=shape, batch_sizes=list(batch_sizes), threads=threads, backend=backend)
+        except Exception as exc:  # a backend that cannot run this model is reported, not fatal
+            m.notes.append(f"latency on {backend}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            continue
+        m.latency_ms[backend] = {str(b): float(v) for b, v in _per_batch(rep).items()}
+
+
+def _per_batch(rep: Any) -> dict[int, float]:
+    """Median milliseconds per batch size from a slim-analysis LatencyReport."""
+    if hasattr(rep, "median_ms"):
+        med = rep.median_ms
+        return dict(med) if isinstance(med, dict) else {1: float(med)}
+    if hasattr(rep, "results"):
+        return {int(r.batch_size): float(r.median_ms) for r in rep.results}
+    if isinstance(rep, dict):
+        return {int(k): float(v) for k, v in rep.items()}
+    raise SlimError(f"unexpected latency report {type(rep).__name__}")
+
+
+def measure_candidate(
+    state: ModelState,
+    prefix: Path,
+    *,
+    eval_fn: Callable[[Callable[..., np.ndarray]], float],
+    example_inputs: list[np.ndarray],
+    input_spec: list[Any],
+    backends: list[str],
+    batch_sizes: list[int],
+    threads: int,
+    exported: bool = False,
+) -> Measurement:
+    """Export ``state`` to ``prefix`` (unless ``exported``), then evaluate and measure it.
+
+    Raises:
+        Exception: whatever ``eval_fn`` raises (the engine marks the stage failed).
+    """
+    if not exported:
+        export_state(state, prefix, input_spec, threads=threads)
+    m = Measurement()
+    t0 = time.perf_counter()
+    predictor = predictor_for(prefix, backends[0] if backends else "paddle", threads)
+    try:
+        m.metric = float(eval_fn(predictor))
+    finally:
+        if hasattr(predictor, "close"):
+            predictor.close()
+    m.eval_seconds = time.perf_counter() - t0
+    _flops_params(state, prefix, example_inputs, m)
+    _size(prefix, m)
+    _latency(prefix, example_inputs, backends, batch_sizes, threads, m)
+    return m

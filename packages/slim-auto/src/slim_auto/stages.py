@@ -1,0 +1,429 @@
+"""Stage runners: each recipe stage calls the package that owns the algorithm.
+
+A stage turns a :class:`ModelState` into a new one. The algorithms live in
+slim-prune, slim-quant, slim-distill and slim-nas; this module only builds their
+configs from the recipe (``XConfig.from_dict(settings)``), calls their one verb,
+and, for training stages, runs :func:`slim_auto.training.finetune`.
+
+Users add stages with :data:`STAGES`::
+
+    @STAGES.register("my_stage")
+    class MyStage(Stage):
+        kind = "my_stage"
+        def run(self, state, cfg, ctx): ...
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slim_auto.recipe import STAGE_KINDS, Recipe, StageSpec, TrainConfig, stage_where
+from slim_auto.training import TrainOutcome, finetune, layer_predict
+from slim_core import ConfigError, Registry, SlimConfig, SlimError
+
+__all__ = [
+    "STAGES",
+    "Stage",
+    "ModelState",
+    "StageContext",
+    "StageUnavailableError",
+    "config_fields",
+    "known_kinds",
+    "check_recipe",
+    "get_stage",
+]
+
+STAGES = Registry("stage")
+
+
+class StageUnavailableError(ConfigError):
+    """A recipe names a stage whose package API is not available in this version."""
+
+
+@dataclass
+class ModelState:
+    """The model between stages.
+
+    Attributes:
+        layer: the dygraph Layer (None when the input is an inference model that no stage turned into a Layer).
+        path: prefix of an inference model when ``layer`` is None.
+        applied: compression applied so far, for the manifest and the report (``{"stage": ..., ...}``).
+        quantized: whether the layer holds quantization (export goes through slim-quant's path).
+    """
+
+    layer: Any = None
+    path: Path | None = None
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    quantized: bool = False
+
+    def copy(self) -> ModelState:
+        return ModelState(
+            layer=copy.deepcopy(self.layer) if self.layer is not None else None,
+            path=self.path,
+            applied=[dict(a) for a in self.applied],
+            quantized=self.quantized,
+        )
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the model.
+
+    Attributes:
+        teacher: the original model, frozen (None for an inference-model input).
+        train_data: user training batches (may be None when no stage trains).
+        calib_data: a few batches for calibration (the first ``calib_batches`` of the train data).
+        eval_fn: ``eval_fn(predict) -> float``.
+        example_inputs: numpy arrays, one per model input (batch of 1..N).
+        input_spec: Paddle InputSpec list.
+        input_names: feed names.
+        train: the training settings of the current stage.
+        reached: ``metric -> bool``: whether the metric target is met.
+        deadline: ``time.monotonic()`` deadline or None.
+        work_dir: scratch directory for the stage.
+    """
+
+    teacher: Any
+    train_data: Any
+    calib_data: Any
+    eval_fn: Callable[[Callable[..., np.ndarray]], float]
+    example_inputs: list[np.ndarray]
+    input_spec: list[Any]
+    input_names: list[str]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reached: Callable[[float], bool] | None = None
+    deadline: float | None = None
+    work_dir: Path | None = None
+    outcome: TrainOutcome | None = None
+
+    def time_left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+
+class Stage:
+    """Base of stage runners.
+
+    Class attributes:
+        kind: the recipe name.
+        config: ``"package:ClassName"`` of the settings' config class.
+        structural: True when the stage changes the architecture; on resume it is replayed
+            (:meth:`rebuild`) before the checkpointed weights are loaded.
+        trains: True when the stage fine-tunes (needs ``train_data``).
+        needs_layer: False when the stage also works on an inference model path.
+    """
+
+    kind = ""
+    config = ""
+    structural = True
+    trains = False
+    needs_layer = True
+
+    def config_class(self) -> type[SlimConfig]:
+        """The settings' config class; raises :class:`StageUnavailableError` when the package lacks it."""
+        mod_name, _, cls_name = self.config.partition(":")
+        try:
+            mod = importlib.import_module(mod_name)
+            cls = getattr(mod, cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise StageUnavailableError(f"stage {self.kind!r} is not available in this version ({mod_name}.{cls_name} is missing)") from exc
+        return cls
+
+    def api(self, module: str, name: str) -> Any:
+        """A function of a sibling package; :class:`StageUnavailableError` when missing."""
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise StageUnavailableError(f"stage {self.kind!r} is not available in this version ({module}.{name} is missing)") from exc
+
+    def check_available(self) -> None:
+        """Raise :class:`StageUnavailableError` unless every API the stage calls exists."""
+        self.config_class()
+
+    def make_config(self, settings: dict[str, Any]) -> SlimConfig:
+        return self.config_class().from_dict(settings)
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        """Rebuild the architecture after this stage (for resume); weights are loaded afterwards."""
+        return self.run(state, cfg, ctx)
+
+
+def _layer(state: ModelState, kind: str) -> Any:
+    if state.layer is None:
+        raise ConfigError(
+            f"stage {kind!r} needs a dygraph Layer; an inference model input supports the stages: "
+            + ", ".join(k for k in known_kinds() if not get_stage(k).needs_layer)
+        )
+    return state.layer
+
+
+def _train_with_distill(state: ModelState, ctx: StageContext, distill: dict[str, Any] | None, desc: str) -> TrainOutcome:
+    if ctx.train_data is None:
+        raise ConfigError(f"stage {desc!r} fine-tunes the model and needs train_data")
+    return finetune(
+        state.layer,
+        ctx.teacher,
+        ctx.train_data,
+        ctx.train,
+        distill=distill or ctx.train.distill or None,
+        eval_fn=ctx.eval_fn,
+        reached=ctx.reached,
+        deadline=ctx.deadline,
+        input_names=ctx.input_names,
+        desc=desc,
+    )
+
+
+@STAGES.register("prune")
+class PruneStage(Stage):
+    """Structured pruning with :func:`slim_prune.prune_` (channels removed physically)."""
+
+    kind = "prune"
+    config = "slim_prune:PruneConfig"
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_prune", "prune_")
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        import paddle
+
+        prune_ = self.api("slim_prune", "prune_")
+        layer = _layer(state, self.kind)
+        result = prune_(layer, cfg, example_inputs=[paddle.to_tensor(a) for a in ctx.example_inputs])
+        info: dict[str, Any] = {"stage": "prune", **cfg.to_dict()}
+        for key in ("flops_before", "flops_after", "params_before", "params_after"):
+            if hasattr(result, key):
+                info[key] = int(getattr(result, key))
+        state.applied.append(info)
+        return state
+
+
+@STAGES.register("sparsity")
+class SparsityStage(Stage):
+    """Unstructured or N:M sparsity with slim-prune, then fine-tuning with masks kept."""
+
+    kind = "sparsity"
+    config = "slim_prune:SparsityConfig"
+    trains = True
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_prune", "sparsify_")
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        sparsify_ = self.api("slim_prune", "sparsify_")
+        layer = _layer(state, self.kind)
+        handle = sparsify_(layer, cfg)
+        if ctx.train_data is not None:
+            ctx.outcome = _train_with_distill(state, ctx, None, "sparsity fine-tune")
+            for fn in ("apply", "reapply", "step"):
+                if hasattr(handle, fn):  # masks are re-applied after the last optimizer step
+                    getattr(handle, fn)()
+                    break
+        state.applied.append({"stage": "sparsity", **cfg.to_dict()})
+        return state
+
+    def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        state.applied.append({"stage": "sparsity", **cfg.to_dict()})
+        return state  # masks are zeros in the checkpointed weights
+
+
+@STAGES.register("distill")
+class DistillStage(Stage):
+    """Fine-tuning with distillation from the original model (slim-distill's Distiller)."""
+
+    kind = "distill"
+    config = "slim_distill:DistillConfig"
+    structural = False
+    trains = True
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_distill", "Distiller")
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        _layer(state, self.kind)
+        ctx.outcome = _train_with_distill(state, ctx, cfg.to_dict(), "distill")
+        state.applied.append({"stage": "distill", "steps": ctx.outcome.steps})
+        return state
+
+    def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        state.applied.append({"stage": "distill"})
+        return state
+
+
+@STAGES.register("ptq")
+class PTQStage(Stage):
+    """Post-training quantization with :func:`slim_quant.quantize_` (or ``quantize_inference_model`` for a path)."""
+
+    kind = "ptq"
+    config = "slim_quant:PTQConfig"
+    needs_layer = False
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_quant", "quantize_")
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        if state.layer is None:
+            qim = self.api("slim_quant", "quantize_inference_model")
+            assert ctx.work_dir is not None
+            out = ctx.work_dir / "ptq-model"
+            qim(str(state.path), cfg, ctx.calib_data, str(out), overwrite=True, latency_guard=False)
+            state.path = out
+        else:
+            quantize_ = self.api("slim_quant", "quantize_")
+            eval_fn = None
+            if getattr(cfg, "max_metric_drop", None) is not None:
+                user_eval = ctx.eval_fn
+
+                def eval_fn(model: Any) -> float:  # slim-quant evaluates Layers; the user's eval_fn takes a predict function
+                    return float(user_eval(layer_predict(model)))
+
+            result = quantize_(state.layer, cfg, calib_data=ctx.calib_data, eval_fn=eval_fn, input_names=ctx.input_names)
+            if result is not None and hasattr(result, "parameters"):
+                state.layer = result
+            skipped = getattr(getattr(state.layer, "slim_quant_state", None), "skipped", None)
+            if skipped:
+                state.applied.append({"stage": "ptq-skipped-layers", "layers": list(skipped)})
+        state.quantized = True
+        state.applied.append({"stage": "ptq", **cfg.to_dict()})
+        return state
+
+
+@STAGES.register("qat")
+class QATStage(Stage):
+    """Quantization-aware training: :func:`slim_quant.prepare_qat`, fine-tuning with distillation, :func:`slim_quant.convert`."""
+
+    kind = "qat"
+    config = "slim_quant:QATConfig"
+    trains = True
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_quant", "prepare_qat")
+        self.api("slim_quant", "convert")
+
+    def _prepare(self, state: ModelState, cfg: SlimConfig) -> None:
+        prepare_qat = self.api("slim_quant", "prepare_qat")
+        res = prepare_qat(_layer(state, self.kind), cfg)
+        if res is not None and hasattr(res, "parameters"):
+            state.layer = res
+
+    def _convert(self, state: ModelState, cfg: SlimConfig) -> None:
+        convert = self.api("slim_quant", "convert")
+        res = convert(state.layer)
+        if res is not None and hasattr(res, "parameters"):
+            state.layer = res
+        state.quantized = True
+        state.applied.append({"stage": "qat", **cfg.to_dict()})
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        self._prepare(state, cfg)
+        ctx.outcome = _train_with_distill(state, ctx, None, "qat")
+        self._convert(state, cfg)
+        return state
+
+    def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        self._prepare(state, cfg)
+        self._convert(state, cfg)
+        return state
+
+
+@STAGES.register("weight_only")
+class WeightOnlyStage(Stage):
+    """Weight-only quantization with :func:`slim_quant.quantize_` and a ``WeightOnlyConfig``."""
+
+    kind = "weight_only"
+    config = "slim_quant:WeightOnlyConfig"
+
+    def check_available(self) -> None:
+        super().check_available()
+        self.api("slim_quant", "quantize_")
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        quantize_ = self.api("slim_quant", "quantize_")
+        result = quantize_(_layer(state, self.kind), cfg, calib_data=ctx.calib_data)
+        if result is not None and hasattr(result, "parameters"):
+            state.layer = result
+        state.quantized = True
+        state.applied.append({"stage": "weight_only", **cfg.to_dict()})
+        return state
+
+
+# ------------------------------------------------------------------ helpers
+def known_kinds() -> list[str]:
+    """Stage kinds a recipe may name: the built-in ones plus registered stages."""
+    return list(dict.fromkeys([*STAGE_KINDS, *STAGES.names()]))
+
+
+def get_stage(kind: str) -> Stage:
+    """The runner of ``kind``; :class:`StageUnavailableError` for a kind this version cannot run."""
+    if kind in STAGES:
+        return STAGES[kind]()
+    if kind in STAGE_KINDS:
+        raise StageUnavailableError(f"stage {kind!r} is not available in this version")
+    return STAGES.get(kind)()
+
+
+def config_fields(kind: str) -> list[str] | None:
+    """Field names of the installed config class of stage ``kind`` (None when unavailable)."""
+    try:
+        return get_stage(kind).config_class().field_names()
+    except (ConfigError, SlimError):
+        return None
+
+
+def check_recipe(recipe: Recipe, *, has_layer: bool, has_train_data: bool) -> list[SlimConfig]:
+    """Validate every stage before any work: availability, settings, inputs it needs.
+
+    Returns:
+        The built config of each stage (search values are checked too).
+
+    Raises:
+        ConfigError: naming the recipe line and stage.
+    """
+    configs = []
+    for i, spec in enumerate(recipe.stages):
+        where = stage_where(recipe, i)
+        try:
+            stage = get_stage(spec.kind)
+            stage.check_available()
+            cfg = stage.make_config(spec.settings)
+            for key, values in spec.search.items():
+                for v in values:
+                    stage.make_config({**spec.settings, key: v})
+        except ConfigError as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+        if stage.needs_layer and not has_layer:
+            raise ConfigError(
+                f"{where}: stage {spec.kind!r} needs a dygraph Layer, but the model is an inference model; "
+                f"stages that run on inference models: {', '.join(k for k in STAGES.names() if not STAGES[k].needs_layer)}"
+            )
+        if stage.trains and not has_train_data and spec.kind != "sparsity":
+            raise ConfigError(f"{where}: stage {spec.kind!r} fine-tunes the model and needs train_data")
+        recipe.train_for(spec)
+        configs.append(cfg)
+    return configs
+
+
+def settings_grid(spec: StageSpec) -> list[dict[str, Any]]:
+    """Every settings dict of ``spec``'s search grid, in order (just ``spec.settings`` without a search)."""
+    grid = [dict(spec.settings)]
+    for key, values in spec.search.items():
+        grid = [{**g, key: v} for g in grid for v in values]
+    return grid
+
+
+__all__.append("settings_grid")
