@@ -5,4 +5,25 @@ from slim_quant.__about__ import __version__
 
 require_paddle()
 
-__all__ = ["__version__"]
+# --- PTQ (issue 5) ---
+from slim_quant.calibrators import CALIBRATORS, Calibrator, make_calibrator  # noqa: E402
+from slim_quant.config import PTQConfig, ReconstructionConfig  # noqa: E402
+from slim_quant.export import ExportResult, LatencyGuardWarning, export, quantize_inference_model  # noqa: E402
+from slim_quant.ptq import QuantState, quantize, quantize_  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "CALIBRATORS",
+    "Calibrator",
+    "make_calibrator",
+    "PTQConfig",
+    "ReconstructionConfig",
+    "quantize_",
+    "quantize",
+    "QuantState",
+    "export",
+    "ExportResult",
+    "LatencyGuardWarning",
+    "quantize_inference_model",
+]
+# --- end PTQ ---

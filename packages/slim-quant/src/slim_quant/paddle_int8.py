@@ -1,0 +1,273 @@
+"""Rewrite a legacy Paddle inference program into the INT8 form oneDNN runs.
+
+Paddle Inference on CPU runs INT8 only from the legacy ProgramDesc, through its
+``quant_dequant_mkldnn_pass`` that reads ``quantize_linear``/``dequantize_linear``
+pairs (the layout Paddle's own static PTQ writes with ``onnx_format=True``):
+
+- each quantized weight is stored as **int8** in the parameter file and read by
+  a ``dequantize_linear`` (per output channel, ``quant_axis`` 0 for conv filters,
+  1 for ``[in, out]`` matmul weights);
+- each quantized op input gets a ``quantize_linear`` + ``dequantize_linear``
+  pair holding the activation threshold;
+- other activations between quantized ops get an observer pair
+  (``only_observer=True``) so oneDNN knows their ranges and keeps pool, add,
+  concat and activations in INT8 instead of converting back to float.
+
+Thresholds follow Paddle's convention: ``@scale`` holds the clipping value
+(abs-max like), the integer step is ``threshold / 127``.
+
+This module is the INT8 export path shared by PTQ and QAT: both hand
+:func:`rewrite_program` the program, per-weight int8 codes and per-tensor
+thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from slim_core.errors import DataError
+from slim_quant.calibrators import Calibrator
+from slim_quant.primitives import quantize_np, weight_thresholds
+
+__all__ = ["QuantSite", "find_sites", "activation_vars", "calibrate_program", "rewrite_program", "QUANT_OP_SLOTS"]
+
+#: op type -> (activation input slot, weight input slot)
+QUANT_OP_SLOTS: dict[str, tuple[str, str]] = {
+    "conv2d": ("Input", "Filter"),
+    "depthwise_conv2d": ("Input", "Filter"),
+    "conv2d_transpose": ("Input", "Filter"),
+    "matmul_v2": ("X", "Y"),
+    "matmul": ("X", "Y"),
+    "mul": ("X", "Y"),
+}
+_SKIP_OUT_SLOTS = {"XShape", "SavedMean", "SavedVariance", "MeanOut", "VarianceOut", "ReserveSpace", "Mask"}
+_NO_OBSERVER_OPS = {"feed", "fetch", "quantize_linear", "dequantize_linear", "shape", "fill_constant", "assign_value"}
+
+
+@dataclass
+class QuantSite:
+    """One quantizable op of a legacy program."""
+
+    op_index: int
+    op_type: str
+    act: str
+    weight: str
+    axis: int
+
+
+def _weight_axis(op: Any) -> int:
+    if op.type in ("conv2d", "depthwise_conv2d"):
+        return 0
+    if op.type == "conv2d_transpose":
+        return 1
+    if op.type == "matmul_v2" and op.attr("trans_y"):
+        return 0
+    if op.type == "matmul" and op.attr("transpose_Y"):
+        return 0
+    return 1
+
+
+def find_sites(program: Any, *, persistable: set[str] | None = None) -> list[QuantSite]:
+    """Ops of block 0 with a float activation input and a persistable 2-D/4-D weight."""
+    block = program.global_block()
+    if persistable is None:
+        persistable = {v.name for v in program.list_vars() if v.persistable}
+    sites = []
+    for i, op in enumerate(block.ops):
+        slots = QUANT_OP_SLOTS.get(op.type)
+        if not slots:
+            continue
+        acts, ws = op.input(slots[0]), op.input(slots[1])
+        if len(acts) != 1 or len(ws) != 1 or ws[0] not in persistable or acts[0] in persistable:
+            continue
+        wvar = block.var(ws[0])
+        if op.type in ("matmul_v2", "matmul", "mul") and len(wvar.shape) != 2:
+            continue
+        if op.type == "conv2d_transpose":
+            continue  # oneDNN has no INT8 deconvolution kernel: keep it in float
+        sites.append(QuantSite(i, op.type, acts[0], ws[0], _weight_axis(op)))
+    return sites
+
+
+def activation_vars(program: Any) -> list[str]:
+    """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
+    block = program.global_block()
+    names: list[str] = []
+    seen: set[str] = set()
+    for op in block.ops:
+        if op.type in ("feed", "fetch"):
+            continue
+        slots = [(s, op.input(s)) for s in op.input_names] + [(s, op.output(s)) for s in op.output_names if s not in _SKIP_OUT_SLOTS]
+        for _, vs in slots:
+            for v in vs:
+                if v in seen or not block.has_var(v):
+                    continue
+                var = block.var(v)
+                if var.persistable or str(var.dtype) not in ("paddle.float32", "VarType.FP32"):
+                    continue
+                seen.add(v)
+                names.append(v)
+    return names
+
+
+def calibrate_program(
+    run: Callable[[dict[str, np.ndarray], list[str]], list[np.ndarray]],
+    batches: Iterable[dict[str, np.ndarray]],
+    names: list[str],
+    make: Callable[[], Calibrator],
+) -> dict[str, Calibrator]:
+    """Run the float program on every batch and feed each named activation to its own calibrator."""
+    cals = {n: make() for n in names}
+    seen = 0
+    for feed in batches:
+        outs = run(feed, names)
+        for n, arr in zip(names, outs):
+            cals[n].observe(np.asarray(arr))
+        seen += 1
+    if seen == 0:
+        raise DataError("calibration data is empty: no batch was produced")
+    return cals
+
+
+def _set_tensor(scope: Any, name: str, value: np.ndarray) -> None:
+    import paddle
+
+    scope.var(name).get_tensor().set(value, paddle.CPUPlace())
+
+
+def _new_var(block: Any, name: str, shape: list[int], dtype: str, persistable: bool) -> Any:
+    return block.create_var(name=name, shape=shape, dtype=dtype, persistable=persistable)
+
+
+def rewrite_program(
+    program: Any,
+    scope: Any,
+    sites: list[QuantSite],
+    act_thresholds: dict[str, float],
+    *,
+    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    observer_thresholds: dict[str, float] | None = None,
+    weight_method: str = "abs_max",
+) -> dict[str, Any]:
+    """Insert quantize/dequantize ops into ``program`` in place and store int8 weights in ``scope``.
+
+    Args:
+        program: a legacy ``Program`` (loaded under ``OldIrGuard``).
+        scope: the scope holding its parameters.
+        sites: the ops to quantize (from :func:`find_sites`, filtered by the caller).
+        act_thresholds: clipping threshold for each quantized op's activation input.
+        weight_codes: ``{weight name: (int8 codes, per-channel thresholds)}`` computed elsewhere
+            (reconstruction, bias correction); missing weights are quantized here per channel.
+        observer_thresholds: thresholds of other activations (observer pairs for oneDNN).
+        weight_method: per-channel threshold method for weights quantized here.
+
+    Returns:
+        A summary: quantized ops, weights, and observed tensors.
+    """
+    block = program.global_block()
+    weight_codes = dict(weight_codes or {})
+    observer_thresholds = dict(observer_thresholds or {})
+    quantized_weights: dict[str, str] = {}
+    act_pairs: dict[str, str] = {}
+    done_ops = []
+
+    def add_scale(name: str, value: np.ndarray, zp_size: int) -> tuple[str, str]:
+        sname, zname = f"{name}@scale", f"{name}.quantized@zero_point"
+        if not block.has_var(sname):
+            _new_var(block, sname, list(value.shape) or [1], "float32", True)
+            _new_var(block, zname, [zp_size], "int32", True)
+        _set_tensor(scope, sname, value.astype("float32").reshape(list(value.shape) or [1]))
+        _set_tensor(scope, zname, np.zeros([zp_size], "int32"))
+        return sname, zname
+
+    def insert_pair(at: int, var: str, thr: float, observer: bool) -> tuple[str, int]:
+        sname, zname = add_scale(var, np.array([thr], "float32"), 1)
+        src = block.var(var)
+        qname, dqname = f"{var}.quantized", f"{var}.quantized.dequantized"
+        _new_var(block, qname, list(src.shape), "float32", False)
+        _new_var(block, dqname, list(src.shape), "float32", False)
+        attrs: dict[str, Any] = {"quant_axis": -1, "bit_length": 8}
+        if observer:
+            attrs["only_observer"] = True
+        block._insert_op(
+            at, type="quantize_linear", inputs={"X": [var], "Scale": [sname], "ZeroPoint": [zname]}, outputs={"Y": [qname]}, attrs=attrs
+        )
+        block._insert_op(
+            at + 1,
+            type="dequantize_linear",
+            inputs={"X": [qname], "Scale": [sname], "ZeroPoint": [zname]},
+            outputs={"Y": [dqname]},
+            attrs=dict(attrs),
+        )
+        return dqname, 2
+
+    # weights and activation inputs of quantized ops, walking sites from last to first so indices stay valid
+    for site in sorted(sites, key=lambda s: s.op_index, reverse=True):
+        op = block.ops[site.op_index]
+        at = site.op_index
+        # weight
+        if site.weight not in quantized_weights:
+            w = np.array(scope.find_var(site.weight).get_tensor())
+            if site.weight in weight_codes:
+                codes, thr = weight_codes[site.weight]
+            else:
+                thr = weight_thresholds(w, site.axis, method=weight_method)  # type: ignore[arg-type]
+                codes = quantize_np(w, thr, 8, site.axis)
+            _set_tensor(scope, site.weight, np.ascontiguousarray(codes.astype("int8")))
+            thr = np.asarray(thr, "float32").reshape(-1)
+            wsname = f"{site.weight}@scale"
+            wzname = f"{site.weight}.quantized.dequantized@zero_point"
+            _new_var(block, wsname, [thr.size], "float32", True)
+            _new_var(block, wzname, [thr.size], "int32", True)
+            _set_tensor(scope, wsname, thr)
+            _set_tensor(scope, wzname, np.zeros([thr.size], "int32"))
+            dq = f"{site.weight}.quantized.dequantized"
+            _new_var(block, dq, list(block.var(site.weight).shape), "float32", False)
+            block._insert_op(
+                at,
+                type="dequantize_linear",
+                inputs={"X": [site.weight], "Scale": [wsname], "ZeroPoint": [wzname]},
+                outputs={"Y": [dq]},
+                attrs={"quant_axis": site.axis, "bit_length": 8},
+            )
+            quantized_weights[site.weight] = dq
+            at += 1
+        op._rename_input(site.weight, quantized_weights[site.weight])
+        # activation
+        dqname, _ = insert_pair(at, site.act, float(act_thresholds[site.act]), observer=False)
+        act_pairs[site.act] = dqname
+        op._rename_input(site.act, dqname)
+        done_ops.append(f"{op.type}:{site.weight}")
+    # moving the weight dequantize ops first in the block would also work; Paddle keeps them next to their consumer
+
+    # observer pairs: activations adjacent to quantized ops that are not already quantized inputs
+    fetched = {v for op in block.ops if op.type == "fetch" for v in op.input("X")}
+    observed = []
+    i = 0
+    while i < len(block.ops):
+        op = block.ops[i]
+        if op.type in _NO_OBSERVER_OPS:
+            i += 1
+            continue
+        inserted = 0
+        for slot in op.output_names:
+            if slot in _SKIP_OUT_SLOTS:
+                continue
+            for v in op.output(slot):
+                if v not in observer_thresholds or v in act_pairs or v in fetched:
+                    continue
+                consumers = [c for c in block.ops[i + 1 :] if v in c.input_arg_names]
+                if not consumers:
+                    continue
+                dqname, n = insert_pair(i + 1 + inserted, v, float(observer_thresholds[v]), observer=True)
+                for c in consumers:
+                    c._rename_input(v, dqname)
+                inserted += n
+                observed.append(v)
+        i += 1 + inserted
+    program._sync_with_cpp()
+    return {"ops": list(reversed(done_ops)), "weights": sorted(quantized_weights), "activations": sorted(act_pairs), "observed": observed}

@@ -1,0 +1,115 @@
+import json
+import warnings
+
+import numpy as np
+import paddle
+import pytest
+from conftest import rel_err
+
+from slim_core import demo
+from slim_core.errors import ConfigError, ExportError, OutputExistsError
+from slim_core.params_file import read_params_file
+from slim_deploy.predictor import Predictor
+from slim_quant import LatencyGuardWarning, PTQConfig, export, quantize, quantize_inference_model
+
+
+def _int8_fraction(params_file):
+    recs = read_params_file(params_file)
+    total = sum(r.nbytes for r in recs)
+    return sum(r.nbytes for r in recs if r.dtype == "int8") / total, total
+
+
+@pytest.fixture(scope="module")
+def digits_export(digits, calib, tmp_path_factory):
+    q = quantize(digits[0], PTQConfig(calibrator="mse"), calib)
+    out = tmp_path_factory.mktemp("exp") / "digits_int8"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = export(q, out)
+    return q, out, res, caught
+
+
+def test_export_writes_int8_weights_and_manifest(digits_export, tmp_path):
+    q, out, res, _ = digits_export
+    assert sorted(p.name for p in out.iterdir()) == ["model_legacy.pdiparams", "model_legacy.pdmodel", "slim.json"]
+    frac, total = _int8_fraction(out / "model_legacy.pdiparams")
+    assert frac > 0.9  # weights are int8 on disk; only biases and scales stay float
+    fp32 = tmp_path / "fp32"
+    paddle.jit.save(demo.build_tiny_cnn(), str(fp32 / "model"), input_spec=[paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")])
+    assert total < 0.35 * (fp32 / "model.pdiparams").stat().st_size
+    manifest = json.loads((out / "slim.json").read_text())
+    assert manifest["int8"] is True
+    qrec = manifest["compression"]["quantization"]
+    assert sorted(qrec["quantized_layers"]) == ["conv1", "conv2", "fc1", "fc2"]
+    assert len(qrec["export"]["paddle"]["quantized_ops"]) == 4
+    assert res.observed_tensors > 0
+
+
+def test_onednn_predictor_agrees_with_fake_quant_layer(digits, digits_export):
+    q, out, res, _ = digits_export
+    xt, yt = digits[4], digits[5]
+    pred = Predictor(out, threads=2)
+    assert pred.int8
+    got = pred.run([xt])[0]
+    with paddle.no_grad():
+        ref = q(paddle.to_tensor(xt)).numpy()
+    assert rel_err(got, ref) < 0.08
+    assert (got.argmax(1) == ref.argmax(1)).mean() > 0.97
+    assert (got.argmax(1) == yt).mean() >= digits[1] - 0.02
+    assert res.agreement["paddle_top1_agreement"] > 0.95
+
+
+def test_latency_guard_warns_when_int8_is_not_faster(digits_export):
+    _, _, res, caught = digits_export
+    assert {"paddle_fp32", "paddle_int8"} <= set(res.latency_ms)
+    slower = res.latency_ms["paddle_int8"] >= 0.95 * res.latency_ms["paddle_fp32"]
+    assert slower == any(issubclass(w.category, LatencyGuardWarning) for w in caught)
+
+
+def test_export_of_resnet18_round_trip(tmp_path):
+    paddle.seed(1)
+    model = paddle.vision.models.resnet18(num_classes=10)
+    model.eval()
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, 3, 32, 32)).astype("float32") for _ in range(2)]
+    q = quantize(model, PTQConfig(calibrator="abs_max"), batches)
+    res = export(q, tmp_path / "r18", latency_guard=False)
+    assert len(res.quantized_ops) == 21
+    frac, _ = _int8_fraction(tmp_path / "r18" / "model_legacy.pdiparams")
+    assert frac > 0.95
+    assert res.agreement["paddle_rel_err"] < 0.2
+
+
+def test_export_refuses_unquantized_model_existing_dir_and_4bit(digits, calib, tmp_path):
+    with pytest.raises(ConfigError, match="not quantized"):
+        export(digits[0], tmp_path / "a")
+    q4 = quantize(digits[0], PTQConfig(weight_bits=4), calib)
+    with pytest.raises(ExportError, match="8-bit"):
+        export(q4, tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    q8 = quantize(digits[0], PTQConfig(), calib)
+    with pytest.raises(OutputExistsError):
+        export(q8, tmp_path / "c")
+
+
+def test_quantize_inference_model_on_a_legacy_file(digits, calib, tmp_path):
+    model = digits[0]
+    src = tmp_path / "fp32" / "model"
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(model, str(src), input_spec=[paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")])
+    res = quantize_inference_model(src, PTQConfig(fold_bn=False, skip_types=("mul",)), calib, tmp_path / "q", latency_guard=False)
+    assert len(res.quantized_ops) == 4  # conv2d x2 + matmul_v2 x2
+    pred = Predictor(tmp_path / "q", threads=2)
+    acc = (pred.run([digits[4]])[0].argmax(1) == digits[5]).mean()
+    assert acc >= digits[1] - 0.02
+    with pytest.raises(ConfigError, match="skip_layers names 'nope'"):
+        quantize_inference_model(src, PTQConfig(skip_layers=("nope",)), calib, tmp_path / "q2")
+    res2 = quantize_inference_model(src, PTQConfig(skip_types=("conv2d",)), calib, tmp_path / "q3", latency_guard=False)
+    assert [o.split(":")[0] for o in res2.quantized_ops] == ["matmul_v2", "matmul_v2"]
+
+
+def test_quantize_inference_model_rejects_pir_for_paddle_int8(digits, calib, tmp_path):
+    src = tmp_path / "pir" / "model"
+    paddle.jit.save(digits[0], str(src), input_spec=[paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")])
+    with pytest.raises(ExportError, match="PIR program.*legacy"):
+        quantize_inference_model(src, PTQConfig(), calib, tmp_path / "q")
