@@ -69,8 +69,10 @@ def test_hooks_record_only_inside_a_distiller_forward_and_can_be_removed():
     d = Distiller(student, teacher, {"pairs": [{"student": "head", "teacher": "head"}]})
     student(paddle.rand([2, 4]))  # plain use of the student: nothing kept
     assert d._srec.num_calls("head") == 0
-    d(paddle.rand([2, 4]))
-    assert d._srec.num_calls("head") == 1
+    x = paddle.rand([2, 4])
+    d(x)
+    assert d._srec.num_calls("head") == 0  # the features were taken out and the records dropped
+    np.testing.assert_allclose(_np(d._feats[0][0][0]), _np(student(x)), rtol=1e-6)
     d.remove_hooks()
     assert not student.head._forward_post_hooks and not teacher.head._forward_post_hooks
 

@@ -79,6 +79,21 @@ class _Distillation(nn.Layer):
         super().__init__()
         self._ran = False
 
+    def forward(self, *args: Any, with_loss: bool = False, loss_labels: Any = None, **kwargs: Any) -> Any:
+        """Run the models on ``args`` / ``kwargs``; return the student output(s).
+
+        Args:
+            with_loss: also return the distillation loss, as ``(output, loss)``. Use it under
+                ``paddle.DataParallel``, which only synchronises parameters that the tensors
+                returned by ``forward`` depend on.
+            loss_labels: labels handed to :meth:`loss` when ``with_loss`` is set.
+        """
+        out = self._run(*args, **kwargs)
+        return (out, self.loss(loss_labels)) if with_loss else out
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
     def _terms(self, labels: Any) -> list[tuple[str, float, Any]]:
         raise NotImplementedError
 
@@ -175,6 +190,7 @@ class Distiller(_Distillation):
         self._checked = False
         self._building = False
         self._outputs: tuple[Any, Any] | None = None
+        self._feats: list[tuple[list[Any], list[Any]]] = []
         teacher.eval()
         if example_inputs is not None:
             self._probe(_as_args(example_inputs))
@@ -217,12 +233,13 @@ class Distiller(_Distillation):
             self._building = False
             self._ran = False
             self._outputs = None
+            self._feats = []
             self._srec.clear()
             self._trec.clear()
             if was_training:
                 self.student.train()
 
-    def _features(self, i: int, pair: PairConfig) -> tuple[list[Any], list[Any]]:
+    def _features(self, pair: PairConfig) -> tuple[list[Any], list[Any]]:
         s_names, t_names = _names(pair.student), _names(pair.teacher)
         s = [self._srec.get(n, pair.student_io, pair.student_index, pair.student_call) for n in s_names]
         t = [self._trec.get(n, pair.teacher_io, pair.teacher_index, pair.teacher_call) for n in t_names]
@@ -240,7 +257,7 @@ class Distiller(_Distillation):
                     "for models with several outputs)"
                 )
         for i, pair in enumerate(self.pairs):
-            s_list, t_list = self._features(i, pair)
+            s_list, t_list = self._features(pair)
             align = LOSSES.get(pair.loss).align
             for j, (s, t) in enumerate(zip(s_list, t_list)):
                 self._check_feature(i, j, pair, align, s, t)
@@ -275,7 +292,7 @@ class Distiller(_Distillation):
         return s, t
 
     # running ---------------------------------------------------------------
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
         """Run the teacher (no grad) and the student on the same inputs; return the student's output."""
         teacher = self._teacher
         if teacher.training:  # someone switched it back; the teacher's BN/dropout must stay frozen
@@ -285,9 +302,17 @@ class Distiller(_Distillation):
         with self._srec.recording():
             s_out = self.student(*args, **kwargs)
         self._outputs = (s_out, t_out)
-        self._ran = True
         if not self._checked:
             self._check()
+        # adaptors run here, inside forward, so DataParallel sees their parameters used by the forward pass
+        self._feats = []
+        for i, pair in enumerate(self.pairs):
+            s_list, t_list = self._features(pair)
+            s_list = [self.adaptors[f"p{i}_{j}"](s) if f"p{i}_{j}" in self.adaptors else s for j, s in enumerate(s_list)]
+            self._feats.append((s_list, t_list))
+        self._srec.clear()
+        self._trec.clear()
+        self._ran = True
         return s_out
 
     def _terms(self, labels: Any) -> list[tuple[str, float, Any]]:
@@ -296,9 +321,7 @@ class Distiller(_Distillation):
         if logits is not None:
             s, t = self._logits(logits)
             terms.append((f"logits:{logits.loss}", logits.weight, _call_loss(logits.loss, s, t, logits.kwargs(), labels)))
-        for i, pair in enumerate(self.pairs):
-            s_list, t_list = self._features(i, pair)
-            s_list = [self.adaptors[f"p{i}_{j}"](s) if f"p{i}_{j}" in self.adaptors else s for j, s in enumerate(s_list)]
+        for i, (pair, (s_list, t_list)) in enumerate(zip(self.pairs, self._feats)):
             s_arg = s_list[0] if len(s_list) == 1 else s_list
             t_arg = t_list[0] if len(t_list) == 1 else t_list
             terms.append((f"pair{i}:{pair.label()}", pair.weight, _call_loss(pair.loss, s_arg, t_arg, pair.kwargs(), labels)))
@@ -365,7 +388,7 @@ class MutualLearner(_Distillation):
         self.students = nn.LayerList(students)
         self._outs: list[Any] = []
 
-    def forward(self, *args: Any, **kwargs: Any) -> list[Any]:
+    def _run(self, *args: Any, **kwargs: Any) -> list[Any]:
         """Run every student; return their outputs in order."""
         outs = [select_output(s(*args, **kwargs), None, f"students[{i}] output") for i, s in enumerate(self.students)]
         shapes = {tuple(o.shape) for o in outs}

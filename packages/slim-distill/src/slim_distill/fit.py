@@ -37,7 +37,7 @@ from slim_core.errors import ConfigError, DataError, SlimError
 from slim_core.progress import progress
 from slim_distill.distiller import _Distillation
 
-__all__ = ["fit", "FitResult", "load_checkpoint"]
+__all__ = ["fit", "FitResult", "load_checkpoint", "optimizer_state", "set_optimizer_state"]
 
 _STATE = "state.pkl"
 _WEIGHTS = "model.pdparams"
@@ -87,10 +87,63 @@ def load_checkpoint(checkpoint_dir: str | Path) -> dict[str, Any]:
     return {"model": paddle.load(str(last / _WEIGHTS)), "optimizer": paddle.load(str(last / _OPTIM)), "state": state}
 
 
+def _optimizer_params(optimizer: Any) -> list[Any]:
+    params = []
+    for item in getattr(optimizer, "_parameter_list", None) or []:
+        params.extend(item["params"] if isinstance(item, dict) else [item])
+    return params
+
+
+def optimizer_state(optimizer: Any, model: Any) -> dict[str, Any]:
+    """The optimizer's state keyed by ``model.named_parameters()`` paths instead of Paddle's generated names.
+
+    ``optimizer.state_dict()`` keys moments by generated tensor names
+    (``conv2d_39.w_0_moment1_0``) that depend on how many layers the process
+    built before, so it cannot be loaded into a rebuilt model reliably.
+    """
+    by_name = {p.name: path for path, p in model.named_parameters()}
+    accumulators = {
+        kind: {by_name[pname]: var for pname, var in per_param.items() if pname in by_name}
+        for kind, per_param in getattr(optimizer, "_accumulators", {}).items()
+    }
+    master = {by_name[k]: v for k, v in (getattr(optimizer, "_master_weights", None) or {}).items() if k in by_name}
+    state: dict[str, Any] = {"accumulators": accumulators, "master_weights": master}
+    sched = _scheduler(optimizer)
+    if sched is not None:
+        state["LR_Scheduler"] = sched.state_dict()
+    return state
+
+
+def set_optimizer_state(optimizer: Any, model: Any, state: dict[str, Any]) -> None:
+    """Load what :func:`optimizer_state` returned into a (possibly fresh) optimizer over ``model``."""
+    params = dict(model.named_parameters())
+    sched = _scheduler(optimizer)
+    if sched is not None and "LR_Scheduler" in state:
+        sched.set_state_dict(state["LR_Scheduler"])
+    accumulators = state.get("accumulators", {})
+    if any(accumulators.values()) and not getattr(optimizer, "_accumulators", None):
+        # a fresh optimizer creates its moments lazily at the first step; create them now to fill them
+        trainable = [p for p in _optimizer_params(optimizer) if not p.stop_gradient]
+        optimizer._create_accumulators(paddle.static.default_main_program().global_block(), trainable)
+    for kind, per_param in accumulators.items():
+        for path, value in per_param.items():
+            if path not in params:
+                raise SlimError(f"checkpoint holds optimizer state for {path!r}, which the model does not have")
+            current = optimizer._accumulators.get(kind, {}).get(params[path].name)
+            if current is None:
+                raise SlimError(
+                    f"the optimizer has no {kind!r} state for {path!r}: it is not the optimizer type the checkpoint was made with"
+                )
+            current.set_value(value)
+    master = state.get("master_weights") or {}
+    if master and hasattr(optimizer, "_master_weights"):
+        optimizer._master_weights = {params[k].name: v for k, v in master.items() if k in params}
+
+
 def _save_checkpoint(checkpoint_dir: Path, inner: Any, optimizer: Any, state: dict[str, Any]) -> None:
     with atomic_dir(checkpoint_dir / "last", overwrite=True) as tmp:
         paddle.save(inner.state_dict(), str(tmp / _WEIGHTS))
-        paddle.save(optimizer.state_dict(), str(tmp / _OPTIM))
+        paddle.save(optimizer_state(optimizer, inner), str(tmp / _OPTIM))
         with open(tmp / _STATE, "wb") as fh:
             pickle.dump(state, fh)
 
@@ -203,7 +256,7 @@ def fit(
     if ckpt is not None and resume and (ckpt / "last").exists():
         saved = load_checkpoint(ckpt)
         inner.set_state_dict(saved["model"])
-        optimizer.set_state_dict(saved["optimizer"])
+        set_optimizer_state(optimizer, inner, saved["optimizer"])
         st = saved["state"]
         start_epoch, skip, running = st["epoch"], st["step_in_epoch"], list(st["running"])
         result.history, result.steps, result.resumed_from = list(st["history"]), st["global_step"], st["global_step"]
@@ -248,8 +301,7 @@ def fit(
                 now_rng = None
             args = [paddle.to_tensor(v) for v in inputs.values()]
             labels = paddle.to_tensor(np.asarray(rest[0])) if rest else None
-            out = model(*args)
-            dloss = inner.loss(labels=labels)
+            out, dloss = model(*args, with_loss=True, loss_labels=labels)
             loss = dloss
             tval = 0.0
             if task_fn is not None and labels is not None:
