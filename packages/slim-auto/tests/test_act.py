@@ -91,7 +91,8 @@ def test_prune_sparsity_ptq_and_hpo():
     assert kinds == ["prune", "sparsity", "ptq"]
     prune, sparsity, ptq = t.recipe.stages
     assert prune.settings == {"ratio": 0.25, "criterion": "fpgm"}
-    assert sparsity.settings == {"schedule": "gmp", "mode": "ratio", "ratio": 0.75}
+    assert sparsity.settings == {"ratio": 0.75}
+    assert any("UnstructurePrune.prune_strategy" in u for u in t.unsupported)
     assert ptq.settings["calibrator"] == "kl" and ptq.settings["calib_batches"] == 10
     assert ptq.search == {"calibrator": ["kl", "percentile", "avg", "mse"]} and ptq.max_trials == 3
     assert any("Unknown: unknown ACT section" in u for u in t.unsupported)
@@ -113,7 +114,7 @@ def test_unknown_value_is_unsupported_not_invented():
 
 def test_asp_is_two_four_sparsity():
     t = translate_act({"ASPPrune": {"prune_params_name": ["fc_0.w_0"]}}, config_fields=_fields)
-    assert t.recipe.stages[0].kind == "sparsity" and t.recipe.stages[0].settings == {"mode": "n:m", "n": 2, "m": 4}
+    assert t.recipe.stages[0].kind == "sparsity" and t.recipe.stages[0].settings == {"n": 2, "m": 4}
 
 
 def test_not_an_act_recipe():

@@ -177,13 +177,13 @@ _CHANNEL_PRUNE = {
 _TRANSFORMER_PRUNE = {"pruned_ratio": ("ratio", float)}
 
 _UNSTRUCTURE_PRUNE = {
-    "prune_strategy": ("schedule", _lower_map({"gmp": "gmp", "none": "one_shot", "": "one_shot"})),
-    "prune_mode": ("mode", _lower_map({"ratio": "ratio", "threshold": "threshold"})),
+    "prune_strategy": "slim-auto applies the sparsity at once and keeps the masks through the fine-tuning (no GMP schedule)",
+    "prune_mode": "implied by which of ratio / threshold is set",
     "ratio": ("ratio", float),
     "threshold": ("threshold", float),
-    "gmp_config": "GMP phases are derived from the training steps in slim",
-    "prune_params_type": "slim prunes every conv and linear weight unless listed in the settings",
-    "local_sparsity": ("local", bool),
+    "gmp_config": "slim-auto applies the sparsity at once (no GMP schedule)",
+    "prune_params_type": "set layer_types / ignored_layers in the sparsity settings",
+    "local_sparsity": ("scope", lambda v: "layer" if v else "global"),
 }
 
 _ASP_PRUNE = {"prune_params_name": _STATIC_NAMES}
@@ -334,7 +334,10 @@ def translate_act(
     stages: list[StageSpec] = []
 
     def add(kind: str, settings: dict[str, Any], **extra: Any) -> None:
-        stages.append(StageSpec(kind=kind, settings=_fit_to_config(b, kind, settings, config_fields(kind)), **extra))
+        fields = config_fields(kind)
+        if kind == "sparsity" and ("n" in settings or "m" in settings):
+            fields = None  # N:M settings go to NMConfig, checked when the stage runs
+        stages.append(StageSpec(kind=kind, settings=_fit_to_config(b, kind, settings, fields), **extra))
 
     for section, table in (("ChannelPrune", _CHANNEL_PRUNE), ("TransformerPrune", _TRANSFORMER_PRUNE)):
         if section in data:
@@ -346,8 +349,8 @@ def translate_act(
         b.section("UnstructurePrune", data["UnstructurePrune"], _UNSTRUCTURE_PRUNE, settings, "sparsity")
         add("sparsity", settings)
     if "ASPPrune" in data:
-        settings = {"mode": "n:m", "n": 2, "m": 4}
-        b.mapped.append("ASPPrune -> sparsity.mode = 'n:m' (2:4)")
+        settings = {"n": 2, "m": 4}
+        b.mapped.append("ASPPrune -> sparsity.n = 2, sparsity.m = 4 (2:4 semi-structured)")
         b.section("ASPPrune", data["ASPPrune"], _ASP_PRUNE, settings, "sparsity")
         add("sparsity", settings, name="asp")
     distill: dict[str, Any] = {}

@@ -124,7 +124,10 @@ class CompressionResult:
 
     @property
     def unmet_reasons(self) -> list[str]:
-        return unmet_reasons(self.best, self.baseline, self.target)
+        """Why the target is not met (empty when it is)."""
+        if self.target_met:
+            return []
+        return self.summary.unmet() if self.summary is not None else unmet_reasons(self.best, self.baseline, self.target)
 
     def to_markdown(self) -> str:
         """The before/after table (as printed by ``slim compress`` and ``slim demo``)."""
@@ -438,7 +441,7 @@ class AutoCompression:
             if self._time_up():
                 stopped = "time"
                 break
-            if meets_target(self._best, baseline, self.target) and strategy is not None:
+            if self._best.id != baseline.id and meets_target(self._best, baseline, self.target) and strategy is not None:
                 stopped = "target"
                 break
             if i >= len(self._plans):
@@ -457,8 +460,7 @@ class AutoCompression:
                     stopped = "time"
                     break
             i += 1
-        if stopped == "done" and meets_target(self._best, baseline, self.target):
-            stopped = "target" if strategy is not None else "done"
+
         return self._finish(stopped, time.monotonic() - t0)
 
     def _time_up(self) -> bool:
@@ -689,7 +691,7 @@ class AutoCompression:
             baseline=baseline,
             candidates=list(self._candidates),
             target=self.target,
-            target_met=meets_target(self._best, baseline, self.target),
+            target_met=summary.target_met,
             stopped=stopped,
             out_dir=self.out_dir,
             model_path=self.out_dir / "model",

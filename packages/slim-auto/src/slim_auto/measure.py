@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from slim_auto.stages import ModelState
-from slim_core import SlimError, require_paddle
+from slim_core import require_paddle
 
 __all__ = ["Measurement", "export_state", "predictor_for", "measure_candidate", "model_files"]
 
@@ -119,30 +119,28 @@ def _size(prefix: Path, m: Measurement) -> None:
 
 
 def _latency(
-    prefix: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
+    model_dir: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
 ) -> None:
-    import slim_analysis
+    """Median latency per backend and batch size, measured by :func:`slim_deploy.benchmark` on the exported files."""
+    from slim_deploy.benchmark import benchmark
+    from slim_deploy.manifest import locate_artifacts
 
-    shape = list(example_inputs[0].shape)
+    arts, _ = locate_artifacts(model_dir)
+    shape = [int(d) for d in example_inputs[0].shape[1:]]
     for backend in backends:
+        if backend == "paddle":
+            fmt = next((f for f, a in arts.items() if a.runtime == "paddle"), None)
+        else:
+            fmt = "onnx"
+        if fmt is None:
+            m.notes.append(f"latency on {backend}: no model for this runtime in the export")
+            continue
         try:
-            rep = slim_analysis.latency(str(prefix), input_shape=shape, batch_sizes=list(batch_sizes), threads=threads, backend=backend)
-        except Exception as exc:  # a backend that cannot run this model is reported, not fatal
+            rep = benchmark(str(model_dir), input_shape=shape, batch_sizes=list(batch_sizes), threads=threads, backends=[fmt])
+        except Exception as exc:  # a runtime that cannot run this model is reported, not fatal
             m.notes.append(f"latency on {backend}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
             continue
-        m.latency_ms[backend] = {str(b): float(v) for b, v in _per_batch(rep).items()}
-
-
-def _per_batch(rep: Any) -> dict[int, float]:
-    """Median milliseconds per batch size from a slim-analysis LatencyReport."""
-    if hasattr(rep, "median_ms"):
-        med = rep.median_ms
-        return dict(med) if isinstance(med, dict) else {1: float(med)}
-    if hasattr(rep, "results"):
-        return {int(r.batch_size): float(r.median_ms) for r in rep.results}
-    if isinstance(rep, dict):
-        return {int(k): float(v) for k, v in rep.items()}
-    raise SlimError(f"unexpected latency report {type(rep).__name__}")
+        m.latency_ms[backend] = {str(r.batch_size): float(r.latency.median_ms) for r in rep.rows}
 
 
 def measure_candidate(

@@ -38,7 +38,13 @@ class RunSummary:
 
     @property
     def target_met(self) -> bool:
-        return meets_target(self.best, self.baseline, self.target)
+        """Whether a compressed candidate (not the original) meets the whole target."""
+        return self.best.id != self.baseline.id and meets_target(self.best, self.baseline, self.target)
+
+    def unmet(self) -> list[str]:
+        if self.best.id == self.baseline.id:
+            return ["no compressed candidate beat the original model under the target, so the original model is delivered"]
+        return unmet_reasons(self.best, self.baseline, self.target)
 
 
 def _fmt_int(v: int | None) -> str:
@@ -122,7 +128,7 @@ _CAND_HEAD = ["#", "candidate", "status", "metric", "drop", "latency ms", "speed
 def _verdict(s: RunSummary) -> str:
     if s.target_met:
         return f"Target met ({s.target.describe()})."
-    reasons = "; ".join(unmet_reasons(s.best, s.baseline, s.target)) or "no candidate met it"
+    reasons = "; ".join(s.unmet()) or "no candidate met it"
     return (
         f"Target NOT met ({s.target.describe()}): the best result found is saved ({reasons}). "
         "Relax the target, give more time or training, or add stages."
@@ -240,7 +246,7 @@ def metrics_dict(s: RunSummary) -> dict[str, Any]:
     return {
         "target": s.target.to_dict(),
         "target_met": s.target_met,
-        "unmet_reasons": unmet_reasons(s.best, s.baseline, s.target),
+        "unmet_reasons": [] if s.target_met else s.unmet(),
         "stopped": s.stopped,
         "seconds": round(s.seconds, 3),
         "model_path": s.model_path,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from slim_auto.recipe import STAGE_KINDS, Recipe, StageSpec, TrainConfig, stage_where
-from slim_auto.training import TrainOutcome, finetune, layer_predict
+from slim_auto.training import DEFAULT_DISTILL, TrainOutcome, finetune, layer_predict
 from slim_core import ConfigError, Registry, SlimConfig, SlimError
 
 __all__ = [
@@ -167,7 +167,9 @@ def _layer(state: ModelState, kind: str) -> Any:
     return state.layer
 
 
-def _train_with_distill(state: ModelState, ctx: StageContext, distill: dict[str, Any] | None, desc: str) -> TrainOutcome:
+def _train_with_distill(
+    state: ModelState, ctx: StageContext, distill: dict[str, Any] | None, desc: str, optimizer_hook: Callable[[Any], Any] | None = None
+) -> TrainOutcome:
     if ctx.train_data is None:
         raise ConfigError(f"stage {desc!r} fine-tunes the model and needs train_data")
     return finetune(
@@ -181,6 +183,7 @@ def _train_with_distill(state: ModelState, ctx: StageContext, distill: dict[str,
         deadline=ctx.deadline,
         input_names=ctx.input_names,
         desc=desc,
+        optimizer_hook=optimizer_hook,
     )
 
 
@@ -211,32 +214,40 @@ class PruneStage(Stage):
 
 @STAGES.register("sparsity")
 class SparsityStage(Stage):
-    """Unstructured or N:M sparsity with slim-prune, then fine-tuning with masks kept."""
+    """Unstructured (``SparsityConfig``) or N:M (``NMConfig``: settings with ``n``/``m``) sparsity
+    with slim-prune, then fine-tuning with distillation while the masks keep the zeros."""
 
     kind = "sparsity"
     config = "slim_prune:SparsityConfig"
     trains = True
 
+    def _nm(self, settings: dict[str, Any]) -> bool:
+        return "n" in settings or "m" in settings
+
+    def make_config(self, settings: dict[str, Any]) -> SlimConfig:
+        if self._nm(settings):
+            mod_cfg = self.api("slim_prune", "NMConfig")
+            return mod_cfg.from_dict(settings)
+        return super().make_config(settings)
+
     def check_available(self) -> None:
         super().check_available()
         self.api("slim_prune", "sparsify_")
+        self.api("slim_prune", "sparsify_nm_")
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        sparsify_ = self.api("slim_prune", "sparsify_")
         layer = _layer(state, self.kind)
-        handle = sparsify_(layer, cfg)
+        nm = type(cfg).__name__ == "NMConfig"
+        masks = self.api("slim_prune", "sparsify_nm_" if nm else "sparsify_")(layer, cfg)
         if ctx.train_data is not None:
-            ctx.outcome = _train_with_distill(state, ctx, None, "sparsity fine-tune")
-            for fn in ("apply", "reapply", "step"):
-                if hasattr(handle, fn):  # masks are re-applied after the last optimizer step
-                    getattr(handle, fn)()
-                    break
+            ctx.outcome = _train_with_distill(state, ctx, None, "sparsity fine-tune", optimizer_hook=masks.attach)
+            masks.apply()  # the zeros hold after the last step too
         state.applied.append({"stage": "sparsity", **cfg.to_dict()})
         return state
 
     def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         state.applied.append({"stage": "sparsity", **cfg.to_dict()})
-        return state  # masks are zeros in the checkpointed weights
+        return state  # the zeros are in the checkpointed weights
 
 
 @STAGES.register("distill")
@@ -251,6 +262,9 @@ class DistillStage(Stage):
     def check_available(self) -> None:
         super().check_available()
         self.api("slim_distill", "Distiller")
+
+    def make_config(self, settings: dict[str, Any]) -> SlimConfig:
+        return super().make_config(settings or DEFAULT_DISTILL)
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         _layer(state, self.kind)

@@ -21,7 +21,10 @@ import numpy as np
 from slim_auto.recipe import TrainConfig
 from slim_core import Batches, DataError, progress, require_paddle
 
-__all__ = ["TrainOutcome", "finetune", "make_optimizer", "layer_predict"]
+__all__ = ["TrainOutcome", "finetune", "make_optimizer", "layer_predict", "DEFAULT_DISTILL"]
+
+#: the distillation loss when a recipe names none: soft-label KL on the logits, temperature 4
+DEFAULT_DISTILL: dict[str, Any] = {"logits": {"loss": "kl", "temperature": 4.0}}
 
 
 @dataclass
@@ -114,6 +117,7 @@ def finetune(
     deadline: float | None = None,
     input_names: list[str] | None = None,
     desc: str = "fine-tune",
+    optimizer_hook: Callable[[Any], Any] | None = None,
 ) -> TrainOutcome:
     """Train ``student`` in place with the distillation loss from ``teacher``.
 
@@ -126,6 +130,7 @@ def finetune(
         eval_fn: called every ``cfg.eval_interval`` steps with a numpy predict function.
         reached: ``metric -> bool``; training stops early once it returns True.
         deadline: ``time.monotonic()`` value after which training stops.
+        optimizer_hook: called with the optimizer before training (sparsity masks attach here).
 
     Returns:
         :class:`TrainOutcome`.
@@ -146,14 +151,17 @@ def finetune(
     if teacher is not None:
         from slim_distill import DistillConfig, Distiller
 
-        dcfg = DistillConfig.from_dict(distill or {"logits": {"loss": "kl", "temperature": 4.0}})
-        distiller = Distiller(student, teacher, dcfg)
+        dcfg = DistillConfig.from_dict(distill or DEFAULT_DISTILL)
+        first = batches[0][0]
+        distiller = Distiller(student, teacher, dcfg, example_inputs=tuple(paddle.to_tensor(first[n]) for n in names))
         model = distiller
     params = list(distiller.parameters() if distiller is not None and hasattr(distiller, "parameters") else student.parameters())
     params = [p for p in params if not p.stop_gradient]
     if not params:
         raise DataError("the model has no trainable parameter to fine-tune")
     opt, sched = make_optimizer(cfg, params, total)
+    if optimizer_hook is not None:
+        opt = optimizer_hook(opt) or opt
     train_model = paddle.DataParallel(model) if world > 1 else model
     ce = paddle.nn.CrossEntropyLoss()
     rng = np.random.default_rng(cfg.seed)
@@ -203,8 +211,8 @@ def finetune(
                     out.stopped = "target"
                     break
     finally:
-        if distiller is not None and hasattr(distiller, "remove"):
-            distiller.remove()
+        if distiller is not None:
+            distiller.remove_hooks()
         student.eval()
     if acc_n:
         out.losses.append(acc_loss / acc_n)
