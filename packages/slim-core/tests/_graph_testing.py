@@ -14,7 +14,7 @@ import paddle
 import slim_core
 
 SMALL = 64
-ZOO_SIZES = {"inception_v3": 160, "googlenet": 96, "alexnet": 96}
+ZOO_SIZES = {"inception_v3": 160, "googlenet": 224, "alexnet": 224}
 
 
 @functools.cache

@@ -143,3 +143,121 @@ def test_trace_leaves_model_untouched():
     fwd = net.forward
     slim_core.trace(net, input_spec=[[1, 3, 16, 16]])
     assert net.training and net.forward == fwd
+
+
+class FunctionalNet(paddle.nn.Layer):
+    """Functional ops, a root-level parameter, and one conv applied twice (shared parameter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.shared = paddle.nn.Conv2D(8, 8, 3, padding=1)
+        self.side = paddle.nn.Conv2D(8, 4, 1)
+        self.w = self.create_parameter([12, 6])
+        self.b = self.create_parameter([6], is_bias=True)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = self.shared(x)
+        y = paddle.add(self.shared(F.relu(y)), x)
+        z = paddle.concat([y, self.side(y)], axis=1)
+        z = paddle.mean(z, axis=[2, 3])
+        return F.linear(z, self.w, self.b)
+
+
+def test_functional_ops_and_shared_parameter():
+    paddle.seed(0)
+    net = FunctionalNet()
+    net.eval()
+    g = slim_core.trace(net, input_spec=[[1, 3, 8, 8]])
+    assert len(g.layer_nodes("shared")) >= 2  # the shared conv appears once per call
+    (grp,) = _groups_of(g, "shared")
+    # the shared conv's input and output channels, the stem and the residual are one group
+    kinds = {(m.layer, m.axis, m.kind) for m in grp.members}
+    assert {("stem", 0, "out"), ("shared", 0, "out"), ("shared", 1, "in"), ("side", 1, "in"), ("", 0, "in")} <= kinds
+    assert [(m.offset, m.repeat) for m in grp.members if m.layer == "" and m.param == "w"] == [(0, 1)]
+    (side,) = _groups_of(g, "side")
+    assert [(m.offset, m.axis) for m in side.members if m.param == "w"] == [(8, 0)]
+    assert prune_groups(net, g.channel_groups()) == 2
+    assert net(paddle.randn([1, 3, 8, 8])).shape == [1, 6]
+
+
+def test_transformer_encoder_heads_and_ffn():
+    paddle.seed(0)
+    enc = paddle.nn.TransformerEncoder(paddle.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0), 2)
+    enc.eval()
+    g = slim_core.trace(enc, input_spec=[[2, 8, 32]])
+    groups = g.channel_groups()
+    (heads,) = [grp for grp in groups if any(m.layer == "layers.0.self_attn.q_proj" and m.axis == 1 for m in grp.members)]
+    assert heads.size == 4 and not heads.frozen  # one channel per head
+    assert {(m.layer.rsplit(".", 1)[-1], m.repeat) for m in heads.members} == {("q_proj", 8), ("k_proj", 8), ("v_proj", 8), ("out_proj", 8)}
+    (ffn,) = _groups_of(g, "layers.1.linear1", axis=1)
+    assert ffn.size == 64 and not ffn.frozen
+    (stream,) = _groups_of(g, "layers.0.norm1")
+    assert stream.frozen and "model input" in stream.reason  # the residual stream is the model's input width
+    assert prune_groups(enc, groups) == 4
+    for layer in enc.layers:  # a pruner updates num_heads with the heads
+        layer.self_attn.num_heads = layer.self_attn.q_proj.weight.shape[1] // layer.self_attn.head_dim
+    assert enc(paddle.randn([2, 8, 32])).shape == [2, 8, 32]
+
+
+class CumsumNet(paddle.nn.Layer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = paddle.nn.Conv2D(3, 8, 3)
+        self.b = paddle.nn.Conv2D(8, 8, 3)
+        self.c = paddle.nn.Conv2D(8, 4, 1)
+
+    def forward(self, x):
+        return self.c(self.b(paddle.cumsum(self.a(x), axis=1)))
+
+
+def test_op_without_rule_freezes_neighbours_and_names_the_op():
+    g = slim_core.trace(CumsumNet(), input_spec=[[1, 3, 12, 12]])
+    (grp,) = _groups_of(g, "a")
+    assert grp.frozen and "pd_op.cumsum" in grp.reason
+    (after,) = _groups_of(g, "b")
+    assert not after.frozen  # channels born after the unknown op are still prunable
+    with pytest.raises(slim_core.UnsupportedOpError, match="pd_op.cumsum"):
+        g.channel_groups(strict=True)
+
+
+def test_user_rule_unfreezes_an_op():
+    from slim_core.graph import CHANNEL_RULES, register_channel_rule
+
+    @register_channel_rule("pd_op.cumsum")
+    def _cumsum(node, s):  # cumsum over the channel axis mixes channels: passthrough is only valid off-axis
+        s.passthrough(node)
+
+    try:
+        g = slim_core.trace(CumsumNet(), input_spec=[[1, 3, 12, 12]])
+        (grp,) = _groups_of(g, "a")
+        assert not grp.frozen and {m.layer for m in grp.members} == {"a", "b"}
+    finally:
+        CHANNEL_RULES.pop("pd_op.cumsum")
+
+
+@pytest.mark.parametrize("fmt", ["pir", "legacy"])
+def test_from_inference_model(tmp_path, fmt):
+    import contextlib
+
+    model, g_layer, _ = zoo_graph("resnet18")
+    guard = paddle.pir_utils.OldIrGuard() if fmt == "legacy" else contextlib.nullcontext()
+    with guard:
+        paddle.jit.save(model, str(tmp_path / "model"), input_spec=[paddle.static.InputSpec([None, 3, 64, 64], "float32", "x")])
+    g = slim_core.ModelGraph.from_inference_model(tmp_path / "model")
+    assert g.source == "inference" and g.op_types()["pd_op.conv2d"] == 20
+    assert g.inputs[0].shape == (-1, 3, 64, 64) and len(g.outputs) == 1
+    ours = sorted((grp.size, grp.frozen, len(grp.members)) for grp in g.channel_groups())
+    assert ours == sorted((grp.size, grp.frozen, len(grp.members)) for grp in g_layer.channel_groups())
+    assert all(m.layer == "" for grp in g.channel_groups() for m in grp.members)
+
+
+def test_wrong_input_shape_is_a_data_error():
+    model, _, _ = zoo_graph("alexnet")
+    with pytest.raises(slim_core.DataError, match="3 input channels"):
+        slim_core.trace(model, input_spec=[[1, 4, 224, 224]])
+    with pytest.raises(slim_core.DataError, match="exactly one"):
+        slim_core.trace(model)
+    with pytest.raises(slim_core.DataError, match="Layer"):
+        slim_core.trace("not a model", input_spec=[[1, 3, 8, 8]])

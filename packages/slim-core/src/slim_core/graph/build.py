@@ -8,7 +8,7 @@ from slim_core.graph.ir import VIEW_OPS, Node, ParamInfo, Value
 
 __all__ = ["build_graph", "python_attrs"]
 
-_DROP_ATTRS = {"op_callstack", "stop_gradient", "struct_name", "place"}
+_DROP_ATTRS = {"op_callstack", "stop_gradient", "place"}
 
 
 def _py(v: Any) -> Any:

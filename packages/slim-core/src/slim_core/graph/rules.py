@@ -13,7 +13,7 @@ from typing import Any
 from slim_core.graph.channels import ChannelSolver, Layout, register_channel_rule
 from slim_core.graph.ir import Node, Value
 
-__all__ = ["const_value", "PASSTHROUGH_OPS", "ELEMENTWISE_OPS", "RESHAPE_OPS"]
+__all__ = ["const_value", "PASSTHROUGH_OPS", "ELEMENTWISE_OPS", "RESHAPE_OPS", "TRUSTED_RESHAPE_LAYERS"]
 
 PASSTHROUGH_OPS = (
     "pd_op.relu",
@@ -73,6 +73,11 @@ ELEMENTWISE_OPS = (
     "pd_op.remainder",
     "pd_op.floor_divide",
 )
+TRUSTED_RESHAPE_LAYERS = {"MultiHeadAttention"}
+"""Layer classes whose reshapes compute their target shape from layer attributes (``num_heads``) at run
+time; a pruner that changes their channels must update those attributes. Reshapes elsewhere whose
+constant target shape spells out the channel count are frozen."""
+
 RESHAPE_OPS = ("pd_op.reshape", "pd_op.flatten", "pd_op.squeeze", "pd_op.unsqueeze", "pd_op.view_shape")
 _NO_CHANNEL_OPS = (
     "pd_op.full_int_array",
@@ -208,9 +213,9 @@ def _conv_common(node: Node, s: ChannelSolver, *, transpose: bool) -> None:
         s.add_member(lay, info, 0, "out", scale=mult)
         s.set_layout(out, new)
         return
+    # grouped conv: each output group reads its own input slice; we do not map that, so freeze both sides
     why = f"grouped conv (groups={groups}) at {s._where()}"
     s.freeze(lay, why)
-    s.add_member(lay, info, in_axis if not transpose else 0, "in")
     new = s.fresh(out, why, axis=cax)
     if new is not None:
         s.add_member(new, info, out_axis, "out")
@@ -501,7 +506,15 @@ def _reshape(node: Node, s: ChannelSolver) -> None:
         s.freeze(lay, why_mix)
         s.fresh(out, why_mix)
         return
-    in_block = [d for d in ishape[a:e]]
+    target = _int_list(const_value(node.inputs[1])) if node.type == "pd_op.reshape" and len(node.inputs) > 1 else None
+    struct = str(node.attrs.get("struct_name", ""))
+    trusted = any(f"/{name}/" in struct for name in TRUSTED_RESHAPE_LAYERS)
+    if target is not None and len(target) == len(oshape) and target[j0] not in (-1, 0) and not trusted:
+        why = f"{s._where()}: reshape to the fixed shape {target} hard-codes {target[j0]} channels"
+        s.freeze(lay, why)
+        s.fresh(out, why)
+        return
+    in_block = list(ishape[a:e])
     out_block = [d for d in oshape[j0:f] if d != 1] or [1]
     if oshape[j0] == c:
         s.set_layout(out, Layout(j0, lay.segs))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -120,8 +122,11 @@ def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> Mod
         raise DataError(f"trace() needs a paddle.nn.Layer, got {type(layer).__name__}")
     specs = input_specs(example_inputs, input_spec)
     forward = layer.forward
-    if hasattr(layer, "_original_funcs") and "forward" in getattr(layer, "_original_funcs", {}):
-        forward = layer._original_funcs["forward"]
+    dyfn = getattr(forward, "dygraph_function", None)  # the user already decorated forward with to_static
+    if dyfn is not None:
+        forward = types.MethodType(dyfn, layer) if not inspect.ismethod(dyfn) else dyfn
+    # to_static on a bound method records it in layer._original_funcs; put that back afterwards
+    saved_funcs = dict(getattr(layer, "_original_funcs", {}))
     was_dynamic = paddle.in_dynamic_mode()
     if not was_dynamic:
         paddle.disable_static()
@@ -143,6 +148,9 @@ def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> Mod
                     ) from exc
                 raise UnsupportedOpError(f"could not capture {type(layer).__name__}.forward as a static program: {first[:400]}") from exc
     finally:
+        if hasattr(layer, "_original_funcs"):
+            layer._original_funcs.clear()
+            layer._original_funcs.update(saved_funcs)
         if not was_dynamic:
             paddle.enable_static()
     outputs = cp.outputs if isinstance(cp.outputs, (list, tuple)) else [cp.outputs]
@@ -159,7 +167,35 @@ def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> Mod
             flat.append(o)
 
     _flatten(outputs)
-    return ModelGraph.from_program(cp.main_program, param_names=_param_names(layer), output_values=flat, source="layer")
+    graph = ModelGraph.from_program(cp.main_program, param_names=_param_names(layer), output_values=flat, source="layer")
+    _check_shapes(graph, [list(sp.shape) for sp in specs], layer)
+    return graph
+
+
+_CONV_OPS = ("pd_op.conv2d", "pd_op.conv1d", "pd_op.conv3d", "pd_op.depthwise_conv2d")
+
+
+def _check_shapes(graph: ModelGraph, shapes: list[list[int]], layer: Any) -> None:
+    """Paddle's static build does not always check conv/linear input sizes; do it here."""
+    for n in graph.nodes:
+        x = n.inputs[0] if n.inputs else None
+        w = n.inputs[1] if len(n.inputs) > 1 else None
+        if x is None or w is None or w.param is None or x.shape is None or w.shape is None:
+            continue
+        bad = None
+        if n.type in _CONV_OPS:
+            fmt = str(n.attrs.get("data_format", "NCHW"))
+            cax = 1 if fmt.startswith("NC") else x.rank - 1
+            groups = int(n.attrs.get("groups", 1) or 1)
+            need = w.shape[1] * groups
+            if x.shape[cax] >= 0 and x.shape[cax] != need:
+                bad = f"{n.layer or n.type} needs {need} input channels on axis {cax} but gets {x.shape[cax]}"
+        elif n.type == "pd_op.matmul" and w.rank == 2 and not n.attrs.get("transpose_x", False):
+            need = w.shape[1] if n.attrs.get("transpose_y", False) else w.shape[0]
+            if x.shape[-1] >= 0 and x.shape[-1] != need:
+                bad = f"{n.layer or n.type} needs {need} input features but gets {x.shape[-1]}"
+        if bad:
+            raise DataError(f"input shape {shapes} does not fit {type(layer).__name__}: {bad}; {expected_input_hint(layer)}")
 
 
 def graph_from_inference_model(path: str | os.PathLike[str] | Sequence[Any]) -> ModelGraph:
