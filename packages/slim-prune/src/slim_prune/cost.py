@@ -137,10 +137,14 @@ def layer_flops(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
     for name, layer in model.named_sublayers():
         if name and handler_for(layer, required=False) is not None and type(layer).__name__ != "MultiHeadAttention":
             hooks.append(layer.register_forward_post_hook(hook))
+    was_training = bool(model.training)
+    model.eval()  # a forward in train mode would move BN running statistics
     try:
         with paddle.no_grad():
             model(*example_inputs)
     finally:
+        if was_training:
+            model.train()
         for h in hooks:
             h.remove()
     return out

@@ -91,6 +91,16 @@ def global_plan(
     while current > target + 1e-9 and heap:
         _, g, step = heapq.heappop(heap)
         d, changed = model.delta(kept, values, g, kept[g] - step)
+        if current + d < target and heap:
+            # The last unit crosses the target: take the crossing unit that overshoots least.
+            best = (current + d, g, step, d, changed)
+            for _, g2, step2 in heap:
+                d2, ch2 = model.delta(kept, values, g2, kept[g2] - step2)
+                if target >= current + d2 > best[0]:
+                    best = (current + d2, g2, step2, d2, ch2)
+            if best[1] != g:
+                heapq.heappush(heap, (0.0, g, step))  # put the skipped unit back (the loop ends now)
+            _, g, step, d, changed = best
         kept[g] -= step
         for i, v in changed.items():
             values[i] = v

@@ -101,12 +101,13 @@ def _channel_slices(
 
 
 def _gradients(model: Any, loss_fn: Callable[[Any], Any]) -> dict[int, np.ndarray]:
-    loss = loss_fn(model)
+    with eval_mode(model):  # eval: BN statistics must not move before the model is pruned
+        loss = loss_fn(model)
     if not hasattr(loss, "backward"):
         raise ConfigError(f"loss_fn must return a scalar paddle Tensor, got {type(loss).__name__}")
     loss.backward()
     grads = {id(p): np.asarray(p.grad.numpy()) for p in model.parameters() if p.grad is not None}
-    model.clear_gradients()
+    model.clear_gradients(set_to_zero=False)
     return grads
 
 

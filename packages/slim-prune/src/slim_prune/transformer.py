@@ -183,10 +183,14 @@ def prune_transformer_(
         raise ConfigError("the model holds no paddle.nn.MultiHeadAttention or transformer FFN layer to prune")
     grads = None
     if config.criterion == "taylor" and loss_fn is not None:
+        was = bool(model.training)
+        model.eval()
         loss = loss_fn(model)
         loss.backward()
+        if was:
+            model.train()
         grads = {id(p): np.asarray(p.grad.numpy()) for p in model.parameters() if p.grad is not None}
-        model.clear_gradients()
+        model.clear_gradients(set_to_zero=False)
     before = int(sum(int(np.prod(p.shape)) for p in model.parameters()))
     # Plan everything first, then change the model.
     head_plan = {}
