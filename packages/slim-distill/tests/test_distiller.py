@@ -47,7 +47,9 @@ def test_issue_config_on_mobilenet_student_resnet_teacher():
     opt = paddle.optimizer.SGD(learning_rate=0.1, parameters=d.parameters())
     d.train()
     assert not teacher.training and student.training
+    teacher.train()  # someone flips it back: the next forward freezes it again
     out = d(x)
+    assert not teacher.training
     assert out.shape == [4, 10]
     terms = d.losses()
     assert set(terms) == {"logits:kl", "pair0:features.6->layer2:mse"}
