@@ -249,8 +249,8 @@ class DBBlock(RepBlock):
     @staticmethod
     def _chain(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """1x1 conv (w1, b1) followed by a KxK conv w2 (no bias) as one KxK conv."""
-        w = np.einsum("omhw,mi->oihw", w2, w1[:, :, 0, 0])
-        return w, np.einsum("omhw,m->o", w2, b1)
+        w = np.tensordot(w2, w1[:, :, 0, 0], axes=([1], [0])).transpose(0, 3, 1, 2)  # [o, h, w, i] -> [o, i, h, w]
+        return w, np.tensordot(w2.sum(axis=(2, 3)), b1, axes=([1], [0]))
 
     def merged_kernel(self) -> tuple[np.ndarray, np.ndarray]:
         k = self.kernel_size
