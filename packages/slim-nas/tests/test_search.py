@@ -1,0 +1,192 @@
+import importlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import slim_nas
+from slim_core import ConfigError
+from slim_nas import Choice, Constraint, InfeasibleConstraintError, IntRange, MissingExtraError, SearchSpace, StorageError, search
+
+search_module = importlib.import_module("slim_nas.search")
+
+SPACE = SearchSpace({"x": IntRange(0, 40), "y": Choice([0.25, 0.5, 0.75, 1.0]), "k": Choice([3, 5, 7])})
+
+
+def bowl(cfg):
+    """Optimum 0 at x=27, y=0.75, k=5."""
+    return -((cfg["x"] - 27) ** 2) / 40 - 10 * (cfg["y"] - 0.75) ** 2 - abs(cfg["k"] - 5)
+
+
+@pytest.mark.parametrize("strategy", ["sa", "random", "tpe"])
+def test_single_objective_strategies_find_the_optimum_region(strategy):
+    result = search(bowl, SPACE, strategy, n_trials=60, seed=1)
+    assert bowl(result.best) > -1.0, result.best
+    assert abs(result.best["x"] - 27) <= 5
+    assert len(result.trials) == 60
+    assert result.pareto[0].config == result.best
+
+
+def test_nsga2_finds_a_pareto_front_of_accuracy_vs_cost():
+    # "accuracy" grows with x then saturates; "cost" grows with x: the front trades one for the other
+    def objective(cfg):
+        return min(cfg["x"], 30) / 30 - 0.1 * abs(cfg["k"] - 5), cfg["x"] * cfg["y"]
+
+    result = search(objective, SPACE, "nsga2", n_trials=80, seed=0, directions=["maximize", "minimize"])
+    assert len(result.pareto) >= 3
+    costs = [t.values[1] for t in result.pareto]
+    accs = [t.values[0] for t in result.pareto]
+    # sorted by accuracy (best first): cost must fall along the front
+    assert costs == sorted(costs, reverse=True) and accs == sorted(accs, reverse=True)
+    assert result.best_values[0] >= 0.95
+    assert result.best["k"] == 5 and result.best_values[1] <= 15  # the true best trade-off costs 7.5 (x=30, y=0.25)
+
+
+def test_sa_and_random_work_without_optuna(monkeypatch):
+    monkeypatch.setattr(search_module, "_optuna_available", lambda: False)
+    for strategy in ("sa", "random"):
+        result = search(bowl, SPACE, strategy, n_trials=40, seed=0)
+        assert result.study is None
+        assert len({tuple(sorted(t.config.items())) for t in result.trials}) == 40  # no config evaluated twice
+        assert bowl(result.best) > -3
+
+
+def test_tpe_without_optuna_names_the_extra(monkeypatch):
+    import slim_nas.errors as errors
+
+    def missing(what):
+        raise MissingExtraError(f"{what} needs Optuna; install it with: pip install 'slim-nas[optuna]'")
+
+    monkeypatch.setattr("slim_nas.strategies.require_optuna", missing)
+    assert errors.MissingExtraError is MissingExtraError
+    with pytest.raises(MissingExtraError, match=r"slim-nas\[optuna\]"):
+        search(bowl, SPACE, "tpe", n_trials=5)
+
+
+def test_constraints_are_respected_and_recorded():
+    cost = Constraint("cost", lambda c: c["x"] * c["y"], max=10)
+    result = search(bowl, SPACE, "sa", n_trials=40, seed=0, constraints=[cost])
+    assert result.best["x"] * result.best["y"] <= 10
+    done = [t for t in result.trials if t.state == "complete"]
+    assert done and all(t.attrs["constraints"]["cost"] <= 10 for t in done)
+
+
+def test_impossible_constraint_reports_closest_value():
+    cost = Constraint("flops", lambda c: 100 + c["x"], max=50)
+    with pytest.raises(InfeasibleConstraintError, match=r"flops <= 50 cannot be met: the closest achievable value found is 100"):
+        search(bowl, SPACE, "random", n_trials=5, constraints=[cost])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        pytest.param({"strategy": "nsga"}, ConfigError, "did you mean .nsga2", id="unknown-strategy"),
+        pytest.param({"strategy": "sa", "directions": ["maximize", "minimize"]}, ConfigError, "one objective", id="sa-multi"),
+        pytest.param({"directions": "max"}, ConfigError, "not allowed", id="bad-direction"),
+        pytest.param({"n_trials": 0}, ConfigError, "positive", id="zero-trials"),
+        pytest.param({"storage": "sqlite:////no/such/dir/s.db"}, StorageError, "does not exist", id="missing-dir"),
+        pytest.param({"storage": "nosuchdb://user@host/db"}, StorageError, "cannot open storage", id="unknown-dialect"),
+        pytest.param({"storage": "search.db"}, StorageError, "not a database URL", id="not-a-url"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    args = {"strategy": "random", "n_trials": 3, **kwargs}
+    with pytest.raises(error, match=match):
+        search(bowl, SPACE, **args)
+
+
+def test_resume_continues_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    calls = []
+
+    def interrupted(cfg):
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        calls.append(cfg)
+        return bowl(cfg)
+
+    with pytest.raises(KeyboardInterrupt):
+        search(interrupted, SPACE, "sa", n_trials=20, storage=url, study_name="s", seed=0)
+    first = search(bowl, SPACE, "sa", n_trials=12, storage=url, study_name="s", seed=0)
+    done = [t for t in first.trials if t.state == "complete"]
+    assert len(done) == 12  # 6 before the interruption, the interrupted one is run again
+    assert [t.config for t in done[:6]] == calls
+    second = search(bowl, SPACE, "sa", n_trials=30, storage=url, study_name="s", seed=0)
+    assert len([t for t in second.trials if t.state == "complete"]) == 30
+    assert bowl(second.best) >= bowl(first.best)
+    with pytest.raises(ConfigError, match="another search space"):
+        search(bowl, SearchSpace({"x": IntRange(0, 3)}), "sa", n_trials=31, storage=url, study_name="s")
+
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys, json
+    import slim_nas
+    from slim_nas import Choice, IntRange, SearchSpace, search
+    space = SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])})
+    log = open(sys.argv[2], "a")
+    def objective(cfg):
+        log.write(json.dumps(cfg, sort_keys=True) + "\\n"); log.flush()
+        return -abs(cfg["x"] - 5000) - cfg["y"]
+    search(objective, space, sys.argv[3], n_trials=16, storage=sys.argv[1], study_name="shared", seed=0)
+    """
+)
+
+
+def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path):
+    strategy = "sa"  # the hardest case: both workers extend one annealing chain rebuilt from storage
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    # create the study first so the two workers do not race on table creation
+    slim_nas.search(
+        lambda c: -abs(c["x"] - 5000) - c["y"],
+        SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])}),
+        strategy,
+        n_trials=1,
+        storage=url,
+        study_name="shared",
+        seed=0,
+    )
+    procs = [subprocess.Popen([sys.executable, str(script), url, str(log), strategy]) for log in logs]
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    evaluated = [line for log in logs for line in log.read_text().splitlines()]
+    assert all(log.read_text() for log in logs), "each worker evaluated some trials"
+    assert len(evaluated) == len(set(evaluated)), "a config was evaluated twice"
+    result = slim_nas.search(
+        lambda c: 0.0,
+        SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])}),
+        strategy,
+        n_trials=1,
+        storage=url,
+        study_name="shared",
+    )
+    numbers = [t.number for t in result.trials]
+    assert len(numbers) == len(set(numbers))
+    assert 16 <= len(result.trials) <= 17  # both workers stop at the study's budget (one may overshoot by its last ask)
+    assert len(evaluated) == len(result.trials) - 1
+
+
+def test_pareto_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = search(lambda c: (c["x"], -c["x"] * c["y"]), SPACE, "random", n_trials=20, seed=0, directions=["maximize", "maximize"])
+    out = result.plot_pareto(tmp_path / "front.png", labels=["accuracy", "neg cost"])
+    assert out.stat().st_size > 1000
+
+
+def test_pareto_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    result = search(lambda c: (c["x"], c["y"]), SPACE, "random", n_trials=5, seed=0, directions=["maximize", "maximize"])
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(MissingExtraError, match=r"slim-nas\[plot\]"):
+        result.plot_pareto(tmp_path / "x.png")
