@@ -27,3 +27,27 @@ __all__ = [
     "quantize_inference_model",
 ]
 # --- end PTQ ---
+
+# --- QAT and weight-only (issue 7) ---
+from slim_quant.qat import QATConfig, convert, prepare_qat  # noqa: E402
+from slim_quant.weight_only import (  # noqa: E402
+    SmoothQuantConfig,
+    WeightOnlyConfig,
+    WeightOnlyLinear,
+    load_weight_only_,
+    quantize_weight_only_,
+    smooth_quant_,
+)
+
+__all__ += [
+    "QATConfig",
+    "prepare_qat",
+    "convert",
+    "WeightOnlyConfig",
+    "SmoothQuantConfig",
+    "WeightOnlyLinear",
+    "quantize_weight_only_",
+    "load_weight_only_",
+    "smooth_quant_",
+]
+# --- end QAT and weight-only ---
