@@ -67,3 +67,19 @@ class DropoutStudent(nn.Layer):
         x = paddle.nn.functional.relu(self.bn1(self.conv1(x)))
         x = paddle.nn.functional.relu(self.bn2(self.conv2(x)))
         return self.fc(self.drop(paddle.flatten(x, 1)))
+
+
+def minimise_distill_loss(module, x, steps: int, lr: float = 0.01) -> tuple[float, float]:
+    """Train ``module`` (a Distiller or MutualLearner) on its distillation loss alone; return (first, last) loss."""
+    opt = paddle.optimizer.Adam(learning_rate=lr, parameters=module.parameters())
+    module.train()
+    module(x)
+    first = float(module.loss())
+    for _ in range(steps):
+        module(x)
+        loss = module.loss()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    module(x)
+    return first, float(module.loss())
