@@ -28,7 +28,7 @@ def run_full_demo(
     max_time: float | None = 600.0,
     target: dict | None = None,
 ) -> CompressionResult:
-    """Train the digits CNN, compress it with no recipe to at most one point of accuracy drop, and report.
+    """Train the digits CNN, compress it with no recipe to at most two points of accuracy drop, and report.
 
     Returns:
         The :class:`CompressionResult`; ``out_dir`` holds the model, ``metrics.json``,
@@ -40,8 +40,8 @@ def run_full_demo(
         model,
         digits_batches(),
         accuracy_eval(xt, yt),
-        config={"train": {"epochs": 3, "learning_rate": 1e-3}},
-        target=target or {"max_metric_drop": 0.01},
+        config={"train": {"epochs": 4, "learning_rate": 1e-3}},
+        target=target or {"max_metric_drop": 0.02},
         example_inputs=xt[:1],
         out_dir=out_dir,
         max_time=max_time,

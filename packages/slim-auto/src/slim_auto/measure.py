@@ -83,39 +83,49 @@ def predictor_for(model_dir: Path, backend: str = "paddle", threads: int = 2) ->
     return Predictor(str(model_dir), backend=backend, threads=threads)
 
 
-def _flops_params(state: ModelState, prefix: Path, example_inputs: list[np.ndarray], m: Measurement) -> None:
-    try:
-        import slim_analysis
-    except ImportError:  # pragma: no cover
-        m.notes.append("FLOPs/params: slim-analysis is not installed")
-        return
+def _analysis(name: str) -> Any:
+    """A public function of slim-analysis by name."""
+    import slim_analysis
+
+    fn = getattr(slim_analysis, name, None)
+    if fn is None or not callable(fn):
+        raise AttributeError(f"slim_analysis.{name} is not available in this version")
+    return fn
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}"
+
+
+def _flops_params(state: ModelState, model_dir: Path, example_inputs: list[np.ndarray], m: Measurement) -> None:
     paddle = require_paddle()
-    target: Any = state.layer if state.layer is not None else str(prefix)
-    shape = list(example_inputs[0].shape[:1]) + list(example_inputs[0].shape[1:])
-    shape[0] = 1
+    one = [a[:1] for a in example_inputs]
+    targets: list[Any] = [state.layer] if state.layer is not None else []
+    targets.append(str(model_dir))
+    errors = []
+    for target in targets:
+        try:
+            if isinstance(target, str):
+                m.flops = int(_analysis("flops")(target, [list(a.shape) for a in one] if len(one) > 1 else list(one[0].shape)))
+            else:
+                m.flops = int(_analysis("flops")(target, example_inputs=[paddle.to_tensor(a) for a in one]))
+            break
+        except Exception as exc:  # e.g. a fake-quant layer the graph tracer does not know; try the exported program
+            errors.append(_first_line(exc))
+    if m.flops is None:
+        m.notes.append("FLOPs not measured: " + " / ".join(errors))
     try:
-        if state.layer is not None:
-            f = slim_analysis.flops(target, example_inputs=[paddle.to_tensor(a[:1]) for a in example_inputs])
-        else:
-            f = slim_analysis.flops(target, input_shape=shape)
-        m.flops = int(getattr(f, "total", f))
-    except Exception as exc:  # analysis of an exotic (e.g. fake-quant) layer must not end the run
-        m.notes.append(f"FLOPs not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
-    try:
-        p = slim_analysis.params(target)
-        m.params = int(getattr(p, "total", p))
+        m.params = int(_analysis("params")(state.layer if state.layer is not None else str(model_dir)))
     except Exception as exc:
-        m.notes.append(f"params not counted: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+        m.notes.append(f"params not counted: {_first_line(exc)}")
 
 
-def _size(prefix: Path, m: Measurement) -> None:
+def _size(model_dir: Path, m: Measurement) -> None:
     try:
-        import slim_analysis
-
-        s = slim_analysis.model_size(str(prefix))
-        m.size_bytes = int(getattr(s, "total_bytes", getattr(s, "total", s)))
-    except Exception:  # fall back to the bytes of the files themselves
-        m.size_bytes = int(sum(f.stat().st_size for f in model_files(prefix) if f.name != "slim.json"))
+        m.size_bytes = int(_analysis("model_size")(str(model_dir)).total_bytes)
+    except Exception:  # several artifacts or an exotic layout: the bytes of the model files themselves
+        m.size_bytes = int(sum(f.stat().st_size for f in model_files(model_dir) if f.name != "slim.json"))
 
 
 def _latency(
@@ -136,7 +146,16 @@ def _latency(
             m.notes.append(f"latency on {backend}: no model for this runtime in the export")
             continue
         try:
-            rep = benchmark(str(model_dir), input_shape=shape, batch_sizes=list(batch_sizes), threads=threads, backends=[fmt])
+            rep = benchmark(
+                str(model_dir),
+                input_shape=shape,
+                batch_sizes=list(batch_sizes),
+                threads=threads,
+                backends=[fmt],
+                warmup=5,
+                repeat=40,
+                max_seconds=8.0,
+            )
         except Exception as exc:  # a runtime that cannot run this model is reported, not fatal
             m.notes.append(f"latency on {backend}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
             continue

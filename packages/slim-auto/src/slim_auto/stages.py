@@ -329,9 +329,9 @@ class QATStage(Stage):
         self.api("slim_quant", "prepare_qat")
         self.api("slim_quant", "convert")
 
-    def _prepare(self, state: ModelState, cfg: SlimConfig) -> None:
+    def _prepare(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> None:
         prepare_qat = self.api("slim_quant", "prepare_qat")
-        res = prepare_qat(_layer(state, self.kind), cfg)
+        res = prepare_qat(_layer(state, self.kind), cfg, ctx.calib_data, input_names=ctx.input_names)
         if res is not None and hasattr(res, "parameters"):
             state.layer = res
 
@@ -344,34 +344,36 @@ class QATStage(Stage):
         state.applied.append({"stage": "qat", **cfg.to_dict()})
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        self._prepare(state, cfg)
+        self._prepare(state, cfg, ctx)
         ctx.outcome = _train_with_distill(state, ctx, None, "qat")
         self._convert(state, cfg)
         return state
 
     def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        self._prepare(state, cfg)
+        self._prepare(state, cfg, ctx)
         self._convert(state, cfg)
         return state
 
 
 @STAGES.register("weight_only")
 class WeightOnlyStage(Stage):
-    """Weight-only quantization with :func:`slim_quant.quantize_` and a ``WeightOnlyConfig``."""
+    """Weight-only int8/int4 quantization of Linear layers with :func:`slim_quant.quantize_weight_only_`.
+
+    The packed layers dequantize in Paddle ops, so the model exports as a normal Layer.
+    """
 
     kind = "weight_only"
     config = "slim_quant:WeightOnlyConfig"
 
     def check_available(self) -> None:
         super().check_available()
-        self.api("slim_quant", "quantize_")
+        self.api("slim_quant", "quantize_weight_only_")
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        quantize_ = self.api("slim_quant", "quantize_")
-        result = quantize_(_layer(state, self.kind), cfg, calib_data=ctx.calib_data)
+        quantize = self.api("slim_quant", "quantize_weight_only_")
+        result = quantize(_layer(state, self.kind), cfg, ctx.calib_data, input_names=ctx.input_names)
         if result is not None and hasattr(result, "parameters"):
             state.layer = result
-        state.quantized = True
         state.applied.append({"stage": "weight_only", **cfg.to_dict()})
         return state
 
