@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LatencyStats", "measure"]
+__all__ = ["LatencyStats", "measure", "stats_of"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,16 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, max_
         times.append((time.perf_counter() - t0) * 1000.0)
         if max_seconds is not None and time.perf_counter() - start > max_seconds and len(times) >= 3:
             break
-    arr = np.asarray(times)
+    return stats_of(times)
+
+
+def stats_of(times_ms: list[float]) -> LatencyStats:
+    """Summary statistics of a list of run times in milliseconds."""
+    arr = np.asarray(times_ms, dtype="float64")
     return LatencyStats(
         median_ms=float(np.median(arr)),
         mean_ms=float(arr.mean()),
         p90_ms=float(np.percentile(arr, 90)),
         min_ms=float(arr.min()),
-        runs=len(times),
+        runs=len(arr),
     )

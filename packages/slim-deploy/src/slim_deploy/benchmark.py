@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from slim_core import ConfigError
-from slim_deploy._timing import LatencyStats, measure
+from slim_deploy._timing import LatencyStats, measure, stats_of
 from slim_deploy.manifest import locate_artifacts
 from slim_deploy.predictor import Predictor
 
@@ -71,6 +72,20 @@ class BenchmarkReport:
         }
 
 
+def _interleaved(preds: dict[str, Predictor], x: np.ndarray, warmup: int, repeat: int, max_seconds: float) -> list[LatencyStats]:
+    """Time every predictor in rounds (one run each per round), so load from other processes hits all alike."""
+    for pred in preds.values():
+        measure(lambda p=pred: p.run([x]), warmup=warmup, repeat=1)
+    times: list[list[float]] = [[] for _ in preds]
+    start = time.perf_counter()
+    for _ in range(max(1, repeat)):
+        for i, pred in enumerate(preds.values()):
+            times[i].append(measure(lambda p=pred: p.run([x]), warmup=0, repeat=1).median_ms)
+        if time.perf_counter() - start > max_seconds * len(preds) and len(times[0]) >= 3:
+            break
+    return [stats_of(t) for t in times]
+
+
 def benchmark(
     path: str | os.PathLike[str],
     input_shape: Sequence[int] | None = None,
@@ -93,6 +108,10 @@ def benchmark(
         warmup: untimed runs per configuration.
         repeat: timed runs per configuration (fewer when ``max_seconds`` is reached).
         max_seconds: time budget per configuration.
+
+    The formats are timed in interleaved rounds (each runs once per round), so a
+    load change on a shared machine affects all of them alike; compare ratios
+    within one report.
 
     Returns:
         A :class:`BenchmarkReport`; :meth:`~BenchmarkReport.to_markdown` prints the table.
@@ -132,8 +151,7 @@ def benchmark(
             preds[f] = Predictor(path, backend="onnxruntime", threads=threads)
     for b in batch_sizes:
         x = rng.standard_normal([b, *input_shape]).astype(dtype)
-        for f, pred in preds.items():
-            stats = measure(lambda p=pred, x=x: p.run([x]), warmup=warmup, repeat=repeat, max_seconds=max_seconds)
+        for stats, (f, pred) in zip(_interleaved(preds, x, warmup, repeat, max_seconds), preds.items()):
             report.rows.append(BenchmarkRow(f, pred.backend, b, pred.threads, stats))
     for pred in preds.values():
         pred.close()
