@@ -120,3 +120,29 @@ def test_fit_rejects_bad_arguments():
         fit(d, [], opt)
     with pytest.raises(DataError, match="NaN"):
         fit(d, [(np.full((4, 1, 8, 8), np.nan, "float32"), Y[:4])], opt)
+
+
+class TwoInputs(paddle.nn.Layer):
+    def __init__(self, width):
+        super().__init__()
+        self.a = paddle.nn.Linear(4, width)
+        self.b = paddle.nn.Linear(3, width)
+        self.head = paddle.nn.Linear(width, 5)
+
+    def forward(self, u, v):
+        return self.head(paddle.nn.functional.relu(self.a(u) + self.b(v)))
+
+
+def test_fit_with_two_named_inputs_and_dkd_on_labels():
+    paddle.seed(4)
+    rng = np.random.default_rng(4)
+    data = [
+        {"u": rng.normal(size=(16, 4)).astype("float32"), "v": rng.normal(size=(16, 3)).astype("float32"), "label": rng.integers(0, 5, 16)}
+        for _ in range(4)
+    ]
+    cfg = {"logits": {"loss": "dkd", "params": {"beta": 2.0}}, "pairs": [{"student": "a", "teacher": "a", "loss": "cosine"}]}
+    d = Distiller(TwoInputs(8), TwoInputs(16), cfg, example_inputs=(data[0]["u"], data[0]["v"]))
+    opt = paddle.optimizer.Adam(learning_rate=0.01, parameters=d.parameters())
+    res = fit(d, data, opt, epochs=4, input_names=["u", "v"])
+    assert res.steps == 16 and res.history[-1]["task_loss"] > 0
+    assert res.history[-1]["distill_loss"] < res.history[0]["distill_loss"]
