@@ -1,0 +1,449 @@
+"""ONNX QDQ export: our calibrated INT8 quantization as QuantizeLinear/DequantizeLinear nodes.
+
+paddle2onnx refuses quantized Paddle programs, so the float model is converted
+first and the quantization is inserted with the ``onnx`` library:
+
+1. clean-up: ``Constant`` weights become initializers, a conv bias added through
+   ``Reshape`` + ``Add`` becomes the conv's bias input, ``BatchNormalization``
+   after a conv is folded into it;
+2. every float activation is calibrated on ONNX Runtime with our calibrators;
+3. ``Conv``/``MatMul``/``Gemm`` weights become **int8** initializers (per output
+   channel, symmetric) read through ``DequantizeLinear``; conv biases become int32;
+4. activations get ``QuantizeLinear``/``DequantizeLinear`` pairs with **u8**
+   codes (zero point 0 for non-negative tensors, 128 otherwise), placed by the
+   graph: on the inputs of quantized ops and on tensors that flow only between
+   quantized ops, ``Add``, ``Concat`` and pooling, so ONNX Runtime fuses them into
+   ``QLinearConv``/``QLinearAdd``/... and stays in INT8;
+5. a ``Relu`` or ``Clip(0, c)`` right after a quantized op is removed: the u8
+   code with zero point 0 (and threshold <= c) clamps exactly as the activation did.
+
+Needs the ``onnx`` extra (``onnx``, ``onnxruntime``, ``paddle2onnx``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slim_core.errors import ExportError
+from slim_quant.calibrators import Calibrator, make_calibrator
+from slim_quant.primitives import quantize_np, weight_thresholds
+
+__all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS"]
+
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+#: ops that ONNX Runtime runs in INT8 when their inputs and outputs carry QDQ
+PASS_OPS = ("Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose")
+_SHAPE_ONLY = ("Shape",)
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ExportError("ONNX export needs the onnx extra: pip install 'slim-quant[onnx]'") from exc
+    return onnx, onnxruntime
+
+
+class _Graph:
+    """Index of an ONNX graph: producers, consumers, initializers."""
+
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        self.model = model
+        self.g = model.graph
+        self.inits = {i.name: numpy_helper.to_array(i) for i in self.g.initializer}
+        self.reindex()
+
+    def reindex(self) -> None:
+        self.producer: dict[str, Any] = {}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in self.g.node:
+            for o in n.output:
+                self.producer[o] = n
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in self.g.output}
+
+    def set_init(self, name: str, value: np.ndarray) -> None:
+        from onnx import numpy_helper
+
+        for i, init in enumerate(self.g.initializer):
+            if init.name == name:
+                del self.g.initializer[i]
+                break
+        self.g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        self.inits[name] = np.asarray(value)
+
+    def drop_init(self, name: str) -> None:
+        for i, init in enumerate(self.g.initializer):
+            if init.name == name:
+                del self.g.initializer[i]
+                break
+        self.inits.pop(name, None)
+
+    def remove(self, node: Any) -> None:
+        self.g.node.remove(node)
+
+
+def _constants_to_initializers(gr: _Graph) -> None:
+    from onnx import numpy_helper
+
+    for n in list(gr.g.node):
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            gr.set_init(n.output[0], numpy_helper.to_array(n.attribute[0].t))
+            gr.remove(n)
+    gr.reindex()
+
+
+def _rename_input(gr: _Graph, old: str, new: str) -> None:
+    for n in gr.g.node:
+        for k, v in enumerate(n.input):
+            if v == old:
+                n.input[k] = new
+
+
+def _fold_conv_bias_and_bn(gr: _Graph) -> None:
+    """Conv -> Add(Reshape(bias)) becomes Conv(bias); Conv -> BatchNormalization is folded."""
+    changed = True
+    while changed:
+        changed = False
+        gr.reindex()
+        for conv in list(gr.g.node):
+            if conv.op_type != "Conv" or conv.input[1] not in gr.inits:
+                continue
+            out = conv.output[0]
+            cons = gr.consumers.get(out, [])
+            if len(cons) != 1 or out in gr.outputs:
+                continue
+            nxt = cons[0]
+            w = gr.inits[conv.input[1]]
+            bias = gr.inits.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+            if nxt.op_type == "Add" and nxt.input[0] == out:
+                other = nxt.input[1]
+                prod = gr.producer.get(other)
+                b = None
+                if other in gr.inits:
+                    b = gr.inits[other]
+                elif prod is not None and prod.op_type in ("Reshape", "Unsqueeze") and prod.input[0] in gr.inits:
+                    b = gr.inits[prod.input[0]]
+                if b is None or b.size != w.shape[0]:
+                    continue
+                b = b.reshape(-1).astype("float32") + (bias if bias is not None else 0.0)
+            elif nxt.op_type == "BatchNormalization" and all(i in gr.inits for i in nxt.input[1:5]):
+                gamma, beta, mean, var = (gr.inits[i].astype("float64") for i in nxt.input[1:5])
+                eps = next((a.f for a in nxt.attribute if a.name == "epsilon"), 1e-5)
+                s = gamma / np.sqrt(var + eps)
+                w = (w * s.reshape(-1, *([1] * (w.ndim - 1)))).astype("float32")
+                gr.set_init(conv.input[1], w)
+                b = ((bias if bias is not None else 0.0) - mean) * s + beta
+            else:
+                continue
+            bname = f"{conv.input[1]}.folded_bias"
+            gr.set_init(bname, np.asarray(b, "float32").reshape(-1))
+            if len(conv.input) > 2:
+                conv.input[2] = bname
+            else:
+                conv.input.append(bname)
+            conv.output[0] = nxt.output[0]
+            gr.remove(nxt)
+            changed = True
+            break
+    gr.reindex()
+    # drop now-unused Reshape nodes of constants and unused initializers
+    for n in list(gr.g.node):
+        if n.op_type in ("Reshape", "Unsqueeze") and not gr.consumers.get(n.output[0]) and n.output[0] not in gr.outputs:
+            gr.remove(n)
+    gr.reindex()
+    used = {i for n in gr.g.node for i in n.input}
+    for name in list(gr.inits):
+        if name not in used:
+            gr.drop_init(name)
+
+
+def _float_activations(gr: _Graph) -> list[str]:
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(gr.model)
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    }
+    const = set(gr.inits)
+    for n in gr.g.node:  # outputs computed only from constants
+        if n.input and all(i in const or not i for i in n.input):
+            const.update(n.output)
+    names = [i.name for i in gr.g.input if i.name not in gr.inits]
+    for n in gr.g.node:
+        names.extend(o for o in n.output if o)
+    return [t for t in dict.fromkeys(names) if t not in const and types.get(t) == onnx.TensorProto.FLOAT]
+
+
+def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[str, np.ndarray]], make: Any) -> dict[str, Calibrator]:
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for t in names:
+        if t not in existing:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 2
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "probe.onnx")
+        onnx.save(probe, path)
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        inputs = [i.name for i in sess.get_inputs()]
+        cals = {t: make() for t in names}
+        for b in batches:
+            missing = [i for i in inputs if i not in b]
+            if missing:
+                raise ExportError(f"calibration batches lack the ONNX input(s) {missing}")
+            outs = sess.run(names, {i: b[i] for i in inputs})
+            for t, a in zip(names, outs):
+                cals[t].observe(a)
+    return cals
+
+
+def _weight_axis(node: Any) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 1
+
+
+def quantize_onnx_model(
+    src: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    batches: Sequence[dict[str, np.ndarray]],
+    *,
+    calibrator: str = "percentile",
+    percentile: float = 99.99,
+    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    act_thresholds: dict[str, float] | None = None,
+    only_weights: set[str] | None = None,
+    skip_weights: set[str] | None = None,
+    weight_method: str = "abs_max",
+) -> dict[str, Any]:
+    """Insert QDQ into a float ONNX model (see the module docstring).
+
+    Args:
+        src: the float ``.onnx`` file.
+        out_file: the quantized ``.onnx`` to write.
+        batches: calibration feeds by ONNX input name.
+        calibrator / percentile: activation calibrator.
+        weight_codes: int8 codes and per-channel thresholds by weight (initializer) name.
+        act_thresholds: input thresholds by weight name, overriding calibration.
+        only_weights / skip_weights: restrict which ops are quantized, by weight name.
+        weight_method: threshold method for weights not in ``weight_codes``.
+
+    Returns:
+        ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n}``.
+    """
+    onnx, _ = _require_onnx()
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    gr = _Graph(model)
+    _constants_to_initializers(gr)
+    _fold_conv_bias_and_bn(gr)
+    weight_codes = weight_codes or {}
+    act_thresholds = act_thresholds or {}
+    # 1. which compute nodes are quantized
+    qnodes = []
+    for n in gr.g.node:
+        if n.op_type not in COMPUTE_OPS or len(n.input) < 2 or n.input[1] not in gr.inits or n.input[0] in gr.inits:
+            continue
+        w = n.input[1]
+        if gr.inits[w].ndim not in (2, 4) or (only_weights is not None and w not in only_weights) or (skip_weights and w in skip_weights):
+            continue
+        qnodes.append(n)
+    qset = {id(n) for n in qnodes}
+    # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
+    acts = _float_activations(gr)
+    cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+    # 3. drop Relu / Clip(0, c) right after a quantized op: the u8 code clamps the same way
+    removed = 0
+    clamp: dict[str, float] = {}
+    for n in list(gr.g.node):
+        if n.op_type not in ("Relu", "Clip"):
+            continue
+        src_t = n.input[0]
+        prod = gr.producer.get(src_t)
+        after_add = prod is not None and prod.op_type == "Add" and all(i not in gr.inits for i in prod.input)
+        if prod is None or not (id(prod) in qset or after_add) or len(gr.consumers.get(src_t, [])) != 1:
+            continue
+        if src_t in gr.outputs or n.output[0] in gr.outputs:
+            continue
+        hi = np.inf
+        if n.op_type == "Clip":
+            lo_v = gr.inits.get(n.input[1]) if len(n.input) > 1 and n.input[1] else None
+            hi_v = gr.inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+            if lo_v is None or float(lo_v) != 0.0:
+                continue
+            hi = float(hi_v) if hi_v is not None else np.inf
+        prod.output[0] = n.output[0]
+        gr.remove(n)
+        clamp[n.output[0]] = hi
+        removed += 1
+    gr.reindex()
+    # 4. which tensors get QDQ
+    pass_nodes = {id(n) for n in gr.g.node if n.op_type in PASS_OPS}
+    int8_nodes = qset | pass_nodes
+
+    def all_consumers_int8(t: str) -> bool:
+        cons = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
+        return bool(cons) and all(id(c) in int8_nodes for c in cons) and t not in gr.outputs
+
+    qdq: dict[str, list[Any]] = {}
+    for n in qnodes:
+        qdq.setdefault(n.input[0], []).append(n)
+    graph_inputs = {i.name for i in gr.g.input}
+    for t in acts:
+        if t not in cals or cals[t].count == 0:
+            continue
+        prod = gr.producer.get(t)
+        from_int8 = (prod is not None and id(prod) in int8_nodes) or t in graph_inputs
+        if from_int8 and all_consumers_int8(t):
+            qdq[t] = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
+    for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
+        qdq[t] = list(gr.consumers.get(t, []))
+    # 5. weights
+    done = []
+    new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
+    scales: dict[str, float] = {}
+    for t in qdq:
+        thr = float(cals[t].threshold()) if t in cals else 0.0
+        for n in qnodes:
+            if n.input[0] == t and n.input[1] in act_thresholds:
+                thr = float(act_thresholds[n.input[1]])
+        nonneg = (t in cals and cals[t].non_negative) or t in clamp
+        if t in clamp:
+            thr = min(thr, clamp[t])
+        thr = max(thr, 1e-8)
+        scales[t] = thr / 255.0 if nonneg else thr / 127.0
+        zp = 0 if nonneg else 128
+        gr.set_init(f"{t}_scale", np.array(scales[t], "float32"))
+        gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
+    for n in qnodes:
+        w_name = n.input[1]
+        w = gr.inits[w_name]
+        axis = _weight_axis(n)
+        if w_name in weight_codes:
+            codes, wthr = weight_codes[w_name]
+            wthr = np.asarray(wthr, "float32").reshape(-1)
+        else:
+            wthr = np.asarray(weight_thresholds(w, axis, method=weight_method), "float32").reshape(-1)  # type: ignore[arg-type]
+            codes = quantize_np(w, wthr, 8, axis)
+        if codes.shape != w.shape:
+            raise ExportError(f"weight codes for {w_name} have shape {list(codes.shape)} but the ONNX weight is {list(w.shape)}")
+        w_scale = (wthr / 127.0).astype("float32")
+        qw = f"{w_name}_quantized"
+        gr.set_init(qw, codes.astype("int8"))
+        gr.set_init(f"{w_name}_scale", w_scale)
+        gr.set_init(f"{w_name}_zero_point", np.zeros(w_scale.shape, "int8"))
+        dq_w = helper.make_node(
+            "DequantizeLinear", [qw, f"{w_name}_scale", f"{w_name}_zero_point"], [f"{w_name}_dequantized"], axis=axis, name=f"{w_name}_DQ"
+        )
+        pre = [dq_w]
+        n.input[1] = f"{w_name}_dequantized"
+        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and n.input[0] in scales:
+            b = gr.inits[n.input[2]].astype("float64")
+            b_scale = (scales[n.input[0]] * w_scale.astype("float64")).astype("float32")
+            b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
+            bn = n.input[2]
+            gr.set_init(f"{bn}_quantized", b_q)
+            gr.set_init(f"{bn}_scale", b_scale)
+            gr.set_init(f"{bn}_zero_point", np.zeros(b_scale.shape, "int32"))
+            pre.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{bn}_quantized", f"{bn}_scale", f"{bn}_zero_point"],
+                    [f"{bn}_dequantized"],
+                    axis=0,
+                    name=f"{bn}_DQ",
+                )
+            )
+            n.input[2] = f"{bn}_dequantized"
+        new_nodes.append((n, pre))
+        done.append(f"{n.op_type}:{w_name}")
+    # 6. activation QDQ pairs, right after the producer (or at the top for graph inputs)
+    for t, cons in qdq.items():
+        q = helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"], name=f"{t}_Q")
+        dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"], name=f"{t}_DQ")
+        for c in cons:
+            for k, v in enumerate(c.input):
+                if v == t:
+                    c.input[k] = f"{t}_dequantized"
+        new_nodes.append((cons[0], [q, dq]))
+    _insert_before(gr, new_nodes)
+    for name in list(gr.inits):
+        if not any(name in n.input for n in gr.g.node):
+            gr.drop_init(name)
+    _topological_sort(gr)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_file))
+    return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed}
+
+
+def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:
+    for anchor, nodes in items:
+        idx = list(gr.g.node).index(anchor)
+        for k, node in enumerate(nodes):
+            gr.g.node.insert(idx + k, node)
+
+
+def _topological_sort(gr: _Graph) -> None:
+    available = {i.name for i in gr.g.input} | set(gr.inits) | {""}
+    pending = list(gr.g.node)
+    ordered = []
+    while pending:
+        progressed = False
+        rest = []
+        for n in pending:
+            if all(i in available for i in n.input):
+                ordered.append(n)
+                available.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:
+            raise ExportError(f"QDQ insertion left a cycle or a dangling input at {rest[0].op_type} {rest[0].name}")
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del gr.g.node[:]
+    gr.g.node.extend(copies)
+
+
+def quantize_onnx_from_paddle(
+    src_prefix: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    batches: Sequence[dict[str, np.ndarray]],
+    *,
+    fp32_onnx: str | os.PathLike[str],
+    **kw: Any,
+) -> dict[str, Any]:
+    """Convert a float Paddle inference model to ONNX (``fp32_onnx``, kept for comparison) and quantize it."""
+    _require_onnx()
+    from slim_core.model_io import resolve_model_path
+    from slim_deploy.predictor import paddle_to_onnx
+
+    prefix, fmt = resolve_model_path(src_prefix)
+    model_file = Path(str(prefix) + (".pdmodel" if fmt == "legacy" else ".json"))
+    fp32 = Path(fp32_onnx)
+    fp32.parent.mkdir(parents=True, exist_ok=True)
+    paddle_to_onnx(model_file, Path(str(prefix) + ".pdiparams"), fp32)
+    return quantize_onnx_model(fp32, out_file, batches, **kw)
