@@ -115,7 +115,12 @@ def prepare_qat(
         from slim_quant.ptq import quantize
 
         ptq_cfg = PTQConfig(
-            calibrator=config.ptq_calibrator, weight_bits=config.weight_bits, fold_bn=bool(pairs), skip_layers=config.skip_layers
+            calibrator=config.ptq_calibrator,
+            weight_bits=config.weight_bits,
+            fold_bn=bool(pairs),
+            quantize_types=config.quantize_types,
+            skip_layers=config.skip_layers,
+            skip_types=config.skip_types,
         )
         ptq_layers = quanted_layers(quantize(model, ptq_cfg, batches, input_names=names))
     subs = dict(qmodel.named_sublayers())
