@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ __all__ = ["benchmark", "BenchmarkReport", "BenchmarkRow"]
 
 @dataclass(frozen=True)
 class BenchmarkRow:
-    """One measured configuration."""
+    """One measured configuration; ``latency`` is slim-analysis's ``LatencyStats`` (median, p10/p90, min, mean, std)."""
 
     format: str
     backend: str
@@ -66,7 +67,7 @@ class BenchmarkReport:
             "path": self.path,
             "input_shape": self.input_shape,
             "rows": [
-                {"format": r.format, "backend": r.backend, "batch_size": r.batch_size, "threads": r.threads} | r.latency.to_dict()
+                {"format": r.format, "backend": r.backend, "batch_size": r.batch_size, "threads": r.threads} | dataclasses.asdict(r.latency)
                 for r in self.rows
             ],
         }
@@ -83,7 +84,7 @@ def _interleaved(preds: dict[str, Predictor], x: np.ndarray, warmup: int, repeat
             times[i].append(measure(lambda p=pred: p.run([x]), warmup=0, repeat=1).median_ms)
         if time.perf_counter() - start > max_seconds * len(preds) and len(times[0]) >= 3:
             break
-    return [stats_of(t) for t in times]
+    return [stats_of(t, x.shape[0]) for t in times]
 
 
 def benchmark(
