@@ -68,7 +68,7 @@ def test_qat_recipe_with_distillation_and_train_config():
     r = t.recipe
     assert [s.kind for s in r.stages] == ["qat"]
     qat = r.stages[0].settings
-    assert qat["quanter"] == "pact" and qat["weight_bits"] == 8 and qat["per_channel"] is True
+    assert qat["activation_quanter"] == "pact" and qat["weight_bits"] == 8 and qat["weight_granularity"] == "per_channel"
     assert r.train.distill == {"logits": {"weight": 1.0, "loss": "kl"}}
     assert r.train.epochs == 1 and r.train.eval_interval == 500 and r.train.learning_rate == 0.015
     assert r.train.lr_schedule == "cosine" and r.train.optimizer == "momentum" and r.train.weight_decay == 2e-5
@@ -93,10 +93,17 @@ def test_prune_sparsity_ptq_and_hpo():
     assert prune.settings == {"ratio": 0.25, "criterion": "fpgm"}
     assert sparsity.settings == {"ratio": 0.75}
     assert any("UnstructurePrune.prune_strategy" in u for u in t.unsupported)
-    assert ptq.settings["calibrator"] == "kl" and ptq.settings["calib_batches"] == 10
+    assert ptq.settings["calibrator"] == "kl" and ptq.settings["calib_batches"] == 10 and ptq.settings["percentile"] == 99.9
     assert ptq.search == {"calibrator": ["kl", "percentile", "avg", "mse"]} and ptq.max_trials == 3
     assert any("Unknown: unknown ACT section" in u for u in t.unsupported)
     assert any("ChannelPrune.prune_params_name" in u for u in t.unsupported)
+
+
+def test_with_the_installed_configs():
+    t = translate_act(ACT_QAT)  # QATConfig has no weight granularity: reported, not passed on
+    assert "weight_granularity" not in t.recipe.stages[0].settings
+    assert any("qat.weight_granularity" in u for u in t.unsupported)
+    assert t.recipe.stages[0].settings["activation_quanter"] == "pact"
 
 
 def test_keys_missing_from_installed_configs_are_reported():

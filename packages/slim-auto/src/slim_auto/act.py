@@ -127,8 +127,14 @@ def _same(v: Any) -> Any:
     return v
 
 
-def _weight_per_channel(v: Any) -> Any:
-    return str(v).startswith("channel_wise")
+def _weight_granularity(v: Any) -> Any:
+    return "per_channel" if str(v).startswith("channel_wise") else "per_tensor"
+
+
+def _percent(v: Any) -> float:
+    """ACT's hist_percent is a fraction (0.9999); slim's percentile is in percent (99.99)."""
+    v = float(v)
+    return v * 100.0 if v <= 1.0 else v
 
 
 _STATIC_NAMES = "names static-graph variables; slim addresses layers by their named_sublayers() path (set it in the stage settings)"
@@ -136,7 +142,7 @@ _STATIC_NAMES = "names static-graph variables; slim addresses layers by their na
 _QUANT_COMMON: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
     "weight_bits": ("weight_bits", int),
     "activation_bits": ("activation_bits", int),
-    "weight_quantize_type": ("per_channel", _weight_per_channel),
+    "weight_quantize_type": ("weight_granularity", _weight_granularity),
     "activation_quantize_type": "activation observers are chosen by the calibrator (PTQ) or quanter (QAT)",
     "quantize_op_types": "slim decides which ops to quantize on the model graph (conv, linear, matmul and the ops between them)",
     "not_quant_pattern": _STATIC_NAMES,
@@ -148,22 +154,22 @@ _QUANT_COMMON: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
 _QUANT_POST = {
     **_QUANT_COMMON,
     "algo": ("calibrator", _lower_map(_PTQ_ALGO)),
-    "hist_percent": ("percentile", float),
+    "hist_percent": ("percentile", _percent),
     "bias_correct": ("bias_correction", bool),
     "batch_nums": ("calib_batches", int),
     "batch_size": "the batch size is that of the calibration data you pass",
-    "round_type": ("reconstruction", _lower_map({"adaround": "adaround", "round": "none"})),
-    "lr": ("reconstruction_lr", float),
+    "round_type": ("reconstruction", _lower_map({"adaround": {"method": "adaround"}, "round": None})),
+    "lr": "set reconstruction.lr in the ptq settings",
     "is_use_cache_file": "calibration statistics are kept in memory",
-    "recon_level": ("reconstruction", _lower_map({"layer-wise": "adaround", "region-wise": "brecq"})),
+    "recon_level": ("reconstruction", _lower_map({"layer-wise": {"method": "adaround"}, "region-wise": {"method": "brecq"}})),
     "simulate_activation_quant": "QDrop-style dropping is a PTQConfig reconstruction option",
     "skip_tensor_list": _STATIC_NAMES,
 }
 
 _QUANT_AWARE = {
     **_QUANT_COMMON,
-    "use_pact": ("quanter", lambda v: "pact" if v else "ste"),
-    "moving_rate": ("moving_rate", float),
+    "use_pact": ("activation_quanter", lambda v: "pact" if v else "moving_average_abs_max"),
+    "moving_rate": ("ema_decay", float),
     "for_tensorrt": "TensorRT deployment is out of scope on CPU",
     "window_size": "not used by slim quanters",
 }
@@ -212,10 +218,10 @@ _GLOBAL = {
 _HPO = {
     "ptq_algo": ("calibrator", lambda v: [_PTQ_ALGO[str(a).lower()] for a in v]),
     "bias_correct": ("bias_correction", lambda v: [bool(x) for x in v]),
-    "hist_percent": ("percentile", lambda v: [float(x) for x in v]),
+    "hist_percent": ("percentile", lambda v: [_percent(x) for x in v]),
     "batch_num": ("calib_batches", lambda v: [int(x) for x in v]),
     "max_quant_count": ("__max_trials__", int),
-    "weight_quantize_type": ("per_channel", lambda v: [_weight_per_channel(x) for x in v]),
+    "weight_quantize_type": ("weight_granularity", lambda v: [_weight_granularity(x) for x in v]),
     "weight_bits": ("weight_bits", lambda v: [int(x) for x in v]),
     "activation_bits": ("activation_bits", lambda v: [int(x) for x in v]),
     "round_type": "reconstruction is a PTQConfig setting",

@@ -20,7 +20,7 @@ import numpy as np
 from slim_auto.stages import ModelState
 from slim_core import require_paddle
 
-__all__ = ["Measurement", "export_state", "predictor_for", "measure_candidate", "model_files"]
+__all__ = ["Measurement", "export_state", "predictor_for", "measure_candidate", "measure_latency", "model_files"]
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _size(model_dir: Path, m: Measurement) -> None:
         m.size_bytes = int(sum(f.stat().st_size for f in model_files(model_dir) if f.name != "slim.json"))
 
 
-def _latency(
+def measure_latency(
     model_dir: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
 ) -> None:
     """Median latency per backend and batch size, measured by :func:`slim_deploy.benchmark` on the exported files."""
@@ -192,5 +192,5 @@ def measure_candidate(
     m.eval_seconds = time.perf_counter() - t0
     _flops_params(state, prefix, example_inputs, m)
     _size(prefix, m)
-    _latency(prefix, example_inputs, backends, batch_sizes, threads, m)
+    measure_latency(prefix, example_inputs, backends, batch_sizes, threads, m)
     return m
