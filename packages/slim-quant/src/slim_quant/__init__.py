@@ -10,6 +10,7 @@ from slim_quant.calibrators import CALIBRATORS, Calibrator, make_calibrator  # n
 from slim_quant.config import PTQConfig, ReconstructionConfig  # noqa: E402
 from slim_quant.export import ExportResult, LatencyGuardWarning, export, quantize_inference_model  # noqa: E402
 from slim_quant.ptq import QuantState, quantize, quantize_  # noqa: E402
+from slim_quant.sensitivity import LayerSensitivity, SensitivityReport, quant_sensitivity  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -25,6 +26,9 @@ __all__ = [
     "ExportResult",
     "LatencyGuardWarning",
     "quantize_inference_model",
+    "quant_sensitivity",
+    "SensitivityReport",
+    "LayerSensitivity",
 ]
 # --- end PTQ ---
 

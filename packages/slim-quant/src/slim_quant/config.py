@@ -24,13 +24,13 @@ QUANTIZABLE_TYPES: tuple[str, ...] = ("Conv2D", "Linear")
 
 @dataclass(frozen=True)
 class ReconstructionConfig(SlimConfig):
-    """Learned rounding after calibration.
+    """Learned rounding after calibration (AdaRound / QDrop).
 
     Attributes:
         method: ``"adaround"`` (layer by layer, inputs from the float model),
             ``"qdrop"`` (AdaRound whose inputs come from the already quantized model,
-            each activation value randomly kept in float with probability ``drop_prob``),
-            ``"brecq"`` (AdaRound on the quantized-model inputs, all layers of one parent block optimised together).
+            each activation value randomly kept in float with probability ``drop_prob``).
+            Block-wise BRECQ is not implemented.
         iters: optimisation steps per layer (or block); 200-500 is enough on a CPU for small models.
         lr: Adam learning rate of the rounding variables.
         reg_weight: weight of the rounding regulariser that pushes each weight to a hard up/down choice.
@@ -38,7 +38,7 @@ class ReconstructionConfig(SlimConfig):
         drop_prob: QDrop probability of keeping an activation in float.
     """
 
-    method: Literal["adaround", "qdrop", "brecq"] = "adaround"
+    method: Literal["adaround", "qdrop"] = "adaround"
     iters: int = 300
     lr: float = 1e-2
     reg_weight: float = 0.01
