@@ -4,7 +4,18 @@ import pytest
 from paddle import nn
 
 from slim_core import ConfigError, ExportError
-from slim_nas import OFA, OFAConfig, OFAMobileNetV2, OFAResNet, SuperBatchNorm2D, SuperConv2D, SuperLinear, recalibrate_bn, uniform_config
+from slim_nas import (
+    OFA,
+    OFAConfig,
+    OFAMobileNetV2,
+    OFAResNet,
+    SuperBatchNorm2D,
+    SuperConv2D,
+    SuperLinear,
+    recalibrate_bn,
+    to_supernet,
+    uniform_config,
+)
 
 TINY = {
     "mobilenetv2": lambda: OFAMobileNetV2(
@@ -173,3 +184,71 @@ def test_set_config_rejects_configs_outside_the_space():
         net.set_config(cfg)
     with pytest.raises(ConfigError, match="missing"):
         net.export({"stage0.depth": 1})
+
+
+def _tiny_cnn():
+    from slim_core import demo
+
+    return demo.build_tiny_cnn(width=8), [1, 1, 8, 8]
+
+
+def _small_mobilenet():
+    return paddle.vision.models.mobilenet_v2(num_classes=10, scale=0.25), [1, 3, 32, 32]
+
+
+def _kernel_net():
+    # a 5x5 and a depthwise 5x5 conv: elastic kernels besides widths
+    model = nn.Sequential(
+        nn.Conv2D(1, 8, 5, padding=2),
+        nn.BatchNorm2D(8),
+        nn.ReLU(),
+        nn.Conv2D(8, 8, 5, padding=2, groups=8),
+        nn.BatchNorm2D(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2D(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    return model, [1, 1, 8, 8]
+
+
+@pytest.mark.parametrize("build", [_tiny_cnn, _small_mobilenet, _kernel_net], ids=["tiny-cnn", "mobilenet_v2", "kernel-net"])
+def test_to_supernet_slices_like_the_exported_subnet(build):
+    model, shape = build()
+    model.eval()
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    net = to_supernet(model, shape, kernel_choices=(3, 5), width_choices=(0.5, 1.0))
+    space = net.space()
+    assert any(k.endswith(".width") for k in space.names)
+    x = paddle.randn([2, *shape[1:]])
+    net.eval()
+    np.testing.assert_allclose(net(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)  # the largest subnet is the model
+    for cfg in (space.smallest(), space.sample(seed=0)):
+        net.set_config(cfg)
+        sliced = net(x).numpy()
+        sub = net.export(cfg)
+        assert not any(isinstance(m, (SuperConv2D, SuperBatchNorm2D, SuperLinear)) for m in sub.sublayers())
+        np.testing.assert_allclose(sub(x).numpy(), sliced, rtol=1e-4, atol=1e-5)
+    assert sum(int(np.prod(p.shape)) for p in net.export(space.smallest()).parameters()) < sum(
+        int(np.prod(p.shape)) for p in model.parameters()
+    )
+    for k, v in model.state_dict().items():  # the input model is untouched
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+def test_kernel_keys_only_for_convs_that_can_shrink():
+    model, shape = _kernel_net()
+    net = to_supernet(model, shape, kernel_choices=(3, 5, 7), width_choices=None)
+    assert sorted(net.space().names) == ["0.kernel", "3.kernel"]
+    assert net.space()["0.kernel"].values() == [3, 5]
+    with pytest.raises(ConfigError, match="nothing in this model can be made elastic"):
+        to_supernet(nn.Sequential(nn.Conv2D(1, 4, 3, padding=1)), [1, 1, 8, 8], width_choices=None)
+
+
+def test_ofa_trains_a_converted_model(digits):
+    batches, _, _ = digits
+    model, shape = _tiny_cnn()
+    ofa = OFA(to_supernet(model, shape), OFAConfig(phases=("largest", "width"), steps_per_phase=4, subnets_per_step=1))
+    history = ofa.train(batches)
+    assert np.isfinite(history[-1]["subnet_loss"])
+    assert ofa.export(ofa.space().smallest())(paddle.randn([2, 1, 8, 8])).shape == [2, 10]

@@ -14,6 +14,7 @@ from slim_nas.darts import DartsConfig, DartsNetwork, DartsResult, DartsSupernet
 from slim_nas.errors import InfeasibleConstraintError, MissingExtraError, StorageError
 from slim_nas.ofa import (
     OFA,
+    ElasticModel,
     OFAConfig,
     OFAMobileNetV2,
     OFAResNet,
@@ -24,6 +25,7 @@ from slim_nas.ofa import (
     mobilenetv2_space,
     recalibrate_bn,
     resnet_space,
+    to_supernet,
     uniform_config,
 )
 from slim_nas.search import SearchResult, open_storage, pareto_front, plot_pareto, search
@@ -59,6 +61,8 @@ __all__ = [
     "Supernet",
     "OFAMobileNetV2",
     "OFAResNet",
+    "to_supernet",
+    "ElasticModel",
     "SuperConv2D",
     "SuperBatchNorm2D",
     "SuperLinear",

@@ -1,5 +1,6 @@
 """Once-for-all supernets: super layers, shipped supernets, the OFA trainer and export."""
 
+from slim_nas.ofa.convert import ElasticModel, to_supernet
 from slim_nas.ofa.layers import SuperBatchNorm2D, SuperConv2D, SuperLinear
 from slim_nas.ofa.supernet import (
     BasicBlock,
@@ -15,6 +16,8 @@ from slim_nas.ofa.supernet import (
 )
 
 __all__ = [
+    "to_supernet",
+    "ElasticModel",
     "SuperConv2D",
     "SuperBatchNorm2D",
     "SuperLinear",

@@ -126,7 +126,7 @@ class OFA:
         if not isinstance(supernet, Supernet):
             raise ConfigError(
                 f"OFA needs a Supernet (OFAMobileNetV2, OFAResNet or a Supernet subclass), got {type(supernet).__name__}; "
-                "build one with slim_nas.OFAMobileNetV2 / OFAResNet or subclass slim_nas.Supernet for your own model"
+                "convert your model with slim_nas.to_supernet(model, input_shape) or build slim_nas.OFAMobileNetV2 / OFAResNet"
             )
         self.supernet = supernet
         self.config = config or OFAConfig()
