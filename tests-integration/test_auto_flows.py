@@ -268,3 +268,24 @@ def test_other_bad_inputs(digits_cnn, test_split, tmp_path):
         slim_auto.AutoCompression(object(), digits_batches(), slim_auto.accuracy_eval(xt, yt), out_dir=tmp_path / "c")
     with pytest.raises(SlimError, match="not found|no inference model"):
         slim_auto.AutoCompression(str(tmp_path / "missing"), digits_batches(), slim_auto.accuracy_eval(xt, yt), out_dir=tmp_path / "d")
+
+
+@pytest.mark.parametrize("arch", ["digits_cnn", "residual_net"])
+def test_qat_stage_with_distillation(arch, request, test_split, tmp_path):
+    model = request.getfixturevalue(arch)
+    xt, yt = test_split
+    result = slim_auto.AutoCompression(
+        model,
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"qat": {"freeze_bn_after": 10}}], "train": {"steps": 30, "learning_rate": 5e-4}},
+        target={"max_metric_drop": 0.05},
+        example_inputs=xt[:1],
+        out_dir=tmp_path / "qat",
+    ).compress()
+    qat = result.candidates[1]
+    assert qat.name == "qat" and qat.status == "ok", qat.error
+    assert "trained 30 steps" in " ".join(qat.notes)
+    assert qat.metric >= result.baseline.metric - 0.05
+    manifest = json.loads((tmp_path / "qat" / qat.model_dir / "slim.json").read_text())
+    assert "quantization" in json.dumps(manifest)

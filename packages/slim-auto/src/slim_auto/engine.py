@@ -226,6 +226,9 @@ class AutoCompression:
         self.overwrite = overwrite
         self.title = title
         self.out_dir = Path(out_dir)
+        rank = int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0)
+        if rank > 0:  # under paddle.distributed.launch only rank 0 writes out_dir itself
+            self.out_dir = self.out_dir / f"rank-{rank}"
         # --- the model (never modified) --------------------------------------------------
         self._source_files: dict[str, str] = {}
         if isinstance(model, (str, os.PathLike)):

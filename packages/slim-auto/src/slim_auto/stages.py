@@ -388,6 +388,11 @@ def get_stage(kind: str) -> Stage:
     """The runner of ``kind``; :class:`StageUnavailableError` for a kind this version cannot run."""
     if kind in STAGES:
         return STAGES[kind]()
+    if kind == "nas":
+        raise StageUnavailableError(
+            "stage 'nas' is not available in this version of slim-auto; train and search a supernet with "
+            "slim_nas.OFA and slim_nas.search, then compress the exported subnet with the other stages"
+        )
     if kind in STAGE_KINDS:
         raise StageUnavailableError(f"stage {kind!r} is not available in this version")
     return STAGES.get(kind)()

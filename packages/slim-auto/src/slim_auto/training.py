@@ -162,6 +162,8 @@ def finetune(
     opt, sched = make_optimizer(cfg, params, total)
     if optimizer_hook is not None:
         opt = optimizer_hook(opt) or opt
+    if world > 1 and not paddle.distributed.is_initialized():
+        paddle.distributed.init_parallel_env()
     train_model = paddle.DataParallel(model) if world > 1 else model
     ce = paddle.nn.CrossEntropyLoss()
     rng = np.random.default_rng(cfg.seed)
