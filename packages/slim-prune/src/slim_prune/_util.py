@@ -69,14 +69,8 @@ def check_layer_names(model: Any, names: Sequence[str], what: str) -> None:
             raise ConfigError(f"{what}: model has no layer named {name!r}{did}")
 
 
-def measure(model: Any, inputs: Sequence[Any]) -> tuple[float, int]:
-    """``(FLOPs, params)`` of ``model`` for ``inputs`` by slim_analysis."""
+def measure(model: Any, graph: Any) -> tuple[float, int]:
+    """``(FLOPs, params)`` by slim_analysis: FLOPs of the traced ``graph``, params of ``model``."""
     import slim_analysis
 
-    if hasattr(slim_analysis, "flops"):
-        with eval_mode(model):
-            return float(slim_analysis.flops(model, inputs=list(inputs))), int(slim_analysis.params(model))
-    from slim_prune.cost import layer_flops, param_count
-
-    with eval_mode(model):
-        return float(sum(layer_flops(model, inputs).values())), param_count(model)
+    return float(slim_analysis.flops(graph)), int(slim_analysis.params(model))

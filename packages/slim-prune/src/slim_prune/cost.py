@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import require_paddle
-
 __all__ = ["Axis", "CostEntry", "CostModel", "layer_flops", "build_cost_models", "param_count"]
 
 
@@ -101,52 +99,34 @@ def _numel(shape: Iterable[int]) -> int:
     return int(np.prod([max(int(s), 1) for s in shape])) if shape else 1
 
 
-def layer_flops(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
-    """Multiply-accumulates per sample of each conv, linear and norm layer, from one forward pass.
+def layer_flops(graph: Any) -> dict[str, float]:
+    """FLOPs (slim_analysis definition) per layer of a traced :class:`~slim_core.graph.ModelGraph`.
 
-    Conv: ``out_elems * in/groups * kernel``; transposed conv: ``in_elems * out/groups * kernel``;
-    Linear: ``out_elems * in_features``; norms and PReLU: ``out_elems``.
+    Ops that belong to no layer (activations, residual adds, pooling) are charged to the
+    nearest layer upstream of them under the key ``"<layer>@out"``: their cost scales with
+    that layer's output channels only.
     """
-    paddle = require_paddle()
-    nn = paddle.nn
+    from slim_analysis import node_flops
+
     out: dict[str, float] = {}
-    hooks = []
-    names = {id(layer): name for name, layer in model.named_sublayers()}
-
-    def hook(layer: Any, inputs: Any, output: Any) -> None:
-        name = names.get(id(layer))
-        x = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
-        y = output[0] if isinstance(output, (tuple, list)) else output
-        if name is None or not hasattr(y, "shape"):
-            return
-        batch = max(int(x.shape[0]), 1) if hasattr(x, "shape") and len(x.shape) > 1 else 1
-        w = getattr(layer, "weight", None)
-        if isinstance(layer, (nn.Conv1DTranspose, nn.Conv2DTranspose, nn.Conv3DTranspose)):
-            per = _numel(w.shape[1:])
-            flops = _numel(x.shape) * per / batch
-        elif isinstance(layer, (nn.Conv1D, nn.Conv2D, nn.Conv3D)):
-            flops = _numel(y.shape) * _numel(w.shape[1:]) / batch
-        elif isinstance(layer, nn.Linear):
-            flops = _numel(y.shape) * int(w.shape[0]) / batch
-        else:
-            flops = _numel(y.shape) / batch
-        out[name] = out.get(name, 0.0) + float(flops)
-
-    from slim_prune.layers import handler_for
-
-    for name, layer in model.named_sublayers():
-        if name and handler_for(layer, required=False) is not None and type(layer).__name__ != "MultiHeadAttention":
-            hooks.append(layer.register_forward_post_hook(hook))
-    was_training = bool(model.training)
-    model.eval()  # a forward in train mode would move BN running statistics
-    try:
-        with paddle.no_grad():
-            model(*example_inputs)
-    finally:
-        if was_training:
-            model.train()
-        for h in hooks:
-            h.remove()
+    for n in graph.nodes:
+        f = float(node_flops(n))
+        if not f:
+            continue
+        if n.layer is not None:
+            out[n.layer] = out.get(n.layer, 0.0) + f
+            continue
+        key = ""
+        v = next((i for i in n.inputs if i is not None), None)
+        for _ in range(16):
+            p = v.producer if v is not None else None
+            if p is None:
+                break
+            if p.layer is not None:
+                key = p.layer + "@out"
+                break
+            v = next((i for i in p.inputs if i is not None), None)
+        out[key] = out.get(key, 0.0) + f
     return out
 
 
@@ -155,8 +135,8 @@ def param_count(model: Any) -> int:
     return int(sum(_numel(p.shape) for p in model.parameters()))
 
 
-def _axes_for(shape: Sequence[int], segs: dict[int, list[tuple[int, int]]]) -> list[Axis]:
-    return [Axis(int(s), list(segs.get(i, []))) for i, s in enumerate(shape)]
+def _axes_for(shape: Sequence[int], segs: dict[int, list[tuple[int, int, str]]], kind: str | None = None) -> list[Axis]:
+    return [Axis(int(s), [(g, r) for g, r, k in segs.get(i, []) if kind is None or k == kind]) for i, s in enumerate(shape)]
 
 
 def build_cost_models(model: Any, groups: Sequence[Any], flops: dict[str, float]) -> tuple[CostModel, CostModel]:
@@ -165,9 +145,9 @@ def build_cost_models(model: Any, groups: Sequence[Any], flops: dict[str, float]
     Args:
         model: the Layer.
         groups: channel groups (frozen ones contribute no segments).
-        flops: :func:`layer_flops` output.
+        flops: :func:`layer_flops` output (keys ``layer`` or ``layer@out``).
     """
-    segs: dict[tuple[str, str], dict[int, list[tuple[int, int]]]] = {}
+    segs: dict[tuple[str, str], dict[int, list[tuple[int, int, str]]]] = {}
     sizes = {}
     for g in groups:
         if g.frozen:
@@ -179,21 +159,22 @@ def build_cost_models(model: Any, groups: Sequence[Any], flops: dict[str, float]
             if key in seen:
                 continue
             seen.add(key)
-            segs.setdefault((m.layer, m.param), {}).setdefault(m.axis, []).append((g.id, max(int(m.repeat), 1)))
+            segs.setdefault((m.layer, m.param), {}).setdefault(m.axis, []).append((g.id, max(int(m.repeat), 1), m.kind))
     sub = dict(model.named_sublayers())
     params: list[CostEntry] = []
     for qual, p in model.named_parameters():
         layer, _, attr = qual.rpartition(".")
         params.append(CostEntry(qual, float(_numel(p.shape)), _axes_for(list(p.shape), segs.get((layer, attr), {}))))
     fl: list[CostEntry] = []
-    for name, cost in flops.items():
+    for key, cost in flops.items():
+        name, _, out_only = key.partition("@")
         layer = sub.get(name)
         cands = [(n, p) for n, p in layer.named_parameters(include_sublayers=False) if p is not None] if layer is not None else []
         if not cands:
             fl.append(CostEntry(name, cost, []))
             continue
         attr, p = max(cands, key=lambda np_: (len(np_[1].shape), np_[0] == "weight"))
-        axes = _axes_for(list(p.shape), segs.get((name, attr), {}))
-        # Depthwise convs: weight [C, 1, k, k] with groups=C; cost is linear in C (axis 0).
-        fl.append(CostEntry(name, cost, axes))
+        # out_only: elementwise work on this layer's output scales with its output channels alone.
+        axes = _axes_for(list(p.shape), segs.get((name, attr), {}), "out" if out_only else None)
+        fl.append(CostEntry(key, cost, axes))
     return CostModel(fl, sizes), CostModel(params, sizes)

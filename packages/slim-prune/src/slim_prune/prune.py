@@ -11,6 +11,7 @@ failure while applying rolls the model back.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +65,31 @@ def prunable_groups(groups: Sequence[Any], ignored: Sequence[str] = ()) -> list[
     return [g for g in groups if not g.frozen and g.size > 1 and not any(_ignored(m.layer, ignored) for m in g.members)]
 
 
-def _trace_groups(model: Any, inputs: Sequence[Any]) -> list[Any]:
+_GRAPHS: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: Any, inputs: Sequence[Any]) -> tuple[Any, ...]:
+    params = tuple((n, tuple(int(d) for d in p.shape)) for n, p in model.named_parameters())
+    attrs = tuple(
+        (n, tuple(sorted(h.attributes(layer).items(), key=str)))
+        for n, layer in model.named_sublayers()
+        if (h := handler_for(layer, required=False))
+    )
+    return params, repr(attrs), tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
+
+
+def _trace(model: Any, inputs: Sequence[Any]) -> Any:
+    """The model's graph; reused while parameter shapes and input shapes are unchanged (tracing is slow)."""
     import slim_core
 
+    key = _fingerprint(model, inputs)
+    cached = _GRAPHS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     with eval_mode(model):
         graph = slim_core.trace(model, example_inputs=list(inputs))
-    return list(graph.channel_groups())
+    _GRAPHS[model] = (key, graph)
+    return graph
 
 
 def _channel_slices(
@@ -89,7 +109,10 @@ def _channel_slices(
         def values(param: Any = param, m: Any = m, idx: np.ndarray = idx) -> np.ndarray:
             if id(param) not in cache:
                 cache[id(param)] = np.asarray(param.numpy())
-            return np.moveaxis(np.take(cache[id(param)], idx, axis=m.axis), m.axis, 0).reshape(group.size, -1)
+            arr = cache[id(param)]
+            whole = len(idx) == arr.shape[m.axis] and bool((idx == np.arange(len(idx))).all())
+            picked = arr if whole else np.take(arr, idx, axis=m.axis)  # skip a copy of big weights
+            return np.moveaxis(picked, m.axis, 0).reshape(group.size, -1)
 
         def grad(param: Any = param, m: Any = m, idx: np.ndarray = idx) -> np.ndarray | None:
             if grads is None or id(param) not in grads:
@@ -137,7 +160,7 @@ def plan_pruning(
     *,
     loss_fn: Callable[[Any], Any] | None = None,
     remove_fraction: float | None = None,
-    groups: list[Any] | None = None,
+    graph: Any = None,
     exclude: set[int] | None = None,
 ) -> PrunePlan:
     """Choose the channels to remove without changing the model.
@@ -148,7 +171,7 @@ def plan_pruning(
         example_inputs: tensor(s) for tracing and FLOPs.
         loss_fn: ``loss_fn(model) -> scalar Tensor`` for gradient criteria (``taylor``).
         remove_fraction: override of the global target for this step (iterative pruning).
-        groups: channel groups already traced (default: trace now).
+        graph: the model's traced :class:`~slim_core.graph.ModelGraph` (default: trace now).
         exclude: group ids never to prune (found to break the forward pass).
 
     Raises:
@@ -161,7 +184,8 @@ def plan_pruning(
     if needs_grad(config.criterion) and loss_fn is None:
         raise ConfigError(f"criterion {config.criterion!r} needs gradients: pass loss_fn=lambda model: <scalar loss on a batch>")
     inputs = as_inputs(example_inputs)
-    all_groups = groups if groups is not None else _trace_groups(model, inputs)
+    graph = graph if graph is not None else _trace(model, inputs)
+    all_groups = list(graph.channel_groups())
     usable = [g for g in prunable_groups(all_groups, config.ignored_layers) if g.id not in (exclude or set())]
     grads = _gradients(model, loss_fn) if needs_grad(config.criterion) and loss_fn is not None else None
     target = config.target
@@ -175,7 +199,7 @@ def plan_pruning(
             raise ConfigError("no prunable channel group in this model (all groups are frozen or ignored)")
         cache = {}
         scores = {g.id: score(config.criterion, _channel_slices(model, g, grads, cache)) for g in usable}
-        flops_model, params_model = build_cost_models(model, usable, layer_flops(model, inputs))
+        flops_model, params_model = build_cost_models(model, usable, layer_flops(graph))
         cost = flops_model if target[0] == "flops" else params_model
         frac = target[1] if remove_fraction is None else remove_fraction
         planner = global_plan if config.global_ranking else uniform_plan
@@ -350,7 +374,8 @@ def prune_(
     if not isinstance(config, PruneConfig):
         raise ConfigError(f"config must be a PruneConfig, got {type(config).__name__}")
     shapes_before = output_shapes(forward(model, inputs))
-    flops_before, params_before = measure(model, inputs)
+    graph = _trace(model, inputs)
+    flops_before, params_before = measure(model, graph)
     channels: dict[str, tuple[int, int]] = {}
     removed: dict[str, list[int]] = {}
     target = config.target
@@ -361,7 +386,7 @@ def prune_(
             if target is not None:
                 kind, total_frac = target
                 goal = (1.0 - total_frac) ** (step / config.steps)
-                now_f, now_p = measure(model, inputs) if step > 1 else (flops_before, params_before)
+                now_f, now_p = measure(model, graph) if step > 1 else (flops_before, params_before)
                 ref_before = flops_before if kind == "flops" else params_before
                 now = now_f if kind == "flops" else now_p
                 frac = max(0.0, 1.0 - goal * ref_before / now) if now else 0.0
@@ -369,10 +394,9 @@ def prune_(
                 per_step = {k: 1.0 - (1.0 - v) ** (1.0 / config.steps) for k, v in config.ratios.items()}
                 base = None if config.ratio is None else 1.0 - (1.0 - config.ratio) ** (1.0 / config.steps)
                 step_config = config.replace(ratio=base, ratios=per_step)
-        groups = _trace_groups(model, inputs)
         exclude: set[int] = set()
         while True:
-            plan = plan_pruning(model, step_config, inputs, loss_fn=loss_fn, remove_fraction=frac, groups=groups, exclude=exclude)
+            plan = plan_pruning(model, step_config, inputs, loss_fn=loss_fn, remove_fraction=frac, graph=graph, exclude=exclude)
             try:
                 changed = apply_plan(model, plan, inputs, shapes_before)
                 break
@@ -388,5 +412,6 @@ def prune_(
             removed[plan.names[gid] + suffix] = list(idx)
         if step_fn is not None and step < config.steps:
             step_fn(model, step)
-    flops_after, params_after = measure(model, inputs)
+        graph = _trace(model, inputs)
+    flops_after, params_after = measure(model, graph)
     return PruneResult(flops_before, flops_after, params_before, params_after, channels, removed, model_spec(model))

@@ -25,7 +25,7 @@ from slim_prune._util import as_inputs, check_layer_names, eval_mode
 from slim_prune.cost import CostModel, build_cost_models, layer_flops
 from slim_prune.criteria import CRITERIA, score
 from slim_prune.planner import keep_count, local_plan
-from slim_prune.prune import PrunePlan, _channel_slices, _restore, _snapshot, _trace_groups, apply_plan, group_name, prunable_groups
+from slim_prune.prune import PrunePlan, _channel_slices, _restore, _snapshot, _trace, apply_plan, group_name, prunable_groups
 
 __all__ = ["Sensitivity", "sensitivity"]
 
@@ -223,14 +223,15 @@ def sensitivity(
         raise ConfigError(f"sensitivity ratios must be in (0, 1), got {ratios}")
     check_layer_names(model, list(ignored_layers), "ignored_layers")
     inputs = as_inputs(example_inputs)
-    groups = prunable_groups(_trace_groups(model, inputs), list(ignored_layers))
+    graph = _trace(model, inputs)
+    groups = prunable_groups(list(graph.channel_groups()), list(ignored_layers))
     if not groups:
         raise ConfigError("no prunable channel group in this model")
     names = {}
     for g in groups:
         base = group_name(g)
         names[g.id] = base if base not in names.values() else f"{base}#{g.id}"
-    flops_model, _ = build_cost_models(model, groups, layer_flops(model, inputs))
+    flops_model, _ = build_cost_models(model, groups, layer_flops(graph))
     sens: Sensitivity
     if path is not None and Path(path).is_file():
         sens = Sensitivity.load(path)
