@@ -16,7 +16,7 @@ Data: Fashion-MNIST from /usr/share/datasets/fashion-mnist (Debian package
 (8x8, so the ResNet part is skipped).
 
 Run: ``python benchmarks/bench_auto.py`` (or ``nox -s bench -- benchmarks/bench_auto.py``).
-Environment: ``BENCH_AUTO_TRAIN`` (training images, default 12000),
+Environment: ``BENCH_AUTO_TRAIN`` (training images, default 12000), ``BENCH_AUTO_TEST`` (test images, default 2000),
 ``BENCH_AUTO_MAX_TIME`` (seconds per compression, default 900).
 """
 
@@ -39,7 +39,7 @@ from slim_core import demo  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN = int(os.environ.get("BENCH_AUTO_TRAIN", "12000"))
-N_TEST = 2000
+N_TEST = int(os.environ.get("BENCH_AUTO_TEST", "2000"))
 MAX_TIME = float(os.environ.get("BENCH_AUTO_MAX_TIME", "900"))
 
 
@@ -150,6 +150,26 @@ def _fmt_lat(pair: tuple) -> str:
     return f"{before:.2f} -> {after:.2f} ms ({before / after:.2f}x)"
 
 
+HEADER = (
+    "| model | FP32 acc | compressed acc | drop (pt) | chosen | Paddle Inference batch 1 | batch 16 | size | target met | compression wall time |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def print_row(r: dict) -> None:
+    size = f"{r['size'][0] / 1024:.0f} -> {r['size'][1] / 1024:.0f} KiB ({r['size'][0] / r['size'][1]:.2f}x smaller)"
+    print(
+        f"| {r['model']} | {100 * r['acc_fp32']:.2f}% | {100 * r['acc_after']:.2f}% | {r['drop_pt']:+.2f} | {r['best']} | "
+        f"{_fmt_lat(r['lat1'])} | {_fmt_lat(r['lat16'])} | {size} | {r['met']} ({r['stopped']}) | {r['wall']:.0f} s |",
+        flush=True,
+    )
+    print(f"candidates of {r['model']}:")
+    for name, status, metric, lat, err in r["candidates"]:
+        m = "n/a" if metric is None else f"{100 * metric:.2f}%"
+        latency = "n/a" if lat is None else f"{lat:.2f} ms"
+        print(f"  {name:<28} {status:<7} acc {m:>7}  batch-1 latency {latency:>10}  {err}", flush=True)
+
+
 def main() -> None:
     paddle.seed(0)
     np.random.seed(0)
@@ -160,37 +180,28 @@ def main() -> None:
         if dataset == "fashion-mnist":
             cnn = FashionCNN()
             secs = train(cnn, batches(x, y), epochs=3)
-            print(f"trained the Fashion-MNIST CNN in {secs:.0f} s")
+            print(f"trained the Fashion-MNIST CNN in {secs:.0f} s", flush=True)
         else:
             cnn, _ = demo.train_demo_model(epochs=8)
         rows.append(compress("CNN", cnn, batches(x, y), xt, yt, Path(tmp) / "cnn"))
+        print(HEADER)
+        print_row(rows[-1])
         if dataset == "fashion-mnist":
             x3 = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
             xt3 = np.repeat(np.pad(xt, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
             paddle.seed(0)
             net = paddle.vision.models.resnet18(num_classes=10)
             secs = train(net, batches(x3, y), epochs=1, lr=1e-3)
-            print(f"trained ResNet18 (3x32x32) in {secs:.0f} s")
+            print(f"trained ResNet18 (3x32x32) in {secs:.0f} s", flush=True)
             rows.append(compress("ResNet18 (32x32)", net, batches(x3, y), xt3, yt, Path(tmp) / "resnet18"))
+            print(HEADER)
+            print_row(rows[-1])
         else:
             print("[skip] ResNet18 part: needs Fashion-MNIST (28x28 images)")
-    print()
-    print(
-        "| model | FP32 acc | compressed acc | drop (pt) | chosen | Paddle Inference batch 1 | batch 16 | size | target met | compression wall time |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\nsummary (one run):")
+    print(HEADER)
     for r in rows:
-        size = f"{r['size'][0] / 1024:.0f} -> {r['size'][1] / 1024:.0f} KiB ({r['size'][0] / r['size'][1]:.2f}x smaller)"
-        print(
-            f"| {r['model']} | {100 * r['acc_fp32']:.2f}% | {100 * r['acc_after']:.2f}% | {r['drop_pt']:+.2f} | {r['best']} | "
-            f"{_fmt_lat(r['lat1'])} | {_fmt_lat(r['lat16'])} | {size} | {r['met']} ({r['stopped']}) | {r['wall']:.0f} s |"
-        )
-    for r in rows:
-        print(f"\ncandidates of {r['model']}:")
-        for name, status, metric, lat, err in r["candidates"]:
-            m = "n/a" if metric is None else f"{100 * metric:.2f}%"
-            latency = "n/a" if lat is None else f"{lat:.2f} ms"
-            print(f"  {name:<28} {status:<7} acc {m:>7}  batch-1 latency {latency:>10}  {err}")
+        print_row(r)
 
 
 if __name__ == "__main__":

@@ -597,6 +597,7 @@ class AutoCompression:
             cand = Candidate(id=cid, name=" > ".join(names), plan=pi, stage=si)
             cand.train = train.to_dict() if stage.trains else {}
             t0 = time.monotonic()
+            n_applied = len(state.applied)
             try:
                 self._seed(pi, si, train)
                 if spec.search:
@@ -606,6 +607,9 @@ class AutoCompression:
                     settings = dict(spec.settings)
                     state = stage.run(state, stage.make_config(settings), ctx)
                 cand.settings = settings
+                for entry in state.applied[n_applied:]:
+                    if entry.get("stage") == "ptq-skipped-layers":
+                        cand.notes.append(f"kept in float by sensitivity: {entry['layers']}; metrics {entry.get('metrics')}")
                 if ctx.outcome is not None:
                     cand.notes.append(f"trained {ctx.outcome.steps} steps (stopped: {ctx.outcome.stopped})")
                     if ctx.outcome.stopped == "time":

@@ -235,7 +235,7 @@ def _sensitivity_svg(curves: dict[str, list[tuple[float, float]]], width: int = 
             f"{m + (x - x0) / (x1 - x0) * (width - 2 * m):.1f},{height - m - (y - y0) / (y1 - y0) * (height - 2 * m):.1f}" for x, y in curve
         )
         out.append(f'<polyline points="{p}" fill="none" stroke="{colors[i % len(colors)]}"><title>{html.escape(name)}</title></polyline>')
-    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">setting ({x0:.3g} .. {x1:.3g})</text>')
+    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">trial ({x0:.3g} .. {x1:.3g})</text>')
     out.append(f'<text x="{m}" y="{m - 8}">metric ({y0:.4g} .. {y1:.4g})</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -278,7 +278,12 @@ def write_report(s: RunSummary, out_dir: str | Path) -> dict[str, Path]:
         paths["plot"] = out / "candidates.svg"
         with atomic_write(paths["plot"]) as fh:
             fh.write(svg)
-    sens_svg = _sensitivity_svg(s.sensitivity)
+    curves = dict(s.sensitivity)
+    for c in s.candidates:
+        pts = [(float(i), float(t["metric"])) for i, t in enumerate(c.trials) if "metric" in t]
+        if len(pts) > 1:
+            curves[f"#{c.id} {c.name}: settings search"] = pts
+    sens_svg = _sensitivity_svg(curves)
     if sens_svg:
         with atomic_write(out / "sensitivity.svg") as fh:
             fh.write(sens_svg)
@@ -295,7 +300,12 @@ def write_report(s: RunSummary, out_dir: str | Path) -> dict[str, Path]:
     md += ["| " + " | ".join(r) + " |" for r in _candidate_rows(s)]
     md += ["", f"![metric vs latency]({paths['plot'].name})", ""]
     if sens_svg:
-        md += ["## Sensitivity", "", "![sensitivity](sensitivity.svg)", ""]
+        md += ["## Settings searches and sensitivity", "", "![metric per trial](sensitivity.svg)", ""]
+        for c in s.candidates:
+            for i, t in enumerate(c.trials):
+                value = f"{t['metric']:.4f}" if "metric" in t else t.get("error", "")
+                md.append(f"- #{c.id} trial {i}: `{json.dumps(t['settings'], default=str)}` -> {value}")
+        md.append("")
     md += ["## Stages of the chosen model", ""]
     chosen = [c for c in s.candidates if c.plan == s.best.plan and 0 <= c.stage <= s.best.stage and c.status == "ok"]
     md += [f"- `{c.name}`: `{json.dumps(c.settings, default=str)}`" for c in chosen] or ["- none (the original model is the best result)"]
@@ -336,7 +346,7 @@ def _html(s: RunSummary, svg: str, sens_svg: str) -> str:
         svg,
     ]
     if sens_svg:
-        parts += ["<h2>Sensitivity</h2>", sens_svg]
+        parts += ["<h2>Settings searches and sensitivity</h2>", sens_svg]
     if s.translation is not None:
         parts += ["<h2>PaddleSlim ACT recipe translation</h2><h3>Mapped</h3><ul>"]
         parts += [f"<li><code>{html.escape(m)}</code></li>" for m in s.translation.mapped]

@@ -308,9 +308,10 @@ class PTQStage(Stage):
             result = quantize_(state.layer, cfg, calib_data=ctx.calib_data, eval_fn=eval_fn, input_names=ctx.input_names)
             if result is not None and hasattr(result, "parameters"):
                 state.layer = result
-            skipped = getattr(getattr(state.layer, "slim_quant_state", None), "skipped", None)
+            qstate = getattr(state.layer, "slim_quant_state", None)
+            skipped = dict(getattr(qstate, "skipped", None) or {})
             if skipped:
-                state.applied.append({"stage": "ptq-skipped-layers", "layers": list(skipped)})
+                state.applied.append({"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(getattr(qstate, "metrics", {}) or {})})
         state.quantized = True
         state.applied.append({"stage": "ptq", **cfg.to_dict()})
         return state
