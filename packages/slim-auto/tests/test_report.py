@@ -102,7 +102,11 @@ def test_svg_is_well_formed_even_without_points(tmp_path):
 
 def test_search_trials_are_plotted_and_listed(tmp_path):
     c = cand(1, 0.895, 4.0, name="ptq")
-    c.trials = [{"settings": {"calibrator": "kl"}, "metric": 0.89}, {"settings": {"calibrator": "mse"}, "metric": 0.895}, {"settings": {"calibrator": "avg"}, "error": "boom"}]
+    c.trials = [
+        {"settings": {"calibrator": "kl"}, "metric": 0.89},
+        {"settings": {"calibrator": "mse"}, "metric": 0.895},
+        {"settings": {"calibrator": "avg"}, "error": "boom"},
+    ]
     paths = write_report(_summary(TargetConfig(max_metric_drop=0.01), [c]), tmp_path)
     md = paths["markdown"].read_text()
     assert "Settings searches" in md and '`{"calibrator": "mse"}` -> 0.8950' in md and "-> boom" in md

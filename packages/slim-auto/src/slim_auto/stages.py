@@ -311,7 +311,9 @@ class PTQStage(Stage):
             qstate = getattr(state.layer, "slim_quant_state", None)
             skipped = dict(getattr(qstate, "skipped", None) or {})
             if skipped:
-                state.applied.append({"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(getattr(qstate, "metrics", {}) or {})})
+                state.applied.append(
+                    {"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(getattr(qstate, "metrics", {}) or {})}
+                )
         state.quantized = True
         state.applied.append({"stage": "ptq", **cfg.to_dict()})
         return state
