@@ -12,7 +12,7 @@ Example:
     >>> rec.watch("0")
     >>> with rec.recording():
     ...     _ = net(paddle.ones([2, 4]))
-    >>> rec.get("0").shape
+    >>> list(rec.get("0").shape)
     [2, 8]
 """
 
