@@ -86,13 +86,17 @@ def measure_latency_ms(model, input_shape, repeats: int = 40) -> float:
 
 
 def flops_of(model, input_shape) -> int:
-    """slim_analysis.flops when it is installed, else multiply-accumulates of conv/linear layers by forward hooks."""
+    """FLOPs (multiply-accumulates) by slim_analysis.flops, or by forward hooks when it is not installed."""
     try:
         from slim_analysis import flops
 
         return int(flops(model, input_shape=list(input_shape)))
     except ImportError:
-        pass
+        return macs_by_hooks(model, input_shape)
+
+
+def macs_by_hooks(model, input_shape) -> int:
+    """Multiply-accumulates of conv and linear layers (a fast dygraph count, used inside the search loop)."""
     import paddle
 
     total = 0
@@ -164,7 +168,7 @@ def main() -> int:
 
     def features(cfg):
         blocks = sum(v for k, v in cfg.items() if k.endswith(".depth"))
-        return [flops_of(ofa.export(cfg), input_shape) / 1e6, blocks, 1.0]
+        return [macs_by_hooks(ofa.export(cfg), input_shape) / 1e6, blocks, 1.0]
 
     feats = np.array([features(c) for c in fit_cfgs])
     lats = np.array([measure_latency_ms(ofa.export(c), input_shape) for c in fit_cfgs])
@@ -194,10 +198,10 @@ def main() -> int:
     found = result.best
 
     # the uniformly shrunk subnet with FLOPs closest to the found one
-    f_found = flops_of(ofa.export(found), input_shape)
+    f_found = macs_by_hooks(ofa.export(found), input_shape)
     uniform = min(
         (uniform_config(space, f) for f in np.linspace(0, 1, 21)),
-        key=lambda cfg: abs(flops_of(ofa.export(cfg), input_shape) - f_found),
+        key=lambda cfg: abs(macs_by_hooks(ofa.export(cfg), input_shape) - f_found),
     )
 
     rows = []

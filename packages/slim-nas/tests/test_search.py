@@ -190,3 +190,47 @@ def test_pareto_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingExtraError, match=r"slim-nas\[plot\]"):
         result.plot_pareto(tmp_path / "x.png")
+
+
+def test_flops_and_params_constraints_on_supernet_subnets():
+    import slim_analysis
+
+    if not hasattr(slim_analysis, "flops"):
+        pytest.skip("slim_analysis.flops is not published yet")
+    from slim_nas import OFAResNet, max_flops, max_params
+
+    # two subnets only: slim_analysis.flops traces a program per call (seconds on a loaded machine)
+    net = OFAResNet(10, 1, 8, stages=((8, 1, 1),), stem_channels=8, head_channels=16, width_choices=(0.5, 1.0), expand_choices=(1.0,))
+    space = net.space()
+    assert space.size == 2
+    flops = max_flops(1e12, net.export, [1, 1, 8, 8])
+    big, small = flops.value(space.largest()), flops.value(space.smallest())
+    assert small < big
+    limit = (small + big) / 2
+    result = search(
+        lambda c: c["stage0.width"],
+        space,
+        "random",
+        n_trials=2,
+        seed=0,
+        constraints=[max_flops(limit, net.export, [1, 1, 8, 8]), max_params(1e9, net.export)],
+    )
+    assert result.best == space.smallest()
+    assert result.trials[0].attrs["constraints"]["flops"] == small
+    with pytest.raises(InfeasibleConstraintError, match=f"closest achievable value found is {small:g}"):
+        search(lambda c: 0.0, space, "random", n_trials=2, constraints=[Constraint("flops", flops.fn, max=small / 2)])
+
+
+def test_measured_latency_constraint():
+    import slim_analysis
+
+    if not hasattr(slim_analysis, "latency"):
+        pytest.skip("slim_analysis.latency is not published yet")
+    from slim_nas import OFAResNet, max_latency
+
+    net = OFAResNet(10, 1, 8, stages=((8, 1, 1),), stem_channels=8, head_channels=16, width_choices=(0.5, 1.0), expand_choices=(1.0,))
+    lat = max_latency(1e6, net.export, [1, 1, 8, 8], repeats=3, warmup=1)
+    ms = lat.value(net.space().largest())
+    assert 0 < ms < 1e4
+    with pytest.raises(InfeasibleConstraintError, match="latency_ms <= 1e-06 cannot be met"):
+        search(lambda c: 0.0, net.space(), "random", n_trials=2, constraints=[Constraint("latency_ms", lat.fn, max=1e-6)])

@@ -121,14 +121,12 @@ def max_latency(
 
 
 def _latency_ms(result: Any) -> float:
-    """Milliseconds from whatever slim_analysis.latency returns (a number or a report object)."""
+    """Milliseconds from a number or a slim_analysis LatencyReport (its median at the first batch size)."""
     if isinstance(result, (int, float)):
         return float(result)
-    for attr in ("median_ms", "mean_ms", "ms", "p50_ms"):
-        if hasattr(result, attr):
-            return float(getattr(result, attr))
-    if isinstance(result, dict):
-        for key in ("median_ms", "mean_ms", "ms"):
-            if key in result:
-                return float(result[key])
-    raise ConfigError(f"cannot read milliseconds from slim_analysis.latency result {result!r}")
+    median = getattr(result, "median_ms", None)
+    if callable(median):
+        return float(median())
+    if median is not None:
+        return float(median)
+    raise ConfigError(f"cannot read milliseconds from latency result {result!r}")
