@@ -41,6 +41,20 @@ class ResidualNet(paddle.nn.Layer):
         return self.fc(paddle.flatten(self.pool(x), 1))
 
 
+class DigitsTransformer(paddle.nn.Layer):
+    """Each 8-pixel image row is a token: linear embedding, one encoder layer, mean pooling, linear head."""
+
+    def __init__(self, d_model=32):
+        super().__init__()
+        self.embed = paddle.nn.Linear(8, d_model)
+        self.encoder = paddle.nn.TransformerEncoder(paddle.nn.TransformerEncoderLayer(d_model, 4, 128, dropout=0.0), 1)
+        self.head = paddle.nn.Linear(d_model, 10)
+
+    def forward(self, x):
+        tokens = self.embed(paddle.reshape(x, [-1, 8, 8]))
+        return self.head(self.encoder(tokens).mean(axis=1))
+
+
 def _train(model, epochs=4):
     x, y = demo.load_digits("train")
     opt = paddle.optimizer.Adam(learning_rate=3e-3, parameters=model.parameters())
@@ -66,6 +80,12 @@ def digits_cnn():
 def residual_net():
     paddle.seed(1)
     return _train(ResidualNet())
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    paddle.seed(2)
+    return _train(DigitsTransformer(), epochs=6)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +309,22 @@ def test_qat_stage_with_distillation(arch, request, test_split, tmp_path):
     assert qat.metric >= result.baseline.metric - 0.05
     manifest = json.loads((tmp_path / "qat" / qat.model_dir / "slim.json").read_text())
     assert "quantization" in json.dumps(manifest)
+
+
+@pytest.mark.parametrize("arch", ["digits_cnn", "transformer"])
+def test_weight_only_stage_shrinks_linear_weights(arch, request, test_split, tmp_path):
+    model = request.getfixturevalue(arch)
+    xt, yt = test_split
+    result = slim_auto.AutoCompression(
+        model,
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"weight_only": {"bits": 8}}]},
+        target={"max_metric_drop": 0.05},
+        example_inputs=xt[:1],
+        out_dir=tmp_path / "wo",
+    ).compress()
+    wo = result.candidates[1]
+    assert wo.name == "weight_only" and wo.status == "ok", wo.error
+    assert wo.size_bytes < result.baseline.size_bytes
+    assert wo.metric >= result.baseline.metric - 0.05
