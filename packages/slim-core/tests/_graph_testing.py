@@ -12,9 +12,7 @@ import numpy as np
 import paddle
 
 import slim_core
-
-SMALL = 64
-ZOO_SIZES = {"inception_v3": 160, "googlenet": 224, "alexnet": 224}
+from slim_core.graph.zoo import input_shape
 
 
 @functools.cache
@@ -22,8 +20,7 @@ def zoo_graph(name: str) -> tuple[paddle.nn.Layer, slim_core.ModelGraph, list[in
     """(model, graph, input shape) for a paddle.vision model, traced once per session."""
     paddle.seed(0)
     model = getattr(paddle.vision.models, name)(num_classes=10)
-    size = ZOO_SIZES.get(name, SMALL)
-    shape = [1, 3, size, size]
+    shape = input_shape(name)
     return model, slim_core.trace(model, input_spec=[shape]), shape
 
 

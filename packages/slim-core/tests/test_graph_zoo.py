@@ -6,24 +6,9 @@ import paddle
 import pytest
 from _graph_testing import prune_groups, zoo_graph
 
-ZOO = [
-    "resnet18",
-    "resnet50",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-    "mobilenet_v1",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "vgg11",
-    "densenet121",
-    "shufflenet_v2_x0_25",
-    "squeezenet1_0",
-    "squeezenet1_1",
-    "googlenet",
-    "inception_v3",
-    "alexnet",
-]
+from slim_core.graph.zoo import VISION_MODELS
+
+ZOO = list(VISION_MODELS)
 
 
 def _weighted_layers(model):

@@ -1,0 +1,298 @@
+"""Measured latency through Paddle Inference (CPU, oneDNN) or ONNX Runtime.
+
+Nothing here downloads or installs anything; a missing optional backend is a
+:class:`~slim_core.ConfigError` that says what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from slim_analysis._model import is_model_path, normalize_shapes
+from slim_core import ConfigError, DataError, SlimConfig, check_range, require_paddle
+
+__all__ = ["LatencyConfig", "LatencyStats", "LatencyReport", "latency", "exported_model", "PaddleRunner", "make_runner"]
+
+
+@dataclass(frozen=True)
+class LatencyConfig(SlimConfig):
+    """How to measure.
+
+    Attributes:
+        batch_sizes: batch sizes to time (the first dim of ``input_shape`` is replaced).
+        threads: CPU threads for the backend.
+        backend: ``"paddle"`` (Paddle Inference, oneDNN on) or ``"onnxruntime"``.
+        warmup: untimed runs first.
+        repeats: timed runs per batch size.
+        mkldnn: use oneDNN in Paddle Inference.
+    """
+
+    batch_sizes: tuple[int, ...] = (1,)
+    threads: int = 1
+    backend: Literal["paddle", "onnxruntime"] = "paddle"
+    warmup: int = 3
+    repeats: int = 20
+    mkldnn: bool = True
+
+    def validate(self) -> None:
+        if not self.batch_sizes:
+            raise ConfigError("batch_sizes is empty; give at least one batch size such as (1,)")
+        for b in self.batch_sizes:
+            check_range("batch_sizes[]", b, 1)
+        check_range("threads", self.threads, 1, 256)
+        check_range("warmup", self.warmup, 0)
+        check_range("repeats", self.repeats, 1)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Timings of one batch size, in milliseconds per run (one run = one batch)."""
+
+    batch_size: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    mean_ms: float
+    std_ms: float
+    runs: int
+
+    @property
+    def spread_ms(self) -> float:
+        """p90 - p10."""
+        return self.p90_ms - self.p10_ms
+
+    @property
+    def per_sample_ms(self) -> float:
+        return self.median_ms / self.batch_size
+
+
+@dataclass
+class LatencyReport:
+    """Result of :func:`latency`: one :class:`LatencyStats` per batch size."""
+
+    backend: str
+    threads: int
+    input_shape: list[list[int]]
+    results: dict[int, LatencyStats] = field(default_factory=dict)
+
+    def median_ms(self, batch_size: int | None = None) -> float:
+        """Median of the first (or the given) batch size."""
+        key = batch_size if batch_size is not None else next(iter(self.results))
+        return self.results[key].median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "threads": self.threads,
+            "input_shape": self.input_shape,
+            "results": {str(b): dataclasses.asdict(s) for b, s in self.results.items()},
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"Latency ({self.backend}, {self.threads} thread(s), input {self.input_shape})",
+            "",
+            "| batch | median ms | p10 | p90 | min | per sample ms | runs |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for b, s in self.results.items():
+            lines.append(
+                f"| {b} | {s.median_ms:.3f} | {s.p10_ms:.3f} | {s.p90_ms:.3f} | {s.min_ms:.3f} | {s.per_sample_ms:.3f} | {s.runs} |"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _stats(batch: int, times: list[float]) -> LatencyStats:
+    ms = sorted(t * 1000.0 for t in times)
+    q = np.percentile(ms, [10, 90])
+    return LatencyStats(
+        batch_size=batch,
+        median_ms=float(statistics.median(ms)),
+        p10_ms=float(q[0]),
+        p90_ms=float(q[1]),
+        min_ms=float(ms[0]),
+        mean_ms=float(statistics.fmean(ms)),
+        std_ms=float(statistics.pstdev(ms)) if len(ms) > 1 else 0.0,
+        runs=len(ms),
+    )
+
+
+@contextlib.contextmanager
+def exported_model(model: Any, input_shapes: list[list[int]]) -> Iterator[Path]:
+    """Yield an inference-model prefix for ``model``: the path itself, or a temporary export of a Layer.
+
+    The Layer is exported with a dynamic batch dimension, in eval mode, and left as it was.
+    """
+    paddle = require_paddle()
+    if is_model_path(model):
+        from slim_core.model_io import resolve_model_path
+
+        yield resolve_model_path(Path(model))[0]
+        return
+    if not isinstance(model, paddle.nn.Layer):
+        raise DataError(f"expected a paddle.nn.Layer or an inference-model path, got {type(model).__name__}")
+    specs = [paddle.static.InputSpec([None, *s[1:]], "float32", f"x{i}") for i, s in enumerate(input_shapes)]
+    was_training = model.training
+    saved_funcs = dict(getattr(model, "_original_funcs", {}))
+    forward = model.forward
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="slim_latency_") as tmp:
+        prefix = Path(tmp) / "model"
+        try:
+            paddle.jit.save(model, str(prefix), input_spec=specs)
+        except Exception as exc:
+            raise DataError(
+                f"could not export the model for timing with input shape {input_shapes}: {str(exc).splitlines()[0][:300]}"
+            ) from exc
+        finally:
+            model.forward = forward
+            if hasattr(model, "_original_funcs"):
+                model._original_funcs.clear()
+                model._original_funcs.update(saved_funcs)
+            if was_training:
+                model.train()
+        yield prefix
+
+
+class PaddleRunner:
+    """A Paddle Inference predictor on CPU for an inference-model prefix."""
+
+    def __init__(self, prefix: Path, threads: int = 1, mkldnn: bool = True) -> None:
+        paddle = require_paddle()
+        import paddle.inference as pi
+
+        model_file = Path(str(prefix) + ".json")
+        if not model_file.exists():
+            model_file = Path(str(prefix) + ".pdmodel")
+        params_file = Path(str(prefix) + ".pdiparams")
+        config = pi.Config(str(model_file), str(params_file))
+        config.disable_gpu()
+        if mkldnn:
+            config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(int(threads))
+        config.disable_glog_info()
+        del paddle
+        self.predictor = pi.create_predictor(config)
+        self.names = list(self.predictor.get_input_names())
+
+    def __call__(self, arrays: list[np.ndarray]) -> None:
+        for name, arr in zip(self.names, arrays):
+            h = self.predictor.get_input_handle(name)
+            h.reshape(list(arr.shape))
+            h.copy_from_cpu(arr)
+        self.predictor.run()
+        for name in self.predictor.get_output_names():
+            self.predictor.get_output_handle(name).copy_to_cpu()
+
+
+class OrtRunner:
+    """ONNX Runtime session for a Paddle inference model converted with paddle2onnx."""
+
+    def __init__(self, prefix: Path, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+            import paddle2onnx
+        except ImportError as exc:
+            raise ConfigError(
+                f"backend 'onnxruntime' needs onnxruntime and paddle2onnx ({exc.name} is missing): pip install 'slim-analysis[onnx]'"
+            ) from exc
+        model_file = Path(str(prefix) + ".json")
+        if not model_file.exists():
+            model_file = Path(str(prefix) + ".pdmodel")
+        self._tmp = tempfile.TemporaryDirectory(prefix="slim_ort_")
+        onnx_path = os.path.join(self._tmp.name, "model.onnx")
+        try:
+            paddle2onnx.export(str(model_file), str(prefix) + ".pdiparams", save_file=onnx_path, opset_version=13, verbose=False)
+        except Exception as exc:
+            raise DataError(f"paddle2onnx could not convert {model_file}: {str(exc).splitlines()[0][:300] if str(exc) else exc}") from exc
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, arrays: list[np.ndarray]) -> None:
+        self.session.run(None, dict(zip(self.names, arrays)))
+
+
+def make_runner(prefix: Path, cfg: LatencyConfig) -> Any:
+    if cfg.backend == "onnxruntime":
+        return OrtRunner(prefix, cfg.threads)
+    return PaddleRunner(prefix, cfg.threads, cfg.mkldnn)
+
+
+def time_runner(runner: Any, arrays: list[np.ndarray], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        runner(arrays)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner(arrays)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def latency(model: Any, input_shape: Any, config: LatencyConfig | None = None, **overrides: Any) -> LatencyReport:
+    """Measure inference latency on this machine's CPU.
+
+    Args:
+        model: a ``paddle.nn.Layer`` (exported to a temporary inference model first) or an
+            inference-model path (PIR or legacy).
+        input_shape: ``[1, 3, 224, 224]`` or a list of shapes; the batch dim is replaced by each batch size.
+        config: a :class:`LatencyConfig`; keyword overrides (``threads=2``, ``batch_sizes=(1, 8)``,
+            ``backend="onnxruntime"``, ``warmup``, ``repeats``) are applied on top.
+
+    Returns:
+        A :class:`LatencyReport` with median, p10/p90, min, mean and std per batch size.
+
+    Raises:
+        ConfigError: bad settings, or the ONNX Runtime backend is not installed.
+        DataError: the input shape does not fit the model.
+
+    Example:
+        >>> r = slim_analysis.latency(net, [1, 3, 224, 224], threads=2, batch_sizes=(1, 8))  # doctest: +SKIP
+        >>> r.median_ms(1)                                                                     # doctest: +SKIP
+    """
+    cfg = config or LatencyConfig()
+    if overrides:
+        if "batch_sizes" in overrides and overrides["batch_sizes"] is not None:
+            overrides["batch_sizes"] = tuple(overrides["batch_sizes"])
+        cfg = LatencyConfig.from_dict({**cfg.to_dict(), **overrides})
+    shapes = normalize_shapes(input_shape)
+    if shapes is None:
+        raise DataError("input_shape is required, e.g. [1, 3, 224, 224]")
+    paddle = require_paddle()
+    if isinstance(model, paddle.nn.Layer):
+        from slim_analysis._model import graph_of
+
+        graph_of(model, shapes)  # shape check with a clear DataError before exporting
+    report = LatencyReport(backend=cfg.backend, threads=cfg.threads, input_shape=shapes)
+    rng = np.random.default_rng(0)
+    with exported_model(model, shapes) as prefix:
+        runner = make_runner(prefix, cfg)
+        for b in cfg.batch_sizes:
+            arrays = [rng.standard_normal([b, *s[1:]]).astype("float32") for s in shapes]
+            try:
+                times = time_runner(runner, arrays, cfg.warmup, cfg.repeats)
+            except Exception as exc:
+                raise DataError(
+                    f"the model did not run on input shapes {[list(a.shape) for a in arrays]}: {str(exc).strip().splitlines()[-1][:300]}"
+                ) from exc
+            report.results[b] = _stats(b, times)
+    return report
