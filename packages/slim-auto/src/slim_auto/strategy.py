@@ -4,8 +4,12 @@
 2. If the metric drops too much: PTQ with sensitivity-guided layer skipping (when
    slim-quant's PTQConfig offers ``max_metric_drop``), then QAT fine-tuned with
    distillation from the original model.
-3. If a speedup target is still missed: structured pruning for the missing factor,
+3. If a size target is missed on a Linear-heavy model (a transformer): int4 weight-only
+   quantization.
+4. If a speedup target is still missed: structured pruning for the missing factor,
    distillation fine-tuning, then quantization with the best calibrator found.
+
+Models above 20M parameters try at most three calibrators.
 
 Each plan starts from the original model; the engine keeps the best candidate of
 all plans and stops as soon as one meets the whole target.
@@ -25,6 +29,8 @@ __all__ = ["AutoStrategy", "describe_model"]
 CALIBRATORS = ("abs_max", "avg", "percentile", "kl", "mse")
 #: speedup sought when the target sets none: a compressed model should be measurably faster
 DEFAULT_SPEEDUP = 1.1
+#: above this many parameters the calibrator search tries at most three settings
+LARGE_MODEL = 20_000_000
 
 
 def describe_model(layer: Any) -> dict[str, Any]:
@@ -101,7 +107,18 @@ class AutoStrategy:
             cal = self._calibrators()
             field = "calibrator" if "calibrator" in self._ptq_fields() else None
             search = {field: cal} if field and len(cal) > 1 else {}
-            return "ptq", Recipe(stages=(StageSpec(kind="ptq", search=search),), train=train, target=target)
+            trials = 3 if self.info["params"] > LARGE_MODEL else 0  # each trial calibrates and evaluates the whole model
+            return "ptq", Recipe(stages=(StageSpec(kind="ptq", search=search, max_trials=trials),), train=train, target=target)
+        small_enough = target.max_size is None or any((c.size_bytes or 0) <= target.max_size for c in ok)
+        if (
+            not small_enough
+            and self.info["linear_share"] > 0.5
+            and "weight_only" not in done
+            and self.has_layer
+            and _available("weight_only")
+        ):
+            # Linear-heavy models (transformers): int4 weights cut the size where INT8 activations cannot
+            return "weight_only", Recipe(stages=(StageSpec(kind="weight_only", settings={"bits": 4}),), train=train, target=target)
         if not ok:
             if (
                 "ptq-skip" not in done
