@@ -36,6 +36,17 @@ def test_export_dir_conversion_keeps_compression(exported, tmp_path):
     assert r.verification["paddle"].samples == 2
 
 
+def test_unverified_conversion_of_bare_model_records_unknown_shapes(exported, tmp_path):
+    model, spec, result = exported
+    r = convert(_bare_legacy(result, tmp_path), tmp_path / "out", format="paddle", verify=False)
+    assert r.manifest.inputs[0]["shape"] is None and not r.verification
+    x = inputs_for(spec, 2)
+    pred = Predictor(r.path, threads=1)
+    assert np.abs(pred(x) - layer_out(model, x)).max() <= 1e-4 * max(1.0, np.abs(layer_out(model, x)).max())
+    with pytest.raises(ConfigError, match="probe"):
+        Predictor(r.path, backend="auto")
+
+
 def test_convert_errors(exported, tmp_path):
     _, _, result = exported
     bare = _bare_legacy(result, tmp_path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slim_core import ExportError, require_paddle
+from slim_deploy.errors import summarize
 from slim_deploy.spec import check_spec_matches_forward, normalize_input_spec
 
 __all__ = ["LinearBNPair", "trace_program", "find_linear_bn_pairs", "get_sublayer", "set_sublayer"]
@@ -72,7 +73,7 @@ def trace_program(model: Any, input_spec: Any) -> tuple[Any, dict[str, str]]:
         static = paddle.jit.to_static(twin, input_spec=specs, full_graph=True)
         program = static.forward.concrete_program.main_program
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = summarize(exc)
         raise ExportError(f"could not trace {type(model).__name__} with input spec {[list(s.shape) for s in specs]}: {first}") from exc
     finally:
         if not paddle.in_dynamic_mode():  # a failed trace can leave static mode on

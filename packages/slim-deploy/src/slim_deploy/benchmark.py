@@ -134,7 +134,7 @@ def benchmark(
             raise ConfigError(f"{path} has no {f!r} model; present: {', '.join(arts)}")
     formats = ["onnx" if f == "onnxruntime" else f for f in formats]
     if input_shape is None:
-        if manifest is None or len(manifest.inputs) != 1:
+        if manifest is None or len(manifest.inputs) != 1 or manifest.inputs[0].get("shape") is None:
             raise ConfigError("input_shape is required for a model without a single-input slim.json manifest")
         input_shape = [int(d) for d in manifest.inputs[0]["shape"][1:]]
         dtype = manifest.inputs[0]["dtype"]

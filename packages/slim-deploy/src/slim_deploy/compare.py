@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import Batches, ConfigError, DataError, require_paddle
+from slim_core import Batches, ConfigError, DataError, progress, require_paddle
 from slim_deploy.predictor import Predictor
 
 __all__ = ["CompareReport", "OutputAgreement", "compare", "as_runner", "layer_outputs"]
@@ -196,7 +196,7 @@ def compare(
     names = names_a or names_b
     accs: list[_Acc] = []
     samples = 0
-    for batch in Batches(data, names, limit=limit):
+    for batch in progress(Batches(data, names, limit=limit), desc="compare", total=limit):
         arrays = list(batch.values())
         outs_a, outs_b = run_a(arrays), run_b(arrays)
         if len(outs_a) != len(outs_b):

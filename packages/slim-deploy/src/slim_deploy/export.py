@@ -29,7 +29,7 @@ from slim_core.config import check_choice
 from slim_core.model_io import convert_to_pir
 from slim_deploy._extras import require
 from slim_deploy.compare import CompareReport, compare, layer_outputs
-from slim_deploy.errors import VerificationError
+from slim_deploy.errors import VerificationError, summarize
 from slim_deploy.manifest import FILES, FORMATS, Manifest, check_compression, locate_artifacts, read_manifest, write_manifest
 from slim_deploy.predictor import Predictor, paddle_to_onnx
 from slim_deploy.spec import InputSpecLike, check_spec_matches_forward, example_inputs, normalize_input_spec, spec_to_dicts
@@ -74,11 +74,6 @@ def _check_extras(formats: list[str], verify: bool) -> None:
         require("paddle2onnx")
         if verify:
             require("onnxruntime")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _data_arrays(data: Any, n_inputs: int) -> list[np.ndarray]:
@@ -183,7 +178,7 @@ def export(
             except Exception as exc:  # the spec does not fit the model: say so before writing anything
                 shapes = [list(a.shape) for a in data]
                 raise ExportError(
-                    f"{type(model).__name__} could not export: it fails on inputs of shape {shapes}: {_first_line(exc)}"
+                    f"{type(model).__name__} could not export: it fails on inputs of shape {shapes}: {summarize(exc)}"
                 ) from exc
         with atomic_dir(out, overwrite=overwrite) as tmp:
             _save_layer(model, tmp, specs, formats, opset)
@@ -220,7 +215,7 @@ def _save_layer(model: Any, tmp: Path, specs: list[Any], formats: list[str], ops
             if info.exists():
                 info.unlink()  # training-only metadata, not needed to run the model
     except Exception as exc:
-        raise ExportError(f"Paddle could not export {type(model).__name__} with input spec {shapes}: {_first_line(exc)}") from exc
+        raise ExportError(f"Paddle could not export {type(model).__name__} with input spec {shapes}: {summarize(exc)}") from exc
     finally:
         if not paddle.in_dynamic_mode():
             paddle.disable_static()
@@ -280,7 +275,7 @@ def convert(
     inputs = (
         [dict(i) for i in src_manifest.inputs]
         if src_manifest
-        else [{"name": i.name, "shape": [-1], "dtype": i.dtype} for i in probe.inputs]
+        else [{"name": i.name, "shape": None, "dtype": i.dtype} for i in probe.inputs]  # unknown until data is seen
     )
     data: list[np.ndarray] | None = None
     if verify:

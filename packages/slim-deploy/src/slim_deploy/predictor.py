@@ -23,6 +23,7 @@ from slim_core import ConfigError, DataError, ModelLoadError, check_array, requi
 from slim_core.config import check_choice
 from slim_deploy._extras import available, require
 from slim_deploy._timing import measure
+from slim_deploy.errors import summarize
 from slim_deploy.manifest import Artifact, has_quant_ops, locate_artifacts
 
 __all__ = ["Predictor", "Backend", "InputInfo", "Candidate", "paddle_to_onnx"]
@@ -86,7 +87,7 @@ def paddle_to_onnx(
             with _quiet_fds():
                 p2o.export(str(model_file), str(params_file), str(out_file), opset_version=opset, verbose=False, enable_onnx_checker=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = summarize(exc)
             raise ExportError(f"paddle2onnx could not convert {model_file}: {first}") from exc
     if not out_file.is_file() or out_file.stat().st_size == 0:
         raise ExportError(f"paddle2onnx wrote no ONNX file for {model_file} (unsupported operators? run with verbose paddle2onnx to see)")
@@ -134,7 +135,7 @@ class _PaddleRunner:
         try:
             self.pred = inference.create_predictor(config)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = summarize(exc)
             hint = " (Paddle Inference runs INT8 on CPU only from the legacy format: export with format='paddle-legacy')" if int8 else ""
             raise ModelLoadError(f"Paddle Inference could not load {art.model}: {first}{hint}") from exc
         self.input_names = list(self.pred.get_input_names())
@@ -163,7 +164,7 @@ class _OrtRunner:
         try:
             self.sess = ort.InferenceSession(str(art.model), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = summarize(exc)
             raise ModelLoadError(f"ONNX Runtime could not load {art.model}: {first}") from exc
         ins = self.sess.get_inputs()
         self.input_names = [i.name for i in ins]
@@ -330,13 +331,18 @@ class Predictor:
             shapes = [{"name": i.name, "shape": [-1 if d is None else d for d in i.shape], "dtype": i.dtype or "float32"} for i in infos]
         else:
             shapes = self.manifest.inputs
+            if any(s.get("shape") is None for s in shapes):
+                raise ConfigError(f"the manifest of {self.path} does not record input shapes: pass probe=[array, ...]")
         paddle = require_paddle()
         specs = [paddle.static.InputSpec([None if d == -1 else d for d in s["shape"]], s["dtype"], s["name"]) for s in shapes]
         return example_inputs(specs, batch=1)
 
     def _input_infos(self, runner: Any) -> list[InputInfo]:
         if self.manifest is not None and [i["name"] for i in self.manifest.inputs] == self.input_names:
-            return [InputInfo(i["name"], tuple(None if d == -1 else d for d in i["shape"]), i["dtype"]) for i in self.manifest.inputs]
+            return [
+                InputInfo(i["name"], None if i.get("shape") is None else tuple(None if d == -1 else d for d in i["shape"]), i.get("dtype"))
+                for i in self.manifest.inputs
+            ]
         infos = getattr(runner, "infos", None)
         if infos:
             return list(infos)
@@ -395,7 +401,7 @@ class Predictor:
         try:
             return self._runner_obj.run(arrays)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = summarize(exc)
             shapes = ", ".join(f"{n}{list(a.shape)}" for n, a in zip(self.input_names, arrays))
             raise DataError(f"{self.backend} failed on inputs {shapes}: {first}") from exc
 
