@@ -17,7 +17,8 @@ Data: Fashion-MNIST from /usr/share/datasets/fashion-mnist (Debian package
 
 Run: ``python benchmarks/bench_auto.py`` (or ``nox -s bench -- benchmarks/bench_auto.py``).
 Environment: ``BENCH_AUTO_TRAIN`` (training images, default 12000), ``BENCH_AUTO_TEST`` (test images, default 2000),
-``BENCH_AUTO_MAX_TIME`` (seconds per compression, default 900).
+``BENCH_AUTO_MAX_TIME`` (seconds per compression, default 900),
+``BENCH_AUTO_PARTS`` (``cnn,resnet18`` by default; name one to run only that part).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN = int(os.environ.get("BENCH_AUTO_TRAIN", "12000"))
 N_TEST = int(os.environ.get("BENCH_AUTO_TEST", "2000"))
 MAX_TIME = float(os.environ.get("BENCH_AUTO_MAX_TIME", "900"))
+PARTS = os.environ.get("BENCH_AUTO_PARTS", "cnn,resnet18").split(",")
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -177,16 +179,21 @@ def main() -> None:
     print(f"data: {dataset}, {len(y)} training and {len(yt)} test images; target: at most 0.5 point drop; max_time {MAX_TIME:.0f} s")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        if dataset == "fashion-mnist":
+        if "cnn" not in PARTS:
+            print("[skip] CNN part: not in BENCH_AUTO_PARTS")
+        elif dataset == "fashion-mnist":
             cnn = FashionCNN()
             secs = train(cnn, batches(x, y), epochs=3)
             print(f"trained the Fashion-MNIST CNN in {secs:.0f} s", flush=True)
         else:
             cnn, _ = demo.train_demo_model(epochs=8)
-        rows.append(compress("CNN", cnn, batches(x, y), xt, yt, Path(tmp) / "cnn"))
-        print(HEADER)
-        print_row(rows[-1])
-        if dataset == "fashion-mnist":
+        if "cnn" in PARTS:
+            rows.append(compress("CNN", cnn, batches(x, y), xt, yt, Path(tmp) / "cnn"))
+            print(HEADER)
+            print_row(rows[-1])
+        if "resnet18" not in PARTS:
+            print("[skip] ResNet18 part: not in BENCH_AUTO_PARTS")
+        elif dataset == "fashion-mnist":
             x3 = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
             xt3 = np.repeat(np.pad(xt, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
             paddle.seed(0)
