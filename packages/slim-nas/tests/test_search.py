@@ -121,13 +121,20 @@ def test_resume_continues_the_study(tmp_path):
 
 WORKER = textwrap.dedent(
     """
-    import os, sys, json
+    import os, sys, json, time
+    from pathlib import Path
     import slim_nas
     from slim_nas import Choice, IntRange, SearchSpace, search
     space = SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])})
     log = open(sys.argv[2], "a")
+    # start together: importing paddle takes a different time in each process
+    Path(sys.argv[2] + ".ready").touch()
+    deadline = time.time() + 180
+    while len(list(Path(sys.argv[2]).parent.glob("*.ready"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
     def objective(cfg):
         log.write(json.dumps(cfg, sort_keys=True) + "\\n"); log.flush()
+        time.sleep(0.05)
         return -abs(cfg["x"] - 5000) - cfg["y"]
     search(objective, space, sys.argv[3], n_trials=16, storage=sys.argv[1], study_name="shared", seed=0)
     """
