@@ -1,0 +1,201 @@
+"""slim-prune benchmark: accuracy after 50% FLOPs pruning per criterion, and measured speed-up.
+
+Part 1: a BN-CNN trained on Fashion-MNIST (``/usr/share/datasets/fashion-mnist``, Debian
+package ``dataset-fashion-mnist``; falls back to the bundled digits set when missing) is
+pruned to 50% of its FLOPs with each criterion, then fine-tuned briefly.
+
+Part 2: ResNet18 at 224x224, pruned to 50% of its FLOPs, timed with Paddle Inference
+(oneDNN, 2 threads, batch 1) before and after, alternating runs so that machine load
+hits both alike. The goal is a >= 1.7x speed-up.
+
+Run: ``python benchmarks/bench_prune.py`` (``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    _, _, dims = struct.unpack(">HBB", data[:4])
+    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_data(quick: bool):
+    names = {
+        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    }
+    if all((FASHION / f).is_file() for pair in names.values() for f in pair):
+        out = {}
+        for split, (img, lab) in names.items():
+            x = _idx(FASHION / img).astype("float32")[:, None] / 255.0
+            out[split] = ((x - 0.2860) / 0.3530, _idx(FASHION / lab).astype("int64"))
+        n_train, n_test = (12000, 2000) if quick else (30000, 10000)  # a subset keeps the run to minutes on 2 cores
+        out["train"] = (out["train"][0][:n_train], out["train"][1][:n_train])
+        out["test"] = (out["test"][0][:n_test], out["test"][1][:n_test])
+        return "Fashion-MNIST", out
+    print(f"[skip] Fashion-MNIST not found under {FASHION} (apt install dataset-fashion-mnist); using the bundled digits set")
+    from slim_core import demo
+
+    return "digits (8x8)", {"train": demo.load_digits("train"), "test": demo.load_digits("test")}
+
+
+def build_cnn(in_hw: int):
+    import paddle
+
+    nn = paddle.nn
+
+    class CNN(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2D(1, 32, 3, padding=1), nn.BatchNorm2D(32)
+            self.conv2, self.bn2 = nn.Conv2D(32, 64, 3, padding=1), nn.BatchNorm2D(64)
+            self.conv3, self.bn3 = nn.Conv2D(64, 128, 3, padding=1), nn.BatchNorm2D(128)
+            self.pool = nn.MaxPool2D(2)
+            self.fc1 = nn.Linear(128 * (in_hw // 4) ** 2, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            r = paddle.nn.functional.relu
+            x = self.pool(r(self.bn1(self.conv1(x))))
+            x = self.pool(r(self.bn2(self.conv2(x))))
+            x = r(self.bn3(self.conv3(x)))
+            return self.fc2(r(self.fc1(paddle.flatten(x, 1))))
+
+    return CNN()
+
+
+def train(model, x, y, epochs: float, lr: float = 2e-3, seed: int = 0) -> None:
+    import paddle
+
+    opt = paddle.optimizer.Adam(learning_rate=lr, parameters=model.parameters())
+    rng = np.random.default_rng(seed)
+    model.train()
+    steps = int(np.ceil(len(y) / 128) * epochs)
+    order = np.concatenate([rng.permutation(len(y)) for _ in range(int(np.ceil(epochs)) + 1)])
+    for i in range(steps):
+        idx = order[i * 128 : (i + 1) * 128]
+        loss = paddle.nn.functional.cross_entropy(model(paddle.to_tensor(x[idx])), paddle.to_tensor(y[idx]))
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    model.eval()
+
+
+def accuracy(model, x, y) -> float:
+    from slim_core import demo
+
+    return demo.evaluate(model, x, y)
+
+
+def part_accuracy(quick: bool) -> None:
+    import paddle
+
+    import slim_prune
+
+    name, data = load_data(quick)
+    (x, y), (xt, yt) = data["train"], data["test"]
+    hw = x.shape[-1]
+    paddle.seed(0)
+    base = build_cnn(hw)
+    t0 = time.perf_counter()
+    train(base, x, y, epochs=1 if quick else 2)
+    base_acc = accuracy(base, xt, yt)
+    print(f"\n## Part 1: {name} CNN, 50% FLOPs removed, then {0.25 if quick else 0.5} epoch fine-tune")
+    print(f"trained in {time.perf_counter() - t0:.0f} s; dense accuracy {base_acc:.2%}\n")
+    print("| criterion | FLOPs removed | params removed | acc. after pruning | acc. after fine-tune | dense acc. |")
+    print("|---|---|---|---|---|---|")
+    ex = paddle.to_tensor(xt[:1])
+    for crit in ["l1", "l2", "fpgm", "bn_scale", "taylor"]:
+        model = build_cnn(hw)
+        model.set_state_dict(base.state_dict())
+        model.eval()
+        xb, yb = paddle.to_tensor(x[:256]), paddle.to_tensor(y[:256])
+        loss_fn = (lambda m, xb=xb, yb=yb: paddle.nn.functional.cross_entropy(m(xb), yb)) if crit == "taylor" else None
+        res = slim_prune.prune_(model, slim_prune.PruneConfig(flops_ratio=0.5, criterion=crit), ex, loss_fn=loss_fn)
+        pruned_acc = accuracy(model, xt, yt)
+        train(model, x, y, epochs=0.25 if quick else 0.5, lr=1e-3, seed=1)
+        tuned_acc = accuracy(model, xt, yt)
+        print(
+            f"| {crit} | {res.flops_ratio:.1%} | {res.params_ratio:.1%} | {pruned_acc:.2%} | {tuned_acc:.2%} | {base_acc:.2%} |",
+            flush=True,
+        )
+
+
+def part_latency(quick: bool) -> None:
+    import paddle
+
+    import slim_analysis
+    import slim_prune
+
+    print("\n## Part 2: ResNet18 224x224, Paddle Inference (oneDNN), 2 threads, batch 1")
+    paddle.seed(0)
+    rows = []
+    dense = paddle.vision.models.resnet18()
+    dense.eval()
+    x = paddle.randn([1, 3, 224, 224])
+    variants = {"dense": dense}
+    for label, cfg in [
+        ("50% FLOPs (l1, global)", slim_prune.PruneConfig(flops_ratio=0.5)),
+        ("50% FLOPs (l1, global, round_to=8)", slim_prune.PruneConfig(flops_ratio=0.5, round_to=8)),
+        ("50% FLOPs (l1, uniform ratio)", slim_prune.PruneConfig(flops_ratio=0.5, global_ranking=False, round_to=8)),
+    ]:
+        m = paddle.vision.models.resnet18()
+        m.set_state_dict(dense.state_dict())
+        m.eval()
+        res = slim_prune.prune_(m, cfg, x)
+        variants[label] = m
+        rows.append((label, res))
+    repeats = 15 if quick else 40
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(2 if quick else 3):  # alternate so that background load hits every variant alike
+        for k, m in variants.items():
+            rep = slim_analysis.latency(m, [1, 3, 224, 224], threads=2, batch_sizes=(1,), warmup=5, repeats=repeats)
+            times[k].append(rep.median_ms(1))
+    base_ms = statistics.median(times["dense"])
+    flops0 = slim_analysis.flops(dense, [1, 3, 224, 224])
+    print("\n| model | GFLOPs (MACs) | params | median latency | speed-up |")
+    print("|---|---|---|---|---|")
+    print(f"| dense | {flops0 / 1e9:.2f} | {slim_analysis.params(dense) / 1e6:.2f} M | {base_ms:.2f} ms | 1.00x |")
+    for label, res in rows:
+        ms = statistics.median(times[label])
+        print(f"| {label} | {res.flops_after / 1e9:.2f} | {res.params_after / 1e6:.2f} M | {ms:.2f} ms | {base_ms / ms:.2f}x |")
+    print("\n(goal: >= 1.7x for 50% FLOPs; timings taken on a shared machine, compare ratios within this run)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller data and fewer timing runs")
+    ap.add_argument("--part", choices=["all", "accuracy", "latency"], default="all")
+    args = ap.parse_args()
+    try:
+        import paddle  # noqa: F401
+
+        import slim_prune  # noqa: F401
+    except ImportError as exc:
+        print(f"[skip] slim-prune benchmark needs paddle and slim-prune installed: {exc}")
+        return
+    from slim_core import set_quiet
+
+    set_quiet(True)
+    if args.part in ("all", "accuracy"):
+        part_accuracy(args.quick)
+    if args.part in ("all", "latency"):
+        part_latency(args.quick)
+
+
+if __name__ == "__main__":
+    main()
