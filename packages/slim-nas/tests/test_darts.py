@@ -7,20 +7,29 @@ from slim_nas import DartsConfig, DartsNetwork, DartsSupernet, darts_search, der
 from slim_nas.darts import check_genotype
 
 
-def test_darts_search_derives_a_valid_cell_that_trains(digits, tmp_path):
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        pytest.param(DartsConfig(steps=5, channels=8, n_nodes=3, n_cells=2, reduce_after=(0,), arch_lr=3e-2), id="2cells-reduce-3nodes"),
+        pytest.param(
+            DartsConfig(steps=5, channels=4, n_nodes=2, n_cells=1, ops=("none", "skip", "sepconv3x3", "avgpool3x3"), arch_lr=3e-2),
+            id="1cell-2nodes",
+        ),
+    ],
+)
+def test_darts_search_derives_a_valid_cell_that_trains(cfg, digits, tmp_path):
     batches, xt, _ = digits
-    cfg = DartsConfig(steps=6, channels=8, n_nodes=3, n_cells=2, reduce_after=(0,), arch_lr=3e-2)
     result = darts_search(batches[:4], batches[4:], cfg)
     assert check_genotype(result.genotype) == result.genotype
-    assert len(result.genotype) == 3
+    assert len(result.genotype) == cfg.n_nodes
     for j, node in enumerate(result.genotype):
         assert len(node) == min(2, j + 1)
         assert all(op in cfg.ops and op != "none" and 0 <= i <= j for op, i in node)
-    assert result.alpha.shape == (6, len(cfg.ops))
+    assert result.alpha.shape == (cfg.n_nodes * (cfg.n_nodes + 1) // 2, len(cfg.ops))
     np.testing.assert_allclose(result.alpha.sum(axis=1), 1.0, rtol=1e-5)
     # alpha moved away from its near-uniform start
     assert result.alpha.std() > 1e-3
-    net = DartsNetwork(result.genotype, in_channels=1, channels=8, n_cells=2, reduce_after=(0,))
+    net = DartsNetwork(result.genotype, in_channels=1, channels=cfg.channels, n_cells=cfg.n_cells, reduce_after=cfg.reduce_after)
     out = net(paddle.to_tensor(xt[:4]))
     assert out.shape == [4, 10]
     loss = out.mean()
