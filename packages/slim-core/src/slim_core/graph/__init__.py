@@ -10,6 +10,7 @@ Example:
     True
 """
 
+from slim_core.graph import rules as _rules  # noqa: F401  (built-in rules registered before any user rule)
 from slim_core.graph.channels import (
     CHANNEL_RULES,
     ChannelGroup,
