@@ -258,9 +258,9 @@ def test_full_disk_fails_before_any_work(digits_cnn, test_split, tmp_path, monke
         ),
         ("stages:\n  - prune: {ratio: 1.5}\n", r"line 2, stage 0 \(prune\).*ratio"),
         ("stages:\n  - qta: {}\n", r"line 2.*did you mean 'qat'"),
-        ({"stages": [{"nas": {}}]}, r"stage 'nas' is not available in this version"),
+        ({"stages": [{"nas": {"phases": []}}]}, r"stage 0 \(nas\).*OFAConfig.phases is empty"),
     ],
-    ids=["unknown-setting", "bad-setting-value", "unknown-stage", "unavailable-stage"],
+    ids=["unknown-setting", "bad-setting-value", "unknown-stage", "bad-nas-settings"],
 )
 def test_bad_recipes_fail_before_work(config, match, digits_cnn, test_split, tmp_path):
     xt, yt = test_split
@@ -328,3 +328,48 @@ def test_weight_only_stage_shrinks_linear_weights(arch, request, test_split, tmp
     assert wo.name == "weight_only" and wo.status == "ok", wo.error
     assert wo.size_bytes < result.baseline.size_bytes
     assert wo.metric >= result.baseline.metric - 0.05
+
+
+@pytest.mark.parametrize("kind", ["resnet", "mobilenetv2"])
+def test_nas_stage_trains_a_supernet_and_keeps_a_smaller_subnet(kind, test_split, tmp_path):
+    import slim_nas
+
+    paddle.seed(0)
+    if kind == "resnet":
+        sup = slim_nas.OFAResNet(
+            num_classes=10, in_channels=1, input_size=8, stages=((8, 1, 1), (16, 1, 2)), stem_channels=8, head_channels=32
+        )
+    else:
+        sup = slim_nas.OFAMobileNetV2(
+            num_classes=10, in_channels=1, input_size=8, stages=((8, 1, 1), (16, 1, 2)), stem_channels=8, head_channels=32
+        )
+    xt, yt = test_split
+    out = tmp_path / "nas"
+    result = slim_auto.AutoCompression(
+        sup,
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"nas": {"steps_per_phase": 10, "learning_rate": 0.005}, "max_trials": 4}]},
+        target={"max_metric_drop": 0.05},
+        example_inputs=xt[:1],
+        out_dir=out,
+    ).compress()
+    nas = result.candidates[1]
+    assert nas.name == "nas" and nas.status == "ok", nas.error
+    assert nas.metric > result.baseline.metric  # the supernet was trained from scratch
+    assert nas.flops <= result.baseline.flops
+    record = json.loads((out / "checkpoints" / "state.json").read_text())["plans"][0]["records"][0]
+    assert set(record["subnet"]) == set(sup.space().largest()) and len(record["trials"]) >= 2
+
+
+def test_nas_stage_needs_a_supernet(digits_cnn, test_split, tmp_path):
+    xt, yt = test_split
+    result = slim_auto.AutoCompression(
+        digits_cnn,
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"nas": {"steps_per_phase": 2}}]},
+        example_inputs=xt[:1],
+        out_dir=tmp_path / "nas-cnn",
+    ).compress()
+    assert result.candidates[1].status == "failed" and "needs a slim_nas.Supernet" in result.candidates[1].error

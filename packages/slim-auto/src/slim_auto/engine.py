@@ -143,13 +143,21 @@ class _Plan:
     done: int = 0
     status: str = "pending"
     chosen: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "recipe": self.recipe.to_dict(), "done": self.done, "status": self.status, "chosen": self.chosen}
+        return {
+            "name": self.name,
+            "recipe": self.recipe.to_dict(),
+            "done": self.done,
+            "status": self.status,
+            "chosen": self.chosen,
+            "records": self.records,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> _Plan:
-        return cls(d["name"], Recipe.from_dict(d["recipe"]), d["done"], d["status"], d["chosen"])
+        return cls(d["name"], Recipe.from_dict(d["recipe"]), d["done"], d["status"], d["chosen"], d.get("records", []))
 
 
 def _as_list(x: Any) -> list[Any]:
@@ -179,8 +187,12 @@ class AutoCompression:
         batch_sizes: batch sizes to time; the first gives the speedup.
         threads: CPU threads for inference.
         calib_batches: batches of ``train_data`` used for calibration.
-        resume: continue from the checkpoints in ``out_dir`` when they match this run.
-        overwrite: replace an ``out_dir`` holding an unrelated or finished run.
+        resume: continue from the checkpoints in ``out_dir`` when they match this run (same
+            model, recipe, target and input shapes); False starts over (needs ``overwrite``
+            when checkpoints exist).
+        overwrite: allow replacing what ``out_dir`` holds (checkpoints of another run, or
+            results whose checkpoints were removed).
+        title: heading of the report.
 
     Raises:
         ConfigError: malformed recipe (line and key), unavailable stage, bad target.
@@ -489,6 +501,7 @@ class AutoCompression:
             reached=reached if has_metric_target and self.target.min_speedup is None else None,
             deadline=self._deadline,
             work_dir=work,
+            max_metric_drop=self.target.max_metric_drop,
         )
 
     def _fresh_state(self) -> ModelState:
@@ -564,6 +577,7 @@ class AutoCompression:
             if si > 0:
                 self._load_weights(state, pi, si - 1)
             ctx = self._context(plan.recipe.train_for(spec), self._ckpt_dir / f"work-p{pi}-s{si}")
+            ctx.record = dict(plan.records[si]) if si < len(plan.records) else {}
             self._seed(pi, si, ctx.train)
             state = stage.rebuild(state, stage.make_config(plan.chosen[si]), ctx)
         self._load_weights(state, pi, plan.done - 1)
@@ -591,6 +605,7 @@ class AutoCompression:
             train = plan.recipe.train_for(spec)
             work = self._ckpt_dir / f"work-p{pi}-s{si}"
             ctx = self._context(train, work)
+            ctx.max_trials = spec.max_trials
             names = [s.label for s in plan.recipe.stages[: si + 1]]
             cid = len(self._candidates)
             rel = f"{_CKPT}/cand-{cid:03d}"
@@ -639,6 +654,7 @@ class AutoCompression:
             self._save_weights(state, pi, si)
             plan.done = si + 1
             plan.chosen.append(settings)
+            plan.records.append(json.loads(json.dumps(ctx.record, default=str)))
             self._candidates.append(cand)
             self._update_best(baseline)
             self._save_state()

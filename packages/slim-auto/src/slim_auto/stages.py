@@ -89,6 +89,10 @@ class StageContext:
         reached: ``metric -> bool``: whether the metric target is met.
         deadline: ``time.monotonic()`` deadline or None.
         work_dir: scratch directory for the stage.
+        record: what a stage decided beyond its settings (e.g. the chosen subnet); saved with the
+            checkpoint and given back to :meth:`Stage.rebuild` on resume.
+        max_metric_drop: the target's allowed drop (for stages that choose among variants).
+        max_trials: the recipe's ``max_trials`` for the stage (searches inside a stage).
     """
 
     teacher: Any
@@ -103,6 +107,9 @@ class StageContext:
     deadline: float | None = None
     work_dir: Path | None = None
     outcome: TrainOutcome | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    max_metric_drop: float | None = None
+    max_trials: int = 0
 
     def time_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
@@ -381,6 +388,95 @@ class WeightOnlyStage(Stage):
         return state
 
 
+@STAGES.register("nas")
+class NASStage(Stage):
+    """Once-for-all NAS with slim-nas: train the supernet (progressive shrinking, in-place
+    distillation), search its subnets for accuracy vs FLOPs, and keep the smallest subnet
+    within the metric target of the largest one.
+
+    The model must be a :class:`slim_nas.Supernet` (``OFAResNet``, ``OFAMobileNetV2`` or a
+    subclass); settings are an ``OFAConfig`` dict; ``max_trials`` of the stage sets the
+    number of subnets searched (default 12, random search). The stage's output is the
+    exported plain Layer of the chosen subnet.
+    """
+
+    kind = "nas"
+    config = "slim_nas:OFAConfig"
+    trains = True
+
+    def check_available(self) -> None:
+        super().check_available()
+        for name in ("OFA", "Supernet", "search", "recalibrate_bn"):
+            self.api("slim_nas", name)
+
+    def _supernet(self, state: ModelState) -> Any:
+        layer = _layer(state, self.kind)
+        if not isinstance(layer, self.api("slim_nas", "Supernet")):
+            raise ConfigError(
+                f"stage 'nas' needs a slim_nas.Supernet (OFAResNet, OFAMobileNetV2 or a Supernet subclass) as the model, "
+                f"got {type(layer).__name__}; build the supernet with slim_nas and pass it to AutoCompression"
+            )
+        return layer
+
+    def _batches(self, ctx: StageContext) -> list[tuple[Any, Any]]:
+        import paddle
+
+        from slim_core import Batches
+
+        out = []
+        for inputs, rest in Batches(ctx.train_data, ctx.input_names).with_rest():
+            if not rest:
+                raise ConfigError("stage 'nas' trains the supernet on labels: train_data must be (x, label) batches")
+            out.append((paddle.to_tensor(inputs[ctx.input_names[0]]), paddle.to_tensor(np.asarray(rest[0]))))
+        return out
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        import paddle
+
+        supernet = self._supernet(state)
+        if ctx.train_data is None:
+            raise ConfigError("stage 'nas' trains the supernet and needs train_data")
+        batches = self._batches(ctx)
+        ofa = self.api("slim_nas", "OFA")(supernet, cfg)
+        history = ofa.train(batches)
+        recalibrate = self.api("slim_nas", "recalibrate_bn")
+        example = [paddle.to_tensor(a) for a in ctx.example_inputs]
+
+        def measure(config: dict[str, Any]) -> tuple[float, float]:
+            sub = supernet.export(config)
+            recalibrate(sub, batches)
+            sub.eval()
+            from slim_analysis import flops
+
+            return float(ctx.eval_fn(layer_predict(sub))), float(flops(sub, example_inputs=example))
+
+        largest = ofa.space().largest()
+        top_metric, top_flops = measure(largest)
+        result = self.api("slim_nas", "search")(
+            measure, ofa.space(), strategy="random", n_trials=ctx.max_trials or 12, directions=["maximize", "minimize"], seed=ctx.train.seed
+        )
+        drop = ctx.max_metric_drop if ctx.max_metric_drop is not None else 0.0
+        trials = [(dict(t.config), t.values) for t in result.trials if t.state == "complete" and t.values is not None]
+        trials.append((largest, (top_metric, top_flops)))
+        ok = [t for t in trials if t[1][0] >= top_metric - drop]
+        chosen = min(ok, key=lambda t: (t[1][1], -t[1][0]))[0]
+        ctx.record = {"subnet": chosen, "trials": [{"config": c, "metric": v[0], "flops": v[1]} for c, v in trials]}
+        state.layer = supernet.export(chosen)
+        recalibrate(state.layer, batches)
+        state.layer.eval()
+        state.applied.append({"stage": "nas", "subnet": chosen, "phases": [h["phase"] for h in history]})
+        return state
+
+    def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        supernet = self._supernet(state)
+        chosen = ctx.record.get("subnet")
+        if chosen is None:
+            raise ConfigError("cannot resume stage 'nas': the checkpoint holds no chosen subnet")
+        state.layer = supernet.export(chosen)
+        state.applied.append({"stage": "nas", "subnet": chosen})
+        return state
+
+
 # ------------------------------------------------------------------ helpers
 def known_kinds() -> list[str]:
     """Stage kinds a recipe may name: the built-in ones plus registered stages."""
@@ -391,11 +487,6 @@ def get_stage(kind: str) -> Stage:
     """The runner of ``kind``; :class:`StageUnavailableError` for a kind this version cannot run."""
     if kind in STAGES:
         return STAGES[kind]()
-    if kind == "nas":
-        raise StageUnavailableError(
-            "stage 'nas' is not available in this version of slim-auto; train and search a supernet with "
-            "slim_nas.OFA and slim_nas.search, then compress the exported subnet with the other stages"
-        )
     if kind in STAGE_KINDS:
         raise StageUnavailableError(f"stage {kind!r} is not available in this version")
     return STAGES.get(kind)()
