@@ -208,9 +208,8 @@ def main() -> int:
     for name, cfg in (("largest", largest), ("found (search)", found), ("uniform shrink", uniform)):
         model = ofa.export(cfg, calib_data=calib, n_calib_batches=4)
         lat = min(measure_latency_ms(model, input_shape) for _ in range(3))
-        rows.append(
-            (name, demo.evaluate(model, xt, yt), lat, flops_of(model, input_shape), sum(int(np.prod(p.shape)) for p in model.parameters()))
-        )
+        npar = sum(int(np.prod(p.shape)) for p in model.parameters())
+        rows.append((name, demo.evaluate(model, xt, yt), lat, predicted_latency(cfg), flops_of(model, input_shape), npar))
     base = rows[0]
     print(
         f"\n## slim-nas OFA on {data_name} (test n={len(yt)}); latency limit {limit:.3f} ms = {args.latency_ratio} x largest; "
