@@ -82,3 +82,15 @@ def test_sensitivity_plot(digits, tmp_path):
     out = sens.plot(tmp_path / "sens.png")
     assert out.stat().st_size > 1000
     assert np.isfinite(sens.baseline)
+
+
+def test_sensitivity_on_transformer_restores_heads():
+    enc = paddle.nn.TransformerEncoder(paddle.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0), 1)
+    enc.eval()
+    x = paddle.randn([2, 5, 32])
+    ref = enc(x).numpy()
+    sens = sensitivity(enc, lambda m: -float(((m(x).numpy() - ref) ** 2).mean()), x, ratios=(0.5,))
+    assert len(sens.losses) == 2  # the heads group and the FFN group
+    assert all(v[0.5] > 0 for v in sens.losses.values())
+    assert enc.layers[0].self_attn.num_heads == 4
+    np.testing.assert_allclose(enc(x).numpy(), ref, rtol=1e-6, atol=1e-6)

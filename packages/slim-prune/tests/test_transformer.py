@@ -88,3 +88,17 @@ def test_ignored_layers_keep_their_heads():
     res = prune_transformer_(model, TransformerPruneConfig(head_ratio=0.5, ignored_layers=["layers.1"]))
     assert list(res.heads) == ["layers.0.self_attn"]
     assert model.layers[1].self_attn.num_heads == 4
+
+
+def test_graph_driven_prune_handles_attention_heads():
+    """prune_ on the channel graph removes whole heads (group channel = one head) and FFN neurons."""
+    from slim_prune import PruneConfig, prune_
+
+    model = _encoder()
+    model.eval()
+    x = paddle.randn([2, 5, 32])
+    res = prune_(model, PruneConfig(flops_ratio=0.4), x)
+    attn = model.layers[0].self_attn
+    assert attn.q_proj.weight.shape[1] == attn.num_heads * attn.head_dim == attn.out_proj.weight.shape[0]
+    assert res.flops_ratio == pytest.approx(0.4, rel=0.1)
+    assert model(x).shape == [2, 5, 32]

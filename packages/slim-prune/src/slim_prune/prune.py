@@ -231,6 +231,13 @@ def _snapshot(model: Any, layers: set[str]) -> dict[str, Any]:
     return snap
 
 
+def _sync_parents(model: Any, touched: set[str]) -> None:
+    """Parents that track a child's width (MultiHeadAttention.num_heads) follow their children."""
+    for name, layer in model.named_sublayers():
+        if type(layer).__name__ == "MultiHeadAttention" and any(t.startswith(name + ".") for t in touched):
+            handler_for(layer).sync(layer)
+
+
 def _restore(model: Any, snap: dict[str, Any]) -> None:
     subs = dict(model.named_sublayers())
     for name, (params, attrs) in snap.items():
@@ -239,6 +246,7 @@ def _restore(model: Any, snap: dict[str, Any]) -> None:
             set_param_value(getattr(layer, n), arr)
         for a, v in attrs.items():
             setattr(layer, a, v)
+    _sync_parents(model, set(snap))
 
 
 def apply_plan(
@@ -282,10 +290,7 @@ def apply_plan(
             h = handler_for(subs[name], required=False)
             if h is not None:
                 h.sync(subs[name])
-        # A parent that tracks a child's width (MultiHeadAttention.num_heads) is synced too.
-        for name, layer in subs.items():
-            if any(t.startswith(name + ".") for t in touched) and type(layer).__name__ == "MultiHeadAttention":
-                handler_for(layer).sync(layer)
+        _sync_parents(model, touched)
         if inputs is not None:
             shapes = output_shapes(forward(model, inputs))
             if expect_shapes is not None and shapes != expect_shapes:
