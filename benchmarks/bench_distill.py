@@ -7,12 +7,16 @@ Measured in one run, side by side:
    a feature hint (MSE, weight 0.1, through a 1x1 adaptor), and with DKD;
 3. when slim_prune.prune_ is installed, the teacher pruned to about 50% FLOPs and
    fine-tuned for the same steps with vs without distillation from the unpruned
-   teacher.
+   teacher;
+4. few labels (bundled digits): a teacher trained on the whole training split, a
+   tiny student trained on only 100 or 300 labelled images for the same steps,
+   with vs without KD from that teacher (three seeds).
 
 Data: Fashion-MNIST from /usr/share/datasets/fashion-mnist (Debian package
 ``dataset-fashion-mnist``); without it the bundled digits of slim_core.demo.
 Environment knobs: BENCH_DISTILL_TRAIN (training images, default 20000),
-BENCH_DISTILL_STEPS (student steps, default 400), BENCH_DISTILL_SEEDS (default 2).
+BENCH_DISTILL_STEPS (student steps, default 400), BENCH_DISTILL_SEEDS (default 2),
+BENCH_DISTILL_PARTS (comma list of fashion, prune, few_labels; default all).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from slim_core.demo import evaluate, load_digits
+from slim_core.demo import build_tiny_cnn, evaluate, load_digits, train_demo_model
 from slim_core.progress import set_quiet
 from slim_distill import Distiller, fit
 
@@ -129,6 +133,15 @@ def flops(model: nn.Layer, shape: list[int]) -> int:
 def main() -> int:
     set_quiet(True)
     paddle.set_device("cpu")
+    parts = set(os.environ.get("BENCH_DISTILL_PARTS", "fashion,prune,few_labels").split(","))
+    if "fashion" in parts or "prune" in parts:
+        fashion_and_prune(parts)
+    if "few_labels" in parts:
+        few_labels()
+    return 0
+
+
+def fashion_and_prune(parts: set[str]) -> None:
     n_train = int(os.environ.get("BENCH_DISTILL_TRAIN", "20000"))
     steps = int(os.environ.get("BENCH_DISTILL_STEPS", "400"))
     seeds = int(os.environ.get("BENCH_DISTILL_SEEDS", "2"))
@@ -142,7 +155,13 @@ def main() -> int:
     t_time = train(teacher, None, None, batches(x, y, t_steps, seed=100))
     t_acc = evaluate(teacher, xt, yt)
     print(f"teacher ConvNet(32,64,128): {t_acc * 100:.2f}% after {t_steps} steps ({t_time:.0f} s), {flops(teacher, shape) / 1e6:.2f} MMACs")
+    if "fashion" in parts:
+        student_vs_teacher(teacher, t_acc, t_time, x, y, xt, yt, steps, seeds, shape)
+    if "prune" in parts:
+        prune_recovery(teacher, x, y, xt, yt, steps, shape)
 
+
+def student_vs_teacher(teacher: nn.Layer, t_acc: float, t_time: float, x, y, xt, yt, steps: int, seeds: int, shape: list[int]) -> None:
     student_widths = (8, 16, 32)
     variants = {
         "task loss only": None,
@@ -171,9 +190,6 @@ def main() -> int:
         per = ", ".join(f"{a * 100:.2f}" for a in accs)
         print(f"| {label} | {np.mean(accs) * 100:.2f}% | {per} | {(np.mean(accs) - base) * 100:+.2f} pt | {np.mean(secs):.0f} s |")
     print(f"| (teacher) | {t_acc * 100:.2f}% | | | {t_time:.0f} s |")
-
-    prune_recovery(teacher, x, y, xt, yt, steps, shape)
-    return 0
 
 
 def prune_recovery(teacher: nn.Layer, x, y, xt, yt, steps: int, shape: list[int]) -> None:
@@ -205,6 +221,30 @@ def prune_recovery(teacher: nn.Layer, x, y, xt, yt, steps: int, shape: list[int]
     print("|---|---|---|---|")
     for label, before, after, macs in rows:
         print(f"| {label} | {macs / full * 100:.0f}% | {before * 100:.2f}% | {after * 100:.2f}% |")
+
+
+def few_labels(steps: int = 300, seeds: int = 3) -> None:
+    """KD where it is known to pay: the student has few labelled images, the teacher was trained on many."""
+    x, y = load_digits("train")
+    xt, yt = load_digits("test")
+    teacher, t_acc = train_demo_model(epochs=8, seed=0, width=16)
+    print(f"\n## few labels (digits 8x8): teacher TinyCNN(16) trained on all {len(y)} images: {t_acc * 100:.2f}%")
+    print(f"student TinyCNN(4), {steps} steps of 32 drawn from the labelled subset, seeds 0..{seeds - 1}\n")
+    print("| labelled images | task loss only | + KD (KL, T=4) | gain |")
+    print("|---|---|---|---|")
+    for n in (100, 300):
+        accs: dict[str, list[float]] = {"plain": [], "kd": []}
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            idx = rng.permutation(len(y))[:n]
+            data = [(x[b], y[b]) for b in (rng.choice(idx, 32) for _ in range(steps))]
+            for label, cfg in (("plain", None), ("kd", {"logits": {"loss": "kl", "temperature": 4.0, "weight": 1.0}})):
+                paddle.seed(seed)
+                student = build_tiny_cnn(width=4)
+                train(student, teacher, cfg, data)
+                accs[label].append(evaluate(student, xt, yt))
+        plain, kd = np.mean(accs["plain"]), np.mean(accs["kd"])
+        print(f"| {n} | {plain * 100:.2f}% | {kd * 100:.2f}% | {(kd - plain) * 100:+.2f} pt |")
 
 
 if __name__ == "__main__":
