@@ -65,9 +65,10 @@ def test_each_calibrator_gives_a_sane_threshold(name):
         assert t == pytest.approx(amax)
     if name == "avg":
         assert t == pytest.approx(np.mean([b.max() for b in batches]))
-    if name in ("percentile", "kl", "mse"):
+    if name in ("percentile", "kl"):
         assert t < amax  # these clip the tail
-        assert t > 1.5  # but keep the bulk of a unit normal
+    if name in ("percentile", "kl", "mse"):
+        assert t > 3.0  # and keep the bulk of a (ReLU'd) normal: exact zeros must not pull it down
 
 
 def test_percentile_matches_numpy_after_rebinning():

@@ -108,9 +108,11 @@ class HistogramCalibrator(Calibrator):
         self.bins = bins
         self.hist = np.zeros(bins, dtype="float64")
         self.range = 0.0
+        self.zeros = 0.0  # exact zeros (ReLU outputs) are always represented exactly
 
     def _observe(self, x: np.ndarray, batch_abs_max: float) -> None:
         a = np.abs(x.astype("float32", copy=False)).ravel()
+        self.zeros += float(np.count_nonzero(a == 0.0))
         if batch_abs_max > self.range:
             new_range = batch_abs_max if self.range == 0.0 else max(batch_abs_max, self.range * 1.5)
             if self.hist.any():
@@ -126,6 +128,12 @@ class HistogramCalibrator(Calibrator):
     @property
     def edges(self) -> np.ndarray:
         return np.linspace(0.0, self.range, self.bins + 1)
+
+    def nonzero_hist(self) -> np.ndarray:
+        """The histogram without the exact zeros, which cost nothing at any threshold."""
+        h = self.hist.copy()
+        h[0] = max(0.0, h[0] - self.zeros)
+        return h
 
 
 @CALIBRATORS.register("percentile")
@@ -150,8 +158,8 @@ class MSECalibrator(HistogramCalibrator):
     """The threshold minimising the expected squared quantization error (clipping plus rounding)."""
 
     def threshold(self) -> float:
-        total = self.hist.sum()
-        if total == 0 or self.range == 0.0:
+        hist = self.nonzero_hist()
+        if hist.sum() == 0 or self.range == 0.0:
             return float(self.abs_max)
         centers = (self.edges[:-1] + self.edges[1:]) / 2
         levels = (1 << (self.bits - 1)) - 1
@@ -160,7 +168,7 @@ class MSECalibrator(HistogramCalibrator):
             t = self.edges[i]
             stepsize = t / levels
             clipped = centers > t
-            err = (self.hist[clipped] * (centers[clipped] - t) ** 2).sum() + self.hist[~clipped].sum() * stepsize**2 / 12.0
+            err = (hist[clipped] * (centers[clipped] - t) ** 2).sum() + hist[~clipped].sum() * stepsize**2 / 12.0
             if err < best_err:
                 best_t, best_err = t, err
         return float(min(best_t, self.abs_max))
@@ -171,33 +179,39 @@ class KLCalibrator(HistogramCalibrator):
     """Entropy calibration: the threshold whose quantized distribution is closest (KL) to the observed one."""
 
     def threshold(self) -> float:
-        total = self.hist.sum()
-        if total == 0 or self.range == 0.0:
+        hist = self.nonzero_hist()
+        if hist.sum() == 0 or self.range == 0.0:
             return float(self.abs_max)
         levels = 1 << (self.bits - 1)  # 128 positive levels for 8 bits
-        hist = self.hist
         best_i, best_kl = self.bins, np.inf
         for i in range(levels, self.bins + 1, 16):
             ref = hist[:i].copy()
             ref[i - 1] += hist[i:].sum()
             ref_p = ref / ref.sum()
             # merge i bins into `levels` groups and expand back over the non-empty bins
-            groups = np.array_split(np.arange(i), levels)
-            q = np.zeros(i, dtype="float64")
-            for g in groups:
-                src = hist[g]
-                nz = src > 0
-                if nz.any():
-                    q[g[nz]] = src.sum() / nz.sum()
+            src = hist[:i]
+            starts = (np.arange(levels) * i) // levels
+            sums = np.add.reduceat(src, starts)
+            counts = np.add.reduceat((src > 0).astype("float64"), starts)
+            group = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
+            q = np.where(src > 0, (sums / np.maximum(counts, 1.0))[group], 0.0)
             if q.sum() == 0:
                 continue
-            q_p = q / q.sum()
+            q_p = np.maximum(_smooth(q / q.sum()), 1e-12)
             mask = ref_p > 0
-            qv = np.where(q_p[mask] > 0, q_p[mask], 1e-12)
-            kl = float((ref_p[mask] * np.log(ref_p[mask] / qv)).sum())
+            kl = float((ref_p[mask] * np.log(ref_p[mask] / q_p[mask])).sum())
             if kl < best_kl:
                 best_i, best_kl = i, kl
         return float(min(self.edges[best_i], self.abs_max))
+
+
+def _smooth(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Give empty bins a little mass (taken from the others) so the KL divergence stays finite."""
+    zeros = p == 0
+    n_zero, n_nonzero = int(zeros.sum()), int((~zeros).sum())
+    if n_zero == 0 or n_nonzero == 0:
+        return p
+    return p + eps * zeros - (eps * n_zero / n_nonzero) * (~zeros)
 
 
 def make_calibrator(name: str, bits: int = 8, **options: Any) -> Calibrator:

