@@ -33,14 +33,14 @@ class HessianAccumulator:
         self.n = 0
 
     def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64).reshape(-1, self.h.shape[0])
+        x = np.asarray(x, dtype=np.float32).reshape(-1, self.h.shape[0])
         m = x.shape[0]
         if m == 0:
             return
         self.h *= self.n / (self.n + m)
         self.n += m
-        x = x * np.sqrt(2.0 / self.n)
-        self.h += x.T @ x
+        # the product in float32 (about 2x faster than float64), the running sum in float64
+        self.h += (x.T @ x).astype(np.float64) * (2.0 / self.n)
 
 
 def _inverse_cholesky(h: np.ndarray, damp_percent: float) -> np.ndarray | None:
