@@ -19,7 +19,7 @@ Example:
     >>> import paddle
     >>> conv = paddle.nn.Conv2D(3, 8, 3)
     >>> handler_for(conv).prune_out(conv, [0, 2, 5])
-    >>> conv.weight.shape, conv._out_channels
+    >>> list(conv.weight.shape), conv._out_channels
     ([3, 3, 3, 3], 3)
 """
 
