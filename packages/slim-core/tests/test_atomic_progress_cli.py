@@ -54,8 +54,13 @@ def test_cli_doctor(capsys):
 
 
 def test_cli_demo_writes_model(tmp_path, capsys):
+    # call slim-core's own demo: with slim-auto installed, `slim demo` is slim-auto's full flow
+    import argparse
+
+    from slim_core.cli import _demo
+
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--epochs", "3"]) == 0
+    assert _demo(argparse.Namespace(out=str(out), epochs=3)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.8
     assert (out / "model.json").exists() and (out / "model.pdiparams").exists()
