@@ -30,7 +30,7 @@ import numpy as np
 import paddle
 
 from slim_core.atomic import atomic_dir, check_writable
-from slim_core.errors import ConfigError, ExportError, SlimError
+from slim_core.errors import ConfigError, DataError, ExportError
 from slim_core.model_io import load_inference_model, static_mode
 from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
@@ -119,7 +119,7 @@ def quantize_legacy_program(
 
         missing = [n for n in src.input_names if n not in batches[0]]
         if missing:
-            raise SlimError(f"calibration batches lack the model input(s) {missing}; the model takes {src.input_names}")
+            raise DataError(f"calibration batches lack the model input(s) {missing}; the model takes {src.input_names}")
         cals = calibrate_program(run, batches, names, lambda: make_calibrator(calibrator, percentile=percentile))
     thresholds = {n: c.threshold() for n, c in cals.items()}
     if only_weights is not None:
