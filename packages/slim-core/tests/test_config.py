@@ -103,3 +103,13 @@ def test_yaml_safe_loader_refuses_python_objects():
 def test_non_mapping_top_level():
     with pytest.raises(ConfigError, match="expected a mapping"):
         Outer.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_optional_nested_error_is_precise():
+    @dataclass(frozen=True)
+    class Holder(SlimConfig):
+        inner: Inner | None = None
+
+    with pytest.raises(ConfigError, match=r"Holder.inner: unknown key 'nme'; did you mean 'name'"):
+        Holder.from_dict({"inner": {"nme": "x"}})
+    assert Holder.from_dict({"inner": None}).inner is None

@@ -88,14 +88,14 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{path}: None is not allowed (expected {_type_name(tp)})")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        alternatives = [a for a in args if a is not type(None)]
+        if len(alternatives) == 1:  # `X | None`: the error of X is the precise one
+            return _convert(value, alternatives[0], path)
+        for arg in alternatives:
             try:
                 return _convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{path}: {value!r} does not match {_type_name(tp)}")
     if origin in (list, tuple, typing.Sequence, typing.List, typing.Tuple):  # noqa: UP006
         if not isinstance(value, (list, tuple)):
