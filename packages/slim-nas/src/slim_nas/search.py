@@ -31,6 +31,7 @@ __all__ = ["search", "SearchResult", "pareto_front", "plot_pareto", "open_storag
 Objective = Callable[[dict[str, Any]], Any]
 # trials that count towards n_trials: interrupted or stale trials do not (they are run again on resume)
 _ERROR_ATTR = "slim_error"
+_DUPLICATE_ATTR = "slim_duplicate"  # a trial given up because a concurrent worker claimed the same config
 
 
 @dataclass
@@ -348,7 +349,7 @@ class _OptunaBackend(_Backend):
         for category in (optuna.exceptions.ExperimentalWarning, UserWarning):
             warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*", category=category)
         warnings.filterwarnings("ignore", message=".*fail_stale_trials.*", category=optuna.exceptions.ExperimentalWarning)
-        self.optuna, self.space = optuna, space
+        self.optuna, self.space, self.strat = optuna, space, strat
         is_db = isinstance(storage, str)
         self.storage = open_storage(storage, heartbeat_interval=heartbeat_interval if is_db else None)
         feasible = cons.feasible if cons.constraints else None
@@ -373,12 +374,27 @@ class _OptunaBackend(_Backend):
             optuna.storages.fail_stale_trials(self.study)
 
     def trials(self) -> list[TrialRecord]:
-        return records_from_optuna(self.study.get_trials(deepcopy=False))
+        return [t for t in records_from_optuna(self.study.get_trials(deepcopy=False)) if _DUPLICATE_ATTR not in t.attrs]
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
-        trial = self.study.ask()
-        config = {name: _suggest(trial, name, dist) for name, dist in self.distributions.items()}
+        for _ in range(20):
+            trial = self.study.ask()
+            config = {name: _suggest(trial, name, dist) for name, dist in self.distributions.items()}
+            if not (self.strat.avoids_duplicates and self._claimed_elsewhere(trial, config)):
+                return trial, config
+            # another worker proposed the same config at the same time: give it up (not counted) and ask again
+            trial.set_user_attr(_DUPLICATE_ATTR, True)
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
         return trial, config
+
+    def _claimed_elsewhere(self, trial: Any, config: dict[str, Any]) -> bool:
+        """Whether another live trial holds ``config``. Our params are stored before this check, so of two
+        workers racing on one config at least the later checker sees the other: never both keep it."""
+        records = records_from_optuna(self.study.get_trials(deepcopy=False))
+        live = [t for t in records if _DUPLICATE_ATTR not in t.attrs and (t.state != "fail" or _ERROR_ATTR in t.attrs)]
+        if len({config_key(t.config) for t in live}) >= self.space.size:
+            return False  # every config has been tried: repeating one is unavoidable
+        return any(t.number != trial.number and t.config == config for t in live)
 
     def tell(self, handle, values, state, attrs) -> None:
         for k, v in attrs.items():

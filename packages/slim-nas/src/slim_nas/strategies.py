@@ -76,6 +76,9 @@ class Strategy:
 
     needs_optuna = False
     multi_objective = True
+    # proposals skip configs already tried; with several workers the search then also gives up a
+    # config that a concurrent worker claimed first, so no config is evaluated twice
+    avoids_duplicates = False
 
     def __init__(self, seed: int | None = None, **options: Any) -> None:
         self.seed = seed
@@ -95,6 +98,8 @@ class Strategy:
 @STRATEGIES.register("random")
 class RandomSearch(Strategy):
     """Uniform random configs, avoiding configs already tried and those violating constraints."""
+
+    avoids_duplicates = True
 
     def propose(self, space, history, number, signs, feasible):
         rng = _rng(self.seed, number)
@@ -122,6 +127,7 @@ class SimulatedAnnealing(Strategy):
     """
 
     multi_objective = False
+    avoids_duplicates = True
 
     def __init__(self, seed: int | None = None, **options: Any) -> None:
         super().__init__(seed, **options)
