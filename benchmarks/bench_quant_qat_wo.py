@@ -221,6 +221,8 @@ def bench_minilm() -> None:
         ("W4-g128 RTN", WeightOnlyConfig(bits=4, group_size=128)),
         ("W4-g128 GPTQ", WeightOnlyConfig(bits=4, group_size=128, algo="gptq")),
         ("W4-g128 AWQ", WeightOnlyConfig(bits=4, group_size=128, algo="awq")),
+        ("W4-g128 asym GPTQ", WeightOnlyConfig(bits=4, group_size=128, symmetric=False, algo="gptq")),
+        ("W4-g128 asym AWQ", WeightOnlyConfig(bits=4, group_size=128, symmetric=False, algo="awq")),
         ("W4 per-channel RTN", WeightOnlyConfig(bits=4)),
         ("W4 per-channel GPTQ", WeightOnlyConfig(bits=4, algo="gptq")),
     ]
