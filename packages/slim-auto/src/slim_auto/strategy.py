@@ -85,6 +85,9 @@ class AutoStrategy:
             names = [c for c in names if c != "kl"] or names  # KL histograms per token are slow and rarely better
         return names
 
+    def _round_ok(self) -> bool:
+        return "round_to" in (config_fields("prune") or [])
+
     def _ptq_fields(self) -> list[str]:
         return config_fields("ptq") or []
 
@@ -136,7 +139,8 @@ class AutoStrategy:
             need = want / max(s_q, 1.0)
             flops_ratio = float(min(0.75, max(0.2, 1.0 - 1.0 / max(need, 1.0))))
             stages = [
-                StageSpec(kind="prune", settings={"flops_ratio": round(flops_ratio, 3)}),
+                # channel counts in multiples of 8 keep oneDNN on its fast kernels
+                StageSpec(kind="prune", settings={"flops_ratio": round(flops_ratio, 3), **({"round_to": 8} if self._round_ok() else {})}),
                 StageSpec(kind="distill"),
             ]
             if _available("ptq") and s_q > 1.0:  # quantize too only where INT8 measured faster than FP32 here
