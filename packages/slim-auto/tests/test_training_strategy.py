@@ -71,3 +71,23 @@ def test_describe_model_tells_transformers_from_cnns():
     info = describe_model(cnn)
     assert info["transformer"] is False and info["params"] == sum(int(p.size) for p in cnn.parameters())
     assert 0.0 < info["linear_share"] < 1.0
+
+
+def test_strategy_skips_quantization_retries_after_a_ptq_error():
+    from types import SimpleNamespace
+
+    from slim_auto import Candidate, TargetConfig
+    from slim_auto.strategy import AutoStrategy
+
+    engine = SimpleNamespace(
+        model_layer=paddle.nn.Linear(4, 2), train_data=_data(), train_config=TrainConfig(), target=TargetConfig(max_metric_drop=0.01)
+    )
+    strategy = AutoStrategy(engine)
+    base = Candidate(id=0, name="baseline", metric=0.9, latency_ms={"paddle": {"1": 1.0}})
+    plans = [SimpleNamespace(name="ptq")]
+    failed = Candidate(id=1, name="ptq", status="failed", error="ExportError: boom")
+    name, recipe = strategy.next_plan(plans, [base, failed], base)
+    assert name == "prune" and recipe.stages[0].settings["round_to"] == 8
+    low = Candidate(id=1, name="ptq", metric=0.5, latency_ms={"paddle": {"1": 0.5}})
+    name, _ = strategy.next_plan(plans, [base, low], base)
+    assert name == "ptq-skip"  # a metric problem, not an error: skip the sensitive layers first

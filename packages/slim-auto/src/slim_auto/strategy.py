@@ -122,7 +122,9 @@ class AutoStrategy:
         ):
             # Linear-heavy models (transformers): int4 weights cut the size where INT8 activations cannot
             return "weight_only", Recipe(stages=(StageSpec(kind="weight_only", settings={"bits": 4}),), train=train, target=target)
-        if not ok:
+        ptq_ran = [c for c in candidates if c.name in ("ptq", "ptq-skip")]
+        ptq_broken = bool(ptq_ran) and all(c.status == "failed" for c in ptq_ran)  # an error, not a metric problem
+        if not ok and not ptq_broken:  # QAT exports like PTQ: after a PTQ error it would fail the same way
             if (
                 "ptq-skip" not in done
                 and _available("ptq")
