@@ -363,3 +363,15 @@ def test_docs_examples_run():
     for mod in (wo, packing, layer, gptq, awq, bert, api):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__
+
+
+def test_quantize_dispatches_weight_only_config():
+    import slim_quant
+
+    model = _mlp()
+    ref = copy.deepcopy(model)
+    out = slim_quant.quantize_(model, WeightOnlyConfig(bits=8, algo="rtn"))
+    assert out is model
+    assert any(isinstance(m, WeightOnlyLinear) for m in model.sublayers())
+    x = _inputs(np.random.default_rng(0), 4, 64)
+    np.testing.assert_allclose(_run(model, x), _run(ref, x), atol=0.05)

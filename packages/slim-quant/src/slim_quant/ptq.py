@@ -236,7 +236,8 @@ def quantize_(
 
     Args:
         model: a ``paddle.nn.Layer``.
-        config: a :class:`PTQConfig` (default: percentile calibration, per-channel INT8 weights).
+        config: a :class:`PTQConfig` (default: percentile calibration, per-channel INT8 weights), or a
+            :class:`~slim_quant.weight_only.WeightOnlyConfig`, which dispatches to ``quantize_weight_only_``.
         calib_data: calibration batches in any form :class:`slim_core.Batches` takes
             (DataLoader, list of arrays, ``(x, label)`` tuples, dicts); at most ``config.calib_batches`` are used.
         eval_fn: ``eval_fn(model) -> float``, needed for ``config.max_metric_drop``.
@@ -257,8 +258,12 @@ def quantize_(
     """
     if config is None:
         config = PTQConfig()
+    from slim_quant.weight_only import WeightOnlyConfig, quantize_weight_only_  # lazy: weight_only imports this module
+
+    if isinstance(config, WeightOnlyConfig):  # one verb for every quantization config, as in torchao's quantize_
+        return quantize_weight_only_(model, config, calib_data, input_names=input_names)
     if not isinstance(config, PTQConfig):
-        raise ConfigError(f"config must be a PTQConfig, got {type(config).__name__}")
+        raise ConfigError(f"config must be a PTQConfig or WeightOnlyConfig, got {type(config).__name__}")
     if not isinstance(model, paddle.nn.Layer):
         raise ConfigError(f"model must be a paddle.nn.Layer, got {type(model).__name__}")
     if getattr(model, "slim_quant_state", None) is not None:
