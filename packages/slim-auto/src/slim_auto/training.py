@@ -184,8 +184,11 @@ def finetune(
             inputs, rest = batches[int(order[pos])]
             pos += 1
             tensors = [paddle.to_tensor(inputs[n]) for n in names]
-            logits = train_model(*tensors)
-            loss = distiller.loss() if distiller is not None else None
+            if distiller is not None:
+                # the loss is computed inside forward so DataParallel sees the adaptors' parameters used
+                logits, loss = train_model(*tensors, with_loss=True)
+            else:
+                logits, loss = train_model(*tensors), None
             if cfg.label_loss_weight > 0 or loss is None:
                 if not rest:
                     raise DataError("training on labels needs (x, label) batches; this data has no labels")
