@@ -156,6 +156,19 @@ def fuse_bias_reshapes(program: Any) -> int:
     return done
 
 
+def _no_int8_kernel(op: Any) -> bool:
+    """Ops oneDNN would pick for INT8 from the recorded scales but has no INT8 kernel for.
+
+    Adaptive pool2d (``nn.AdaptiveAvgPool2D`` to a size other than 1) fails at run time with
+    "There are no kernels which are registered in the pool2d operator" once its input or
+    output carries a scale, so neither side is observed and it stays in float.
+    """
+    if op.type != "pool2d" or not op.has_attr("adaptive") or not op.attr("adaptive"):
+        return False
+    size = list(op.attr("ksize")) if op.has_attr("ksize") else []
+    return size != [1, 1]
+
+
 def activation_vars(program: Any) -> list[str]:
     """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
     block = program.global_block()
@@ -314,7 +327,7 @@ def rewrite_program(
     i = 0
     while i < len(block.ops):
         op = block.ops[i]
-        if op.type in _NO_OBSERVER_OPS:
+        if op.type in _NO_OBSERVER_OPS or _no_int8_kernel(op):
             i += 1
             continue
         inserted = 0
@@ -325,7 +338,7 @@ def rewrite_program(
                 if v not in observer_thresholds or v in act_pairs or v in fetched:
                     continue
                 consumers = [c for c in block.ops[i + 1 :] if v in c.input_arg_names]
-                if not consumers:
+                if not consumers or any(_no_int8_kernel(c) for c in consumers):
                     continue
                 dqname, n = insert_pair(i + 1 + inserted, v, float(observer_thresholds[v]), observer=True)
                 for c in consumers:
