@@ -101,7 +101,14 @@ print("sibling guard: ok:", ", ".join(sorted(found)))
 def _install_tree(session: nox.Session, names: list[str]) -> None:
     session.install(*PADDLE, *TEST_TOOLS)
     session.install(*_editable(names))
-    session.run("python", "-c", GUARD, ",".join(sorted(names)), str(ROOT), silent=False)
+    _run_script(session, "python", "sibling_guard.py", GUARD, ",".join(sorted(names)), str(ROOT))
+
+
+def _run_script(session: nox.Session, python: str, name: str, source: str, *args: str) -> None:
+    """Run a check script from a file, so the log shows its name rather than its source."""
+    script = Path(session.create_tmp()) / name
+    script.write_text(source)
+    session.run(python, str(script), *args, external=True)
 
 
 @nox.session
@@ -161,17 +168,11 @@ def isolation(session: nox.Session) -> None:
         session.run("uv", "pip", "install", "--quiet", "--python", py, *PADDLE, "numpy", "pyyaml", "tqdm", external=True)
         # slim packages only from the freshly built wheels, never from an index
         session.run("uv", "pip", "install", "--quiet", "--python", py, "--no-index", "--find-links", str(dist), name, external=True)
-        session.run(
-            py,
-            "-c",
-            GUARD.replace('not url.startswith("file://") or root not in url', "False"),
-            ",".join(_closure(name)),
-            str(ROOT),
-            external=True,
-        )
+        wheel_guard = GUARD.replace('not url.startswith("file://") or root not in url', "False")  # wheels: presence only
+        _run_script(session, py, "sibling_guard.py", wheel_guard, ",".join(_closure(name)), str(ROOT))
         for dep in [name] if info["module"] else info["siblings"]:
             mod = PACKAGES[dep]["module"]
-            session.run(py, "-c", ISOLATION_CHECK, mod, external=True)
+            _run_script(session, py, "import_check.py", ISOLATION_CHECK, mod)
 
 
 @nox.session(venv_backend="none")
