@@ -166,8 +166,11 @@ def isolation(session: nox.Session) -> None:
         )
         py = str(env / "bin" / "python")
         session.run("uv", "pip", "install", "--quiet", "--python", py, *PADDLE, "numpy", "pyyaml", "tqdm", external=True)
-        # slim packages only from the freshly built wheels, never from an index
-        session.run("uv", "pip", "install", "--quiet", "--python", py, "--no-index", "--find-links", str(dist), name, external=True)
+        # slim packages only from the freshly built wheels, never from an index; --no-cache because
+        # uv would otherwise reuse an older wheel of the same version built at the same path
+        session.run(
+            "uv", "pip", "install", "--quiet", "--python", py, "--no-index", "--no-cache", "--find-links", str(dist), name, external=True
+        )
         wheel_guard = GUARD.replace('not url.startswith("file://") or root not in url', "False")  # wheels: presence only
         _run_script(session, py, "sibling_guard.py", wheel_guard, ",".join(_closure(name)), str(ROOT))
         for dep in [name] if info["module"] else info["siblings"]:
