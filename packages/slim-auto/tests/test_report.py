@@ -27,6 +27,7 @@ BASE = cand(0, 0.90, 10.0, 4000, name="baseline")
         (TargetConfig(min_metric=0.99), [cand(1, 0.95, 6.0), cand(2, 0.93, 1.0)], 1),
         (TargetConfig(max_metric_drop=0.01), [cand(1, 0.95, 1.0, status="failed")], 0),
         (TargetConfig(), [cand(1, 0.10, 1.0)], 1),
+        (TargetConfig(max_metric_drop=0.03), [cand(1, 0.88, 4.0), cand(2, 0.895, 4.1)], 2),
     ],
     ids=[
         "fastest-within-drop",
@@ -35,6 +36,7 @@ BASE = cand(0, 0.90, 10.0, 4000, name="baseline")
         "metric-unreachable-best-metric",
         "failed-ignored",
         "no-target-fastest",
+        "latency-within-noise-metric-decides",
     ],
 )
 def test_select_best(target, cands, best_id):

@@ -144,11 +144,15 @@ def _metric_key(c: Candidate, target: TargetConfig) -> float:
     return c.metric if target.higher_is_better else -c.metric
 
 
+LATENCY_TIE = 0.05
+
+
 def select_best(candidates: list[Candidate], baseline: Candidate, target: TargetConfig) -> Candidate:
     """The candidate to deliver.
 
     Order of preference: meets the whole target (then fastest, then best metric, then
     smallest); else meets the metric target (same order: fastest first); else best metric.
+    Latencies within ``LATENCY_TIE`` (5%) of the fastest count as equal, so the metric decides.
     """
     ok = [c for c in candidates if c.status == "ok" and c.metric is not None]
     if not ok:
@@ -157,7 +161,11 @@ def select_best(candidates: list[Candidate], baseline: Candidate, target: Target
     metric_fine = [c for c in ok if metric_ok(c, baseline, target)]
     pool = full or metric_fine
     if pool:
-        return min(pool, key=lambda c: (_lat(c), -_metric_key(c, target), c.size_bytes or 0, c.id))
+        # latencies within LATENCY_TIE of the fastest are measurement noise, not a speed-up:
+        # among those, the better metric wins (a 0.7% faster model must not cost 2 points)
+        fastest = min(_lat(c) for c in pool)
+        tied = [c for c in pool if _lat(c) <= fastest * (1.0 + LATENCY_TIE)]
+        return max(tied, key=lambda c: (_metric_key(c, target), -_lat(c), -(c.size_bytes or 0), -c.id))
     return max(ok, key=lambda c: (_metric_key(c, target), -_lat(c), -c.id))
 
 
