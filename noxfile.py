@@ -124,8 +124,7 @@ def tests(session: nox.Session, package: str) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """All packages together: tests-integration/."""
-    _install_tree(session, LIBRARIES)
-    session.install("-e", str(PACKAGES_DIR / "slim-toolkit"))
+    _install_tree(session, list(PACKAGES))  # every library and the meta-package
     session.run(
         "python", "-m", "pytest", str(ROOT / "tests-integration"), "-q", "-p", "no:cacheprovider", *session.posargs, env={"SLIM_QUIET": "1"}
     )
@@ -223,8 +222,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job on its embedded default: `slim demo`."""
-    _install_tree(session, LIBRARIES)
-    session.install("-e", str(PACKAGES_DIR / "slim-toolkit"))
+    _install_tree(session, list(PACKAGES))  # every library and the meta-package
     out = session.posargs[0] if session.posargs else str(Path.cwd() / "slim-demo-out")
     session.run("slim", "demo", "--out", out)
 
