@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slim_core import ExportError, require_paddle
+from slim_core.layers import get_sublayer, set_sublayer
 from slim_deploy.errors import summarize
 from slim_deploy.spec import check_spec_matches_forward, normalize_input_spec
 
@@ -30,22 +31,6 @@ class LinearBNPair:
 
     linear: str
     bn: str
-
-
-def get_sublayer(model: Any, path: str) -> Any:
-    layer = model
-    for part in path.split("."):
-        layer = layer._sub_layers[part]
-    return layer
-
-
-def set_sublayer(model: Any, path: str, new: Any) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = get_sublayer(model, parent_path) if parent_path else model
-    parent._sub_layers[name] = new
-    # keep a plain attribute (if any) pointing at the same object as the registry entry
-    if name in parent.__dict__:
-        parent.__dict__[name] = new
 
 
 def trace_program(model: Any, input_spec: Any) -> tuple[Any, dict[str, str]]:

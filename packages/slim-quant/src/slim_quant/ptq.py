@@ -28,6 +28,7 @@ import paddle
 
 from slim_core.data import Batches
 from slim_core.errors import ConfigError, DataError, UnsupportedOpError
+from slim_core.layers import set_sublayer
 from slim_core.progress import progress
 from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
@@ -79,21 +80,6 @@ def set_mode(model: Any, mode: str) -> None:
     """Switch every QuantedLayer of ``model`` to ``"observe"``, ``"quant"`` or ``"float"``."""
     for q in quanted_layers(model).values():
         q.mode = mode
-
-
-def _parent_and_child(model: Any, path: str) -> tuple[Any, str]:
-    parent_path, _, child = path.rpartition(".")
-    parent = model
-    for part in parent_path.split(".") if parent_path else []:
-        parent = parent._sub_layers[part]
-    return parent, child
-
-
-def _replace(model: Any, path: str, new: Any) -> None:
-    parent, child = _parent_and_child(model, path)
-    parent._sub_layers[child] = new
-    if child in parent.__dict__:
-        parent.__dict__[child] = new
 
 
 def _check_skips(model: Any, config: PTQConfig) -> None:
@@ -152,7 +138,7 @@ def _calibrate(model: Any, batches: list[dict[str, np.ndarray]], names: Sequence
 
 def _unwrap(model: Any, name: str) -> None:
     q = quanted_layers(model)[name]
-    _replace(model, name, q.inner)
+    set_sublayer(model, name, q.inner)
 
 
 def _bias_correction(model: Any, batches: list[dict[str, np.ndarray]], names: Sequence[str]) -> list[str]:
@@ -298,7 +284,7 @@ def quantize_(
             per_channel=config.weight_granularity == "per_channel",
             weight_method=config.weight_calibrator,
         )
-        _replace(model, name, q)
+        set_sublayer(model, name, q)
     _calibrate(model, batches, names, "calibrate")
     for name, q in quanted_layers(model).items():
         if q.calibrator.count == 0:

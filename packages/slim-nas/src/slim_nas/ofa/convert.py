@@ -27,6 +27,7 @@ import paddle
 from paddle import nn
 
 from slim_core import ConfigError
+from slim_core.layers import set_sublayer
 from slim_nas.ofa.layers import SuperBatchNorm2D, SuperConv2D, SuperLinear
 from slim_nas.ofa.supernet import Supernet
 from slim_nas.space import Choice, SearchSpace
@@ -85,14 +86,6 @@ def _super_linear(lin: nn.Linear) -> SuperLinear:
     return sl
 
 
-def _set_sublayer(root: nn.Layer, path: str, new: nn.Layer) -> None:
-    parent = root
-    *parents, last = path.split(".")
-    for name in parents:
-        parent = getattr(parent, name) if not name.isdigit() else parent[int(name)]
-    setattr(parent, last, new) if not last.isdigit() else parent.__setitem__(int(last), new)
-
-
 class ElasticModel(Supernet):
     """A user model with super layers; built by :func:`to_supernet`."""
 
@@ -128,7 +121,7 @@ class ElasticModel(Supernet):
             if isinstance(layer, _SUPER):
                 if layer.last is None:  # not reached by the forward pass: keep its full size
                     raise ConfigError(f"layer {path!r} did not run on the example input; it cannot be exported")
-                _set_sublayer(plain, path, layer.to_static())
+                set_sublayer(plain, path, layer.to_static())
         return plain
 
 
@@ -191,7 +184,7 @@ def to_supernet(
             "that can be narrowed (see slim_core.trace(model).channel_groups() for the frozen reasons)"
         )
     for path, sl in converted.items():
-        _set_sublayer(work, path, sl)
+        set_sublayer(work, path, sl)
     net = ElasticModel(work, shape, domains, kernels, widths)
     net.set_config(net.space().largest())
     if not model.training:

@@ -12,11 +12,12 @@ import numpy as np
 import paddle
 
 from slim_core import ConfigError, UnsupportedOpError
+from slim_core.layers import set_sublayer
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
 from slim_quant.primitives import quantize_np, weight_thresholds
-from slim_quant.ptq import QuantState, _candidates, _check_skips, _input_spec, _replace, calibration_batches, run_model
+from slim_quant.ptq import QuantState, _candidates, _check_skips, _input_spec, calibration_batches, run_model
 from slim_quant.qat.config import QATConfig
 from slim_quant.qat.layers import QATLayer, qat_layers
 
@@ -128,9 +129,9 @@ def prepare_qat(
     for name in picked:
         bn = subs[bn_of[name]] if name in bn_of else None
         layer = QATLayer(subs[name], name, config, bn)
-        _replace(qmodel, name, layer)
+        set_sublayer(qmodel, name, layer)
         if name in bn_of:
-            _replace(qmodel, bn_of[name], paddle.nn.Identity())
+            set_sublayer(qmodel, bn_of[name], paddle.nn.Identity())
         if name in ptq_layers and ptq_layers[name].act_threshold is not None:
             layer.act_quanter.init_threshold(ptq_layers[name].act_threshold)
             layer.weight_quanter.init_threshold(ptq_layers[name].channel_thresholds())
@@ -199,7 +200,7 @@ def convert(model: Any) -> Any:
         q.w_threshold = w_thr
         q.set_weight_codes(quantize_np(w, w_thr, cfg.weight_bits, layer.axis))
         q.mode = "quant"
-        _replace(out, name, q)
+        set_sublayer(out, name, q)
         done.append(name)
     ptq_cfg = PTQConfig(calibrator=cfg.ptq_calibrator, weight_bits=cfg.weight_bits, activation_bits=cfg.activation_bits, fold_bn=False)
     qstate = QuantState(config=ptq_cfg, input_names=list(state.input_names), calib=state.calib, layers=done, skipped=dict(state.skipped))

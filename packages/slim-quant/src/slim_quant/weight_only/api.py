@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from slim_core import ConfigError, require_paddle
+from slim_core.layers import set_sublayer
 from slim_quant.weight_only.awq import awq_quantize
-from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches, set_sublayer
+from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches
 from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig
 from slim_quant.weight_only.gptq import HessianAccumulator, gptq_quantize
 from slim_quant.weight_only.layer import WeightOnlyLinear

@@ -20,7 +20,7 @@ from slim_core import Batches, ConfigError, DataError, SlimError, UnsupportedOpE
 
 paddle = require_paddle()
 
-__all__ = ["find_linears", "set_sublayer", "StreamingCalibrator", "load_batches", "RowSampler"]
+__all__ = ["find_linears", "StreamingCalibrator", "load_batches", "RowSampler"]
 
 
 def _matches(name: str, layer: Any, pattern: str) -> bool:
@@ -52,18 +52,6 @@ def find_linears(
     if not found:
         raise UnsupportedOpError(f"the model has no {'/'.join(k.__name__ for k in kinds)} layer to quantize (after skipping {list(skip)})")
     return found
-
-
-def set_sublayer(model: Any, name: str, new: Any) -> None:
-    """Replace the sublayer at dotted path ``name`` by ``new``."""
-    parent = model
-    *path, last = name.split(".")
-    for part in path:
-        parent = getattr(parent, part) if not part.isdigit() else parent[int(part)]
-    if last.isdigit() and isinstance(parent, (paddle.nn.LayerList, paddle.nn.Sequential)):
-        parent[int(last)] = new
-    else:
-        setattr(parent, last, new)
 
 
 def load_batches(calib_data: Any, input_names: Sequence[str] | None, limit: int) -> list[dict[str, np.ndarray]]:
