@@ -20,7 +20,7 @@ import numpy as np
 
 from slim_core.errors import DataError
 
-__all__ = ["Batches", "to_numpy", "check_array"]
+__all__ = ["Batches", "to_numpy", "check_array", "iter_inputs"]
 
 Shape = Sequence[int | None]
 
@@ -181,6 +181,3 @@ def _is_tensor(x: Any) -> bool:
 def iter_inputs(data: Iterable[Any], input_names: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Shorthand for ``iter(Batches(data, input_names))``."""
     return iter(Batches(data, input_names))
-
-
-__all__.append("iter_inputs")
