@@ -34,11 +34,14 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
 
-__all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS"]
+__all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS"]
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 #: ops that ONNX Runtime runs in INT8 when their inputs and outputs carry QDQ
 PASS_OPS = ("Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose")
+#: ops whose INT8 form only moves or selects values: ONNX Runtime runs them in INT8 only when the
+#: input and output QDQ carry the same scale and zero point, so they share one
+SAME_SCALE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 _SHAPE_ONLY = ("Shape",)
 
 
@@ -299,7 +302,8 @@ def quantize_onnx_model(
         removed += 1
     gr.reindex()
     # 4. which tensors get QDQ
-    pass_nodes = {id(n) for n in gr.g.node if n.op_type in PASS_OPS}
+    # an Add of a constant (a bias left after MatMul) has no INT8 kernel: only activation + activation counts
+    pass_nodes = {id(n) for n in gr.g.node if n.op_type in PASS_OPS and not (n.op_type == "Add" and any(i in gr.inits for i in n.input))}
     int8_nodes = qset | pass_nodes
 
     def all_consumers_int8(t: str) -> bool:
@@ -316,13 +320,14 @@ def quantize_onnx_model(
         prod = gr.producer.get(t)
         from_int8 = (prod is not None and id(prod) in int8_nodes) or t in graph_inputs
         if from_int8 and all_consumers_int8(t):
-            qdq[t] = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
+            qdq[t] = list(gr.consumers.get(t, []))  # shape consumers read the dequantized tensor too (one consumer: Q)
     for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
         qdq[t] = list(gr.consumers.get(t, []))
     # 5. weights
     done = []
     new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
     scales: dict[str, float] = {}
+    params: dict[str, tuple[float, bool]] = {}
     for t in qdq:
         thr = float(cals[t].threshold()) if t in cals else 0.0
         for n in qnodes:
@@ -331,7 +336,9 @@ def quantize_onnx_model(
         nonneg = (t in cals and cals[t].non_negative) or t in clamp
         if t in clamp:
             thr = min(thr, clamp[t])
-        thr = max(thr, 1e-8)
+        params[t] = (max(thr, 1e-8), nonneg)
+    _share_scales(gr, params, clamp)
+    for t, (thr, nonneg) in params.items():
         scales[t] = thr / 255.0 if nonneg else thr / 127.0
         zp = 0 if nonneg else 128
         gr.set_init(f"{t}_scale", np.array(scales[t], "float32"))
@@ -395,6 +402,26 @@ def quantize_onnx_model(
     onnx.checker.check_model(model)
     onnx.save(model, str(out_file))
     return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed}
+
+
+def _share_scales(gr: _Graph, params: dict[str, tuple[float, bool]], clamp: dict[str, float]) -> None:
+    """Give the input and output of each :data:`SAME_SCALE_OPS` node one (threshold, sign) pair.
+
+    The output's pair wins when the op is its input's only consumer (the output's threshold is the one the
+    next quantized op was calibrated with, and clamping commutes with max pooling and reshapes); otherwise
+    the input's pair is copied forward. An input that replaced a removed ReLU6 keeps its clamp.
+    """
+    nodes = [n for n in gr.g.node if n.op_type in SAME_SCALE_OPS and n.input and n.output]
+    for n in reversed(nodes):
+        src, dst = n.input[0], n.output[0]
+        users = [c for c in gr.consumers.get(src, []) if c.op_type not in _SHAPE_ONLY]
+        if src in params and dst in params and len(users) == 1:
+            thr, nonneg = params[dst]
+            params[src] = params[dst] = (min(thr, clamp.get(src, thr)), nonneg)
+    for n in nodes:
+        src, dst = n.input[0], n.output[0]
+        if src in params and dst in params:
+            params[dst] = params[src]
 
 
 def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:
