@@ -37,7 +37,7 @@ from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import quanted_layers
 from slim_quant.paddle_int8 import activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
-from slim_quant.ptq import calibration_batches, run_model, set_mode
+from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
 
 __all__ = ["export", "quantize_inference_model", "quantize_legacy_program", "ExportResult", "LatencyGuardWarning", "latency_check"]
 
@@ -241,7 +241,7 @@ def export(
     out = check_writable(path, overwrite=overwrite)
     names = state.input_names
     batch0 = state.calib[0]
-    specs = [paddle.static.InputSpec([None, *batch0[n].shape[1:]], str(batch0[n].dtype), n) for n in names]
+    specs = input_specs(batch0, names)
     layers = quanted_layers(model)
     weight_codes = {q.inner.weight.name: (q.w_codes, q.channel_thresholds()) for q in layers.values()}
     act_thr = {q.inner.weight.name: float(q.act_threshold) for q in layers.values()}

@@ -35,7 +35,17 @@ from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
 
-__all__ = ["quantize_", "quantize", "QuantState", "run_model", "set_mode", "calibration_batches"]
+__all__ = [
+    "quantize_",
+    "quantize",
+    "QuantState",
+    "run_model",
+    "set_mode",
+    "calibration_batches",
+    "check_skip_layers",
+    "quant_candidates",
+    "input_specs",
+]
 
 _WRAPPABLE = {"Conv2D": paddle.nn.Conv2D, "Linear": paddle.nn.Linear}
 
@@ -82,7 +92,8 @@ def set_mode(model: Any, mode: str) -> None:
         q.mode = mode
 
 
-def _check_skips(model: Any, config: PTQConfig) -> None:
+def check_skip_layers(model: Any, config: PTQConfig) -> None:
+    """Raise ConfigError when ``config.skip_layers`` names no sublayer (with the closest path) or a type is unsupported."""
     names = [n for n, _ in model.named_sublayers()]
     for s in config.skip_layers:
         if s not in names:
@@ -103,7 +114,8 @@ def _is_skipped(name: str, layer: Any, config: PTQConfig) -> str | None:
     return None
 
 
-def _candidates(model: Any, config: PTQConfig) -> tuple[list[str], dict[str, str]]:
+def quant_candidates(model: Any, config: PTQConfig) -> tuple[list[str], dict[str, str]]:
+    """Sublayer paths to quantize under ``config`` and the skipped ones with the reason (shared by PTQ and QAT)."""
     types = tuple(_WRAPPABLE[t] for t in config.quantize_types)
     picked, skipped = [], {}
     for name, layer in model.named_sublayers():
@@ -118,14 +130,15 @@ def _candidates(model: Any, config: PTQConfig) -> tuple[list[str], dict[str, str
     return picked, skipped
 
 
-def _input_spec(batch: dict[str, np.ndarray], names: Sequence[str]) -> list[Any]:
+def input_specs(batch: dict[str, np.ndarray], names: Sequence[str]) -> list[Any]:
+    """``InputSpec`` per input of a calibration batch, batch dimension dynamic."""
     return [paddle.static.InputSpec([None, *batch[n].shape[1:]], str(batch[n].dtype), n) for n in names]
 
 
 def _fold_bn(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> list[tuple[str, str]]:
     from slim_deploy.bn_fold import fold_bn_
 
-    pairs = fold_bn_(model, _input_spec(batch, names))
+    pairs = fold_bn_(model, input_specs(batch, names))
     return [(p.linear, p.bn) for p in pairs]
 
 
@@ -256,8 +269,8 @@ def quantize_(
         raise ConfigError("model is already quantized (it has a slim_quant_state); quantize the float model")
     if config.max_metric_drop is not None and eval_fn is None:
         raise ConfigError("PTQConfig.max_metric_drop needs eval_fn(model) -> metric")
-    _check_skips(model, config)
-    picked, skipped = _candidates(model, config)
+    check_skip_layers(model, config)
+    picked, skipped = quant_candidates(model, config)
     if not picked:
         types = ", ".join(config.quantize_types)
         why = f" ({len(skipped)} skipped by the config)" if skipped else ""

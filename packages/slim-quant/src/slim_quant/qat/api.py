@@ -17,7 +17,7 @@ from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
 from slim_quant.primitives import quantize_np, weight_thresholds
-from slim_quant.ptq import QuantState, _candidates, _check_skips, _input_spec, calibration_batches, run_model
+from slim_quant.ptq import QuantState, calibration_batches, check_skip_layers, input_specs, quant_candidates, run_model
 from slim_quant.qat.config import QATConfig
 from slim_quant.qat.layers import QATLayer, qat_layers
 
@@ -42,7 +42,7 @@ def _conv_bn_pairs(model: Any, picked: list[str], batch: dict[str, np.ndarray], 
 
     subs = dict(model.named_sublayers())
     pairs = []
-    for p in find_linear_bn_pairs(model, _input_spec(batch, names)):
+    for p in find_linear_bn_pairs(model, input_specs(batch, names)):
         conv, bn = subs.get(p.linear), subs.get(p.bn)
         if (
             p.linear in picked
@@ -100,8 +100,8 @@ def prepare_qat(
         raise ConfigError(f"model must be a paddle.nn.Layer, got {type(model).__name__}")
     if qat_layers(model) or quanted_layers(model):
         raise ConfigError("model already holds quantized layers; prepare the float model")
-    _check_skips(model, config)
-    picked, skipped = _candidates(model, config)
+    check_skip_layers(model, config)
+    picked, skipped = quant_candidates(model, config)
     if not picked:
         raise UnsupportedOpError(f"{type(model).__name__} has no layer of type {', '.join(config.quantize_types)} to quantize")
     names = list(input_names) if input_names else None
