@@ -141,6 +141,50 @@ def ort_session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def ort_kernel_breakdown(models: dict[str, Path], runs: int = 20) -> dict[str, dict[str, float]]:
+    """Kernel time per run (ms) by op kind (Conv vs depthwise Conv vs 1x1 ...) from ONNX Runtime's profiler.
+
+    It shows what bounds the INT8 speedup: once every conv runs as QLinearConv, the model cannot be faster than
+    the sum of the INT8 conv kernels, whatever the quantizer does around them.
+    """
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).random((1, 3, 224, 224)).astype("float32")
+    out: dict[str, dict[str, float]] = {}
+    for name, path in models.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = THREADS
+            opts.inter_op_num_threads = 1
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "prof")
+            opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            for _ in range(runs + 5):
+                sess.run(None, {"x": x})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            kind = {}
+            for n in onnx.load(str(Path(tmp) / "opt.onnx")).graph.node:
+                attrs = {a.name: a for a in n.attribute}
+                group = attrs["group"].i if "group" in attrs else 1
+                kernel = "x".join(str(k) for k in attrs["kernel_shape"].ints) if "kernel_shape" in attrs else ""
+                label = n.op_type.replace("QLinear", "").replace("Nhwc", "")
+                if label == "Conv":
+                    label = f"Conv {'depthwise ' if group > 1 else ''}{kernel}"
+                kind[n.name] = label
+        agg: dict[str, float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                label = kind.get(e["name"][: -len("_kernel_time")], e["args"]["op_name"])
+                agg[label] = agg.get(label, 0.0) + e["dur"] / 1000.0
+        # the first 5 runs are warm-up; events cover all runs, so average over all of them
+        out[name] = {k: v / (runs + 5) for k, v in agg.items()}
+    return out
+
+
 def part_latency(archs: list[str], quick: bool) -> None:
     print("\n## 1. CNN latency at 224x224, 2 threads (median ms; speedup vs the fastest FP32 path of the same batch)\n")
     rng = np.random.default_rng(0)
@@ -186,6 +230,17 @@ def part_latency(archs: list[str], quick: bool) -> None:
                 "INT8 slim-quant, ONNX Runtime": (ort_session(d / "ours" / "model.onnx"), [d / "ours" / "model.onnx"]),
             }
             sizes = {k: sum(f.stat().st_size for f in files) / 1e6 for k, (_, files) in paths.items()}
+            # every path on the same 4 images: output error vs FP32 (oneDNN INT8 errors that the simulation hides show here)
+            probe = calib[0]
+            outs = {
+                k: np.asarray(p.run(None, {"x": probe})[0] if hasattr(p, "get_inputs") else p.run([probe])[0])
+                for k, (p, _) in paths.items()
+            }
+            ref = outs["FP32 Paddle (legacy)"]
+            errs = {k: float(np.linalg.norm(v - ref) / np.linalg.norm(ref)) for k, v in outs.items()}
+            kernels = ort_kernel_breakdown(
+                {"FP32": d / "fp32.onnx", "INT8 ORT anchor": d / "ort_q.onnx", "INT8 ours": d / "ours" / "model.onnx"}
+            )
             results: dict[str, dict[int, float]] = {k: {} for k in paths}
             for bs, rounds, per in ((1, 2 if quick else 3, 10), (16, 2, 2 if quick else 3)):
                 x = rng.random((bs, 3, 224, 224)).astype("float32")
@@ -199,10 +254,19 @@ def part_latency(archs: list[str], quick: bool) -> None:
                     results[k][bs] = v
         best = {bs: min(results[k][bs] for k in results if k.startswith("FP32")) for bs in (1, 16)}
         print(f"### {arch} (our quantize + export: {t_ours:.1f} s)\n")
-        print("| path | batch 1 ms | speedup | batch 16 ms | speedup | file MB |")
-        print("|---|---|---|---|---|---|")
+        print("| path | batch 1 ms | speedup | batch 16 ms | speedup | file MB | output rel. error vs FP32 |")
+        print("|---|---|---|---|---|---|---|")
         for k, r in results.items():
-            print(f"| {k} | {r[1]:.2f} | {best[1] / r[1]:.2f}x | {r[16]:.1f} | {best[16] / r[16]:.2f}x | {sizes[k]:.1f} |")
+            print(f"| {k} | {r[1]:.2f} | {best[1] / r[1]:.2f}x | {r[16]:.1f} | {best[16] / r[16]:.2f}x | {sizes[k]:.1f} | {errs[k]:.3f} |")
+        print(f"\nWhere ONNX Runtime spends batch-1 time ({arch}; ORT profiler, kernel ms per run, summed by op kind):\n")
+        kinds = sorted(
+            {k for v in kernels.values() for k in v}, key=lambda k: -kernels["FP32"].get(k, 0.0) - kernels["INT8 ours"].get(k, 0.0)
+        )
+        print("| op kind | " + " | ".join(kernels) + " |")
+        print("|---|" + "---|" * len(kernels))
+        for kind in kinds[:8]:
+            print(f"| {kind} | " + " | ".join(f"{v.get(kind, 0.0):.3f}" for v in kernels.values()) + " |")
+        print("| total | " + " | ".join(f"{sum(v.values()):.3f}" for v in kernels.values()) + " |")
         print()
 
 
