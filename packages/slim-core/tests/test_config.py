@@ -1,3 +1,4 @@
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -113,3 +114,20 @@ def test_optional_nested_error_is_precise():
     with pytest.raises(ConfigError, match=r"Holder.inner: unknown key 'nme'; did you mean 'name'"):
         Holder.from_dict({"inner": {"nme": "x"}})
     assert Holder.from_dict({"inner": None}).inner is None
+
+
+@dataclass(frozen=True)
+class AbcTyped(SlimConfig):
+    names: Sequence[str] = ()
+    sizes: Mapping[str, int] | None = None
+
+
+def test_abc_sequence_and_mapping_are_checked():
+    # get_origin(Sequence[str]) is collections.abc.Sequence: such fields used to pass unchecked
+    with pytest.raises(ConfigError, match=r"AbcTyped.names\[1\]: expected a string"):
+        AbcTyped(names=["a", 3])
+    with pytest.raises(ConfigError, match="AbcTyped.sizes.k: expected an integer"):
+        AbcTyped(sizes={"k": "v"})
+    cfg = AbcTyped(names=["a", "b"], sizes={"k": 1})
+    assert cfg.names == ("a", "b") and hash(cfg.names)  # stays hashable in a frozen config
+    assert AbcTyped.from_dict(cfg.to_dict()) == cfg

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
 import os
@@ -97,7 +98,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{path}: {value!r} does not match {_type_name(tp)}")
-    if origin in (list, tuple, typing.Sequence, typing.List, typing.Tuple):  # noqa: UP006
+    if origin in (list, tuple, collections.abc.Sequence):  # get_origin maps typing.List/Tuple/Sequence to these
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
         args = get_args(tp)
@@ -108,8 +109,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         else:
             item_tp = args[0] if args else Any
             items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else list(items)
-    if origin in (dict, typing.Dict, typing.Mapping):  # noqa: UP006
+        return list(items) if origin is list else tuple(items)  # a Sequence field stays hashable
+    if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
         args = get_args(tp) or (Any, Any)
