@@ -12,7 +12,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,19 @@ import numpy as np
 from slim_analysis._model import is_model_path, normalize_shapes
 from slim_core import ConfigError, DataError, SlimConfig, check_range, require_paddle
 
-__all__ = ["LatencyConfig", "LatencyStats", "LatencyReport", "latency", "exported_model", "PaddleRunner", "make_runner"]
+__all__ = [
+    "LatencyConfig",
+    "LatencyStats",
+    "LatencyReport",
+    "latency",
+    "exported_model",
+    "PaddleRunner",
+    "make_runner",
+    "measure",
+    "stats_of",
+    "timed_calls",
+    "time_runner",
+]
 
 
 @dataclass(frozen=True)
@@ -117,19 +129,47 @@ class LatencyReport:
         return self.to_markdown()
 
 
-def _stats(batch: int, times: list[float]) -> LatencyStats:
-    ms = sorted(t * 1000.0 for t in times)
-    q = np.percentile(ms, [10, 90])
+def stats_of(times_ms: Sequence[float], batch_size: int = 1) -> LatencyStats:
+    """Summary statistics of run times in milliseconds (one run = one batch); shared with slim-deploy's benchmark."""
+    ms = sorted(float(t) for t in times_ms)
+    q10, q90 = np.percentile(ms, [10, 90])
     return LatencyStats(
-        batch_size=batch,
+        batch_size=batch_size,
         median_ms=float(statistics.median(ms)),
-        p10_ms=float(q[0]),
-        p90_ms=float(q[1]),
-        min_ms=float(ms[0]),
+        p10_ms=float(q10),
+        p90_ms=float(q90),
+        min_ms=ms[0],
         mean_ms=float(statistics.fmean(ms)),
         std_ms=float(statistics.pstdev(ms)) if len(ms) > 1 else 0.0,
         runs=len(ms),
     )
+
+
+def timed_calls(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, max_seconds: float | None = None) -> list[float]:
+    """Milliseconds of up to ``repeat`` calls of ``fn()`` after ``warmup`` untimed ones (stopping after ``max_seconds``)."""
+    for _ in range(max(0, warmup)):
+        fn()
+    times = []
+    start = time.perf_counter()
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds and len(times) >= 3:
+            break
+    return times
+
+
+def measure(
+    fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, max_seconds: float | None = None, batch_size: int = 1
+) -> LatencyStats:
+    """Latency statistics of any callable (a predictor run, a session run, a Layer call).
+
+    Example:
+        >>> stats = measure(lambda: predictor.run([x]), warmup=3, repeat=20)   # doctest: +SKIP
+        >>> stats.median_ms                                                    # doctest: +SKIP
+    """
+    return stats_of(timed_calls(fn, warmup=warmup, repeat=repeat, max_seconds=max_seconds), batch_size)
 
 
 @contextlib.contextmanager
@@ -245,15 +285,8 @@ def make_runner(prefix: Path, cfg: LatencyConfig) -> Any:
 
 
 def time_runner(runner: Any, arrays: list[np.ndarray], warmup: int, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` runs after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        runner(arrays)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner(arrays)
-        times.append(time.perf_counter() - t0)
-    return times
+    """Wall-clock seconds of ``repeats`` runs of ``runner(arrays)`` after ``warmup`` untimed ones."""
+    return [t / 1000.0 for t in timed_calls(lambda: runner(arrays), warmup=warmup, repeat=repeats)]
 
 
 def latency(model: Any, input_shape: Any, config: LatencyConfig | None = None, **overrides: Any) -> LatencyReport:
@@ -302,5 +335,5 @@ def latency(model: Any, input_shape: Any, config: LatencyConfig | None = None, *
                 raise DataError(
                     f"the model did not run on input shapes {[list(a.shape) for a in arrays]}: {str(exc).strip().splitlines()[-1][:300]}"
                 ) from exc
-            report.results[b] = _stats(b, times)
+            report.results[b] = stats_of([t * 1000.0 for t in times], b)
     return report

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from slim_analysis.latency import LatencyStats, measure, stats_of
 from slim_core import ConfigError
-from slim_deploy._timing import LatencyStats, measure, stats_of
 from slim_deploy.manifest import locate_artifacts
 from slim_deploy.predictor import Predictor
 

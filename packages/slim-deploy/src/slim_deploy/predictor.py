@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slim_analysis.latency import measure
 from slim_core import ConfigError, DataError, ModelLoadError, check_array, require_paddle
 from slim_core.config import check_choice
 from slim_deploy._extras import available, require
-from slim_deploy._timing import measure
 from slim_deploy.errors import summarize
 from slim_deploy.manifest import Artifact, has_quant_ops, locate_artifacts
 
