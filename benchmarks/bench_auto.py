@@ -23,7 +23,6 @@ Environment: ``BENCH_AUTO_TRAIN`` (training images, default 12000), ``BENCH_AUTO
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
 import time
@@ -34,35 +33,21 @@ import numpy as np
 os.environ.setdefault("SLIM_QUIET", "1")
 
 import paddle  # noqa: E402
+from _fashion import fashion_or_digits  # noqa: E402
 
 import slim_auto  # noqa: E402
 from slim_core import demo  # noqa: E402
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN = int(os.environ.get("BENCH_AUTO_TRAIN", "12000"))
 N_TEST = int(os.environ.get("BENCH_AUTO_TEST", "2000"))
 MAX_TIME = float(os.environ.get("BENCH_AUTO_MAX_TIME", "900"))
 PARTS = os.environ.get("BENCH_AUTO_PARTS", "cnn,resnet18").split(",")
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load_data() -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if (FASHION / "train-images-idx3-ubyte.gz").exists():
-        x = _idx(FASHION / "train-images-idx3-ubyte.gz")[:N_TRAIN].astype("float32")[:, None] / 255.0
-        y = _idx(FASHION / "train-labels-idx1-ubyte.gz")[:N_TRAIN].astype("int64")
-        xt = _idx(FASHION / "t10k-images-idx3-ubyte.gz")[:N_TEST].astype("float32")[:, None] / 255.0
-        yt = _idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:N_TEST].astype("int64")
-        return "fashion-mnist", x, y, xt, yt
-    print(f"[skip] {FASHION} not found (apt-get install dataset-fashion-mnist); using the bundled digits instead")
-    x, y = demo.load_digits("train")
-    xt, yt = demo.load_digits("test")
+    name, x, y, xt, yt = fashion_or_digits("bench_auto")
+    if name == "Fashion-MNIST":
+        return "fashion-mnist", x[:N_TRAIN], y[:N_TRAIN], xt[:N_TEST], yt[:N_TEST]
     return "digits", x, y, xt, yt
 
 

@@ -22,46 +22,28 @@ BENCH_DISTILL_PARTS (comma list of fashion, prune, few_labels; default all).
 from __future__ import annotations
 
 import copy
-import gzip
 import os
-import struct
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import paddle
 import paddle.nn as nn
+from _fashion import fashion_or_digits  # noqa: E402
 
 from slim_core.demo import build_tiny_cnn, evaluate, load_digits, train_demo_model
 from slim_core.progress import set_quiet
 from slim_distill import Distiller, fit
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 BATCH = 64
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    magic, n = struct.unpack(">II", data[:8])
-    dims = magic & 0xFF
-    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def load_data(n_train: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        x = _idx(FASHION / "train-images-idx3-ubyte.gz").astype("float32")[:, None] / 255.0
-        y = _idx(FASHION / "train-labels-idx1-ubyte.gz").astype("int64")
-        xt = _idx(FASHION / "t10k-images-idx3-ubyte.gz").astype("float32")[:, None] / 255.0
-        yt = _idx(FASHION / "t10k-labels-idx1-ubyte.gz").astype("int64")
+    name, x, y, xt, yt = fashion_or_digits("bench_distill")
+    if name == "Fashion-MNIST":
         order = np.random.default_rng(0).permutation(len(y))[:n_train]
-        return "Fashion-MNIST", x[order], y[order], xt, yt
-    print(f"[skip] {FASHION} not found (apt-get install dataset-fashion-mnist); using the bundled digits instead")
-    x, y = load_digits("train")
-    xt, yt = load_digits("test")
-    return "digits (8x8)", x, y, xt, yt
+        return name, x[order], y[order], xt, yt
+    return name, x, y, xt, yt
 
 
 class ConvNet(nn.Layer):

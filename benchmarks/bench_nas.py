@@ -19,40 +19,24 @@ Timings on a loaded machine are slower; the ratios measured in one run are what 
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from _fashion import fashion_or_digits  # noqa: E402
 
 
 def load_data(max_train: int, seed: int = 0):
     """(x_train, y_train, x_val, y_val, x_test, y_test, name): float32 NCHW in [0, 1]."""
-    if (FASHION / "train-images-idx3-ubyte.gz").is_file():
-
-        def read(images: str, labels: str):
-            with gzip.open(FASHION / images) as fh:
-                x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28).astype("float32") / 255.0
-            with gzip.open(FASHION / labels) as fh:
-                y = np.frombuffer(fh.read(), np.uint8, offset=8).astype("int64")
-            x = x.reshape(-1, 1, 14, 2, 14, 2).mean(axis=(3, 5))  # 2x2 average pooling: 14x14 inputs
-            return x, y
-
-        x, y = read("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-        xt, yt = read("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    name, x, y, xt, yt = fashion_or_digits("bench_nas")
+    if name == "Fashion-MNIST":
+        x = x.reshape(-1, 1, 14, 2, 14, 2).mean(axis=(3, 5))  # 2x2 average pooling: 14x14 inputs
+        xt = xt.reshape(-1, 1, 14, 2, 14, 2).mean(axis=(3, 5))
         order = np.random.default_rng(seed).permutation(len(y))
         tr, va = order[:max_train], order[max_train : max_train + 1000]
         return x[tr], y[tr], x[va], y[va], xt[:2000], yt[:2000], "Fashion-MNIST 14x14"
-    print(f"[bench_nas] {FASHION} not found (apt-get install dataset-fashion-mnist); using the bundled 8x8 digits")
-    from slim_core import demo
-
-    x, y = demo.load_digits("train")
-    xt, yt = demo.load_digits("test")
     return x[:-200], y[:-200], x[-200:], y[-200:], xt, yt, "digits 8x8"
 
 

@@ -14,44 +14,22 @@ Run: ``python benchmarks/bench_prune.py`` (``--quick`` for a short run).
 from __future__ import annotations
 
 import argparse
-import gzip
 import statistics
-import struct
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    _, _, dims = struct.unpack(">HBB", data[:4])
-    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+from _fashion import fashion_or_digits  # noqa: E402
 
 
 def load_data(quick: bool):
-    names = {
-        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-    }
-    if all((FASHION / f).is_file() for pair in names.values() for f in pair):
-        out = {}
-        for split, (img, lab) in names.items():
-            x = _idx(FASHION / img).astype("float32")[:, None] / 255.0
-            out[split] = ((x - 0.2860) / 0.3530, _idx(FASHION / lab).astype("int64"))
-        n_train, n_test = (12000, 2000) if quick else (30000, 10000)  # a subset keeps the run to minutes on 2 cores
-        out["train"] = (out["train"][0][:n_train], out["train"][1][:n_train])
-        out["test"] = (out["test"][0][:n_test], out["test"][1][:n_test])
-        return "Fashion-MNIST", out
-    print(f"[skip] Fashion-MNIST not found under {FASHION} (apt install dataset-fashion-mnist); using the bundled digits set")
-    from slim_core import demo
-
-    return "digits (8x8)", {"train": demo.load_digits("train"), "test": demo.load_digits("test")}
+    name, x, y, xt, yt = fashion_or_digits("bench_prune")
+    if name != "Fashion-MNIST":
+        return name, {"train": (x, y), "test": (xt, yt)}
+    n_train, n_test = (12000, 2000) if quick else (30000, 10000)  # a subset keeps the run to minutes on 2 cores
+    mean, std = 0.2860, 0.3530
+    return name, {"train": ((x[:n_train] - mean) / std, y[:n_train]), "test": ((xt[:n_test] - mean) / std, yt[:n_test])}
 
 
 def build_cnn(in_hw: int):

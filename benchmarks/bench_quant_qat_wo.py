@@ -29,40 +29,23 @@ from pathlib import Path
 import numpy as np
 import paddle
 import paddle.nn as nn
+from _fashion import fashion_or_digits  # noqa: E402
 
-from slim_core.demo import evaluate, load_digits
+from slim_core.demo import evaluate
 from slim_core.progress import set_quiet
 from slim_quant import PTQConfig, quantize
 from slim_quant.qat import QATConfig, convert, prepare_qat
 from slim_quant.weight_only import SmoothQuantConfig, WeightOnlyConfig, model_bytes, quantize_weight_only_, smooth_quant_
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 BATCH = 64
 
 
 def load_images(n_train: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        from paddle.vision.datasets import FashionMNIST
-
-        def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-            prefix = "train" if split == "train" else "t10k"
-            ds = FashionMNIST(
-                image_path=str(FASHION / f"{prefix}-images-idx3-ubyte.gz"),
-                label_path=str(FASHION / f"{prefix}-labels-idx1-ubyte.gz"),
-                mode=split,
-                download=False,
-                backend="cv2",
-            )
-            return np.asarray(ds.images, dtype="float32").reshape(-1, 1, 28, 28) / 255.0, np.asarray(ds.labels, dtype="int64").reshape(-1)
-
-        x, y = read("train")
-        xt, yt = read("test")
+    name, x, y, xt, yt = fashion_or_digits("bench_quant_qat_wo")
+    if name == "Fashion-MNIST":
         order = np.random.default_rng(0).permutation(len(y))[:n_train]
-        return "Fashion-MNIST", x[order], y[order], xt, yt
-    print(f"[skip] {FASHION} not found (apt-get install dataset-fashion-mnist); using the bundled digits instead")
-    x, y = load_digits("train")
-    xt, yt = load_digits("test")
-    return "digits (8x8)", x, y, xt, yt
+        return name, x[order], y[order], xt, yt
+    return name, x, y, xt, yt
 
 
 def build_cnn(side: int) -> nn.Layer:
