@@ -79,6 +79,10 @@ def test_export_of_resnet18_round_trip(tmp_path):
     assert frac > 0.95
     # recording scales on intermediates of fused conv -> bias -> act chains made oneDNN drift 27% from the simulation
     assert res.agreement["paddle_rel_err"] < 0.05
+    # the projection shortcuts of layer2-4 are signed: their blocks' ReLUs (and those after them) become
+    # leaky_relu(0) so that oneDNN's s8 output of conv + residual + act gets an s8 scale
+    manifest = json.loads((tmp_path / "r18" / "slim.json").read_text())
+    assert manifest["compression"]["quantization"]["export"]["paddle"]["residual_relus_as_leaky"] == 6
 
 
 def test_onednn_int8_of_unfolded_bn_resnet_agrees_with_fp32(tmp_path):

@@ -130,7 +130,14 @@ def quantize_legacy_program(
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
     with _legacy(scope):
         info = rewrite_program(
-            prog, scope, sites, site_thr, weight_codes=weight_codes, observer_thresholds=thresholds, weight_method=weight_method
+            prog,
+            scope,
+            sites,
+            site_thr,
+            weight_codes=weight_codes,
+            observer_thresholds=thresholds,
+            weight_method=weight_method,
+            non_negative={n for n, c in cals.items() if c.non_negative},
         )
         feeds = [prog.global_block().var(n) for n in src.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, src.fetch_targets, exe, program=prog, clip_extra=False)
@@ -272,7 +279,11 @@ def export(
             )
             result.quantized_ops = info["ops"]
             result.observed_tensors = len(info["observed"])
-            records["paddle"] = {"quantized_ops": info["ops"], "observed_tensors": len(info["observed"])}
+            records["paddle"] = {
+                "quantized_ops": info["ops"],
+                "observed_tensors": len(info["observed"]),
+                "residual_relus_as_leaky": info["residual_relus_as_leaky"],
+            }
         if "onnx" in formats:
             from slim_quant.onnx_qdq import quantize_onnx_from_paddle
 
@@ -461,7 +472,11 @@ def quantize_inference_model(
             )
             result.quantized_ops = info["ops"]
             result.observed_tensors = len(info["observed"])
-            records["paddle"] = {"quantized_ops": info["ops"], "observed_tensors": len(info["observed"])}
+            records["paddle"] = {
+                "quantized_ops": info["ops"],
+                "observed_tensors": len(info["observed"]),
+                "residual_relus_as_leaky": info["residual_relus_as_leaky"],
+            }
         if "onnx" in formats:
             from slim_quant.onnx_qdq import quantize_onnx_from_paddle
 

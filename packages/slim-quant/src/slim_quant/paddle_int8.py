@@ -42,6 +42,7 @@ __all__ = [
     "calibrate_program",
     "rewrite_program",
     "QUANT_OP_SLOTS",
+    "signed_residual_relus_to_leaky",
 ]
 
 #: op type -> (activation input slot, weight input slot)
@@ -58,11 +59,12 @@ _NO_OBSERVER_OPS = {"feed", "fetch", "quantize_linear", "dequantize_linear", "sh
 #: ops whose output gets no recorded scale: oneDNN's INT8 concat assumes every input has the output's scale
 #: (no requantization), so a ShuffleNetV2 drifted 29% and a DenseNet121 9% from FP32; kept float they are 3-4%
 _FLOAT_OUTPUT_OPS = {"concat"}
-#: ops oneDNN fuses into the conv / fc that produces their input (bias and residual adds, BN, activations)
+#: ops oneDNN fuses into the conv / fc that produces their input (BN, activations; bias adds are checked apart)
 _FUSED_INTO_PRODUCER = {
-    "elementwise_add", "batch_norm", "relu", "relu6", "leaky_relu", "hard_swish", "swish", "gelu",
+    "batch_norm", "relu", "relu6", "leaky_relu", "hard_swish", "swish", "gelu",
     "sigmoid", "hard_sigmoid", "tanh", "clip", "abs", "sqrt", "mish",
 }  # fmt: skip
+_CONV_OPS = {"conv2d", "depthwise_conv2d"}
 
 
 @dataclass
@@ -177,6 +179,58 @@ def _no_int8_kernel(op: Any) -> bool:
     return size != [1, 1]
 
 
+def _is_bias_add(op: Any, persistable: set[str]) -> bool:
+    return op.type == "elementwise_add" and any(v in persistable for v in op.input_arg_names)
+
+
+def _conv_chain_output(var: str, producer: dict[str, Any], persistable: set[str]) -> bool:
+    """``var`` comes out of a conv through only what oneDNN fuses into it (bias add, BN)."""
+    op = producer.get(var)
+    while op is not None and (_is_bias_add(op, persistable) or op.type == "batch_norm"):
+        src = op.input("X")[0]
+        op = producer.get(src)
+    return op is not None and op.type in _CONV_OPS
+
+
+def signed_residual_relus_to_leaky(program: Any, non_negative: set[str]) -> int:
+    """Turn ``relu`` after a residual add whose residual input is signed into ``leaky_relu(alpha=0)``; returns how many.
+
+    oneDNN fuses ``relu(conv(x) + residual)`` into one INT8 conv whose output type follows the residual's
+    (s8 when it holds negative values, as a projection shortcut does) while Paddle still computes the output
+    scale for the u8 range a fused ReLU implies: every value above half the threshold saturated, and a
+    ResNet18 ran 23-27% away from FP32 (Paddle's own static PTQ does the same). A ``leaky_relu`` with slope 0
+    computes the same function, but oneDNN treats its output as signed, so type and scale agree. Its output
+    then counts as signed for the blocks after it. The float program is unchanged in value.
+    """
+    block = program.global_block()
+    persistable = {v.name for v in program.list_vars() if v.persistable}
+    producer = {o: op for op in block.ops for o in op.output_arg_names}
+    signed_out: set[str] = set()
+    done = 0
+    for op in list(block.ops):
+        if op.type != "relu":
+            continue
+        add = producer.get(op.input("X")[0])
+        if add is None or add.type != "elementwise_add" or _is_bias_add(add, persistable):
+            continue
+        ins = add.input("X") + add.input("Y")
+        from_conv = [_conv_chain_output(v, producer, persistable) for v in ins]
+        # oneDNN fuses one conv branch and reads the other input as the residual
+        residual = [v for v, c in zip(ins, from_conv) if not c] or ins
+        if not any(v in signed_out or v not in non_negative for v in residual):
+            continue
+        x, out = op.input("X")[0], op.output("Out")[0]
+        idx = list(block.ops).index(op)
+        block._insert_op(idx, type="leaky_relu", inputs={"X": [x]}, outputs={"Out": [out]}, attrs={"alpha": 0.0})
+        block._remove_op(idx + 1)
+        producer[out] = block.ops[idx]  # the removed relu's wrapper must not be touched again
+        signed_out.add(out)
+        done += 1
+    if done:
+        program._sync_with_cpp()
+    return done
+
+
 def activation_vars(program: Any) -> list[str]:
     """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
     block = program.global_block()
@@ -237,6 +291,7 @@ def rewrite_program(
     weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     observer_thresholds: dict[str, float] | None = None,
     weight_method: str = "abs_max",
+    non_negative: set[str] | None = None,
 ) -> dict[str, Any]:
     """Insert quantize/dequantize ops into ``program`` in place and store int8 weights in ``scope``.
 
@@ -249,13 +304,17 @@ def rewrite_program(
             (reconstruction, bias correction); missing weights are quantized here per channel.
         observer_thresholds: thresholds of other activations (observer pairs for oneDNN).
         weight_method: per-channel threshold method for weights quantized here.
+        non_negative: activations calibration saw no negative value in (unknown ones count as signed).
 
     Returns:
-        A summary: quantized ops, weights, and observed tensors.
+        A summary: quantized ops, weights, observed tensors, and how many residual ReLUs became
+        ``leaky_relu(alpha=0)`` (see :func:`signed_residual_relus_to_leaky`).
     """
     block = program.global_block()
     weight_codes = dict(weight_codes or {})
     observer_thresholds = dict(observer_thresholds or {})
+    persistable = {v.name for v in program.list_vars() if v.persistable}
+    leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
     quantized_weights: dict[str, str] = {}
     act_pairs: dict[str, str] = {}
     done_ops = []
@@ -348,7 +407,7 @@ def rewrite_program(
                 consumers = [c for c in block.ops[i + 1 :] if v in c.input_arg_names]
                 if not consumers or any(_no_int8_kernel(c) for c in consumers):
                     continue
-                if all(c.type in _FUSED_INTO_PRODUCER for c in consumers):
+                if all(c.type in _FUSED_INTO_PRODUCER or _is_bias_add(c, persistable) for c in consumers):
                     # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be
                     # recorded; oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
                     continue
@@ -359,4 +418,10 @@ def rewrite_program(
                 observed.append(v)
         i += 1 + inserted
     program._sync_with_cpp()
-    return {"ops": list(reversed(done_ops)), "weights": sorted(quantized_weights), "activations": sorted(act_pairs), "observed": observed}
+    return {
+        "ops": list(reversed(done_ops)),
+        "weights": sorted(quantized_weights),
+        "activations": sorted(act_pairs),
+        "observed": observed,
+        "residual_relus_as_leaky": leaky,
+    }
