@@ -38,6 +38,7 @@ from slim_core import demo  # noqa: E402
 from slim_deploy.predictor import Predictor, paddle_to_onnx  # noqa: E402
 
 THREADS = 2
+WARM_S = 0.25  # untimed warm-up of each timed block (see timed_round_robin)
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -63,16 +64,18 @@ def quiet_fds():
 def timed_round_robin(runners: dict[str, callable], rounds: int, per_round: int) -> dict[str, float]:
     """Median latency (ms) of each runner, in blocks of ``per_round`` calls that alternate between runners.
 
-    Alternating blocks spread machine load over all runners; each block starts with one untimed call because
-    the previous runner's worker threads may still be spinning on the two cores.
+    Alternating blocks spread machine load over all runners. Each block first runs its runner untimed for
+    ``WARM_S`` seconds: right after a switch the previous runtime's worker threads still spin on the two
+    cores (oneDNN's OpenMP threads up to 200 ms) and caches hold the other model; short warm-ups (one call)
+    or idle pauses made whichever runner came next look 20-100% slower than it runs alone.
     """
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for fn in runners.values():
-        fn()
-        fn()
     for _ in range(rounds):
         for k, fn in runners.items():
+            t_end = time.perf_counter() + WARM_S
             fn()
+            while time.perf_counter() < t_end:
+                fn()
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn()
