@@ -203,10 +203,16 @@ def _soft(alpha: Any) -> Any:
 
 
 def _rec_loss(out: Any, target: Sequence[Any]) -> Any:
+    """Squared error summed over channels (axis 1, NCHW), averaged over samples and positions.
+
+    As in the AdaRound and BRECQ reference code: per position, so that ``reg_weight`` weighs the same against
+    a conv output of any spatial size (summing over positions too made the regulariser negligible on large
+    feature maps, and the final hard rounding then strayed from the soft solution).
+    """
     loss = 0.0
     for o, t in zip(_tensors(out), target):
         d = (o - t) ** 2
-        loss = loss + d.reshape([d.shape[0], -1]).sum(axis=1).mean()
+        loss = loss + (d.sum(axis=1).mean() if d.ndim > 1 else d.mean())
     return loss
 
 
@@ -273,8 +279,9 @@ def learn_rounding(
         seed: batch sampling seed.
 
     Returns:
-        ``(nearest, learned)``: mean squared output error (summed per sample) with round-to-nearest codes
-        and with the codes kept (learned ones, or nearest when learning did not help).
+        ``(nearest, learned)``: the output error (squared, summed over channels, averaged over samples and
+        positions) with round-to-nearest codes and with the codes kept (learned ones, or nearest when learning
+        did not help).
 
     Example:
         >>> learn_rounding(block, [block.conv1, block.conv2], q_inputs, float_outputs, rc)   # doctest: +SKIP
