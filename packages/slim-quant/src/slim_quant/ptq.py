@@ -6,7 +6,7 @@ Steps (each optional step is a :class:`~slim_quant.PTQConfig` switch):
 2. fold BatchNorm into the conv/linear before it (proven on the traced program by slim-deploy);
 3. wrap every quantizable Conv2D/Linear in a :class:`~slim_quant.layers.QuantedLayer`;
 4. calibrate activation thresholds with the chosen calibrator; quantize weights per channel;
-5. bias correction, then reconstruction (AdaRound / QDrop);
+5. bias correction, then reconstruction (AdaRound / QDrop layer by layer, BRECQ block by block);
 6. with ``max_metric_drop`` and ``eval_fn``: keep the most sensitive layers in float until the drop fits.
 
 Example:
@@ -248,7 +248,7 @@ def quantize_(
         Export it with :func:`slim_quant.export`.
 
     Raises:
-        ConfigError: bad config, a skip name that is no layer, ``max_metric_drop`` without ``eval_fn``.
+        ConfigError: bad config, a skip or reconstruction block name that is no layer, ``max_metric_drop`` without ``eval_fn``.
         DataError: empty calibration data, NaN/inf, wrong shapes.
         UnsupportedOpError: the model has no quantizable layer.
 
@@ -280,6 +280,10 @@ def quantize_(
     names = names or list(batches[0])
     state = QuantState(config=config, input_names=names, calib=batches, skipped=skipped)
     model.eval()
+    if config.reconstruction is not None:
+        from slim_quant.reconstruction import check_blocks
+
+        check_blocks(model, config.reconstruction, picked, batches[0], names)
     if config.max_metric_drop is not None:
         state.metrics["float"] = float(eval_fn(model))  # type: ignore[misc]
     # all checks passed: from here on the model changes
