@@ -320,6 +320,7 @@ def quantize_onnx_model(
     only_weights: set[str] | None = None,
     skip_weights: set[str] | None = None,
     weight_method: str = "abs_max",
+    calibration: dict[str, Calibrator] | None = None,
 ) -> dict[str, Any]:
     """Insert QDQ into a float ONNX model (see the module docstring).
 
@@ -332,6 +333,8 @@ def quantize_onnx_model(
         act_thresholds: input thresholds by weight name, overriding calibration.
         only_weights / skip_weights: restrict which ops are quantized, by weight name.
         weight_method: threshold method for weights not in ``weight_codes``.
+        calibration: a cache of the activation calibrators: filled on the first call, reused (no
+            calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
     Returns:
         ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n}``.
@@ -358,7 +361,12 @@ def quantize_onnx_model(
     qset = {id(n) for n in qnodes}
     # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
     acts = _float_activations(gr)
-    cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+    if calibration:
+        cals = calibration
+    else:
+        cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+        if calibration is not None:
+            calibration.update(cals)
     # 3. drop Relu / Clip(0, c) right after a quantized op: the u8 code clamps the same way
     removed = 0
     clamp: dict[str, float] = {}
