@@ -99,7 +99,7 @@ def test_quant_sensitivity_of_an_inference_model(legacy_digits, digits, calib, t
         quant_sensitivity(digits[0], calib, format="onnx")
 
 
-def test_onnx_folds_constant_affine_blocks_into_convs(tmp_path):
+def test_affine_blocks_fold_into_convs_in_onnx_and_paddle(tmp_path):
     """PP-LCNet's learnable affine blocks (Conv -> *a + b -> act -> *c + d -> Conv 1x1) fold into the convs exactly."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -143,3 +143,13 @@ def test_onnx_folds_constant_affine_blocks_into_convs(tmp_path):
     with paddle.no_grad():
         ref = net(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # the same blocks in the legacy program (Paddle oneDNN export): folded exactly, fewer element-wise ops
+    from slim_core.model_io import load_inference_model
+    from slim_quant.export import quantize_legacy_program
+
+    quantize_legacy_program(src, tmp_path / "q" / "model", [{"x": x}], float_out_prefix=tmp_path / "f" / "model")
+    folded = load_inference_model(tmp_path / "f" / "model")
+    with paddle.pir_utils.OldIrGuard():
+        types = [op.type for op in folded.program.global_block().ops]
+    assert types.count("elementwise_mul") == 0 and types.count("elementwise_add") == 2  # the two conv biases
+    np.testing.assert_allclose(folded.run({"x": x})[0], ref, rtol=1e-4, atol=1e-5)
