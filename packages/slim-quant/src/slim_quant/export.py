@@ -37,7 +37,7 @@ from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import quanted_layers
-from slim_quant.paddle_int8 import activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
+from slim_quant.paddle_int8 import QUANT_OP_SLOTS, activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
 from slim_quant.ptq import calibration_batches, run_model, set_mode
 
 __all__ = ["export", "quantize_inference_model", "quantize_legacy_program", "ExportResult", "LatencyGuardWarning", "latency_check"]
@@ -236,7 +236,6 @@ def quantize_legacy_program(
             if calibration is not None:
                 calibration.update(cals)
     thresholds = {n: c.threshold() for n, c in cals.items()}
-    all_sites = sites
     if only_weights is not None:
         sites = [s for s in sites if s.weight in only_weights]
     if skip_weights:
@@ -244,9 +243,12 @@ def quantize_legacy_program(
     by_weight = act_thresholds or {}
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
     observed = dict(thresholds)
-    for s in all_sites:  # oneDNN would run a float-kept conv/matmul in INT8 from its neighbours' observer scales
-        if s not in sites:
-            for v in {s.act} | _op_output(prog, s.op_index):
+    kept = {s.op_index for s in sites}
+    for i, op in enumerate(prog.global_block().ops):
+        # oneDNN would run a float-kept conv/matmul (or an activation x activation matmul: attention) in INT8
+        # from its neighbours' observer scales
+        if op.type in QUANT_OP_SLOTS and i not in kept:
+            for v in set(op.input_arg_names) | set(op.output_arg_names):
                 observed.pop(v, None)
     with _legacy(scope):
         info = rewrite_program(
