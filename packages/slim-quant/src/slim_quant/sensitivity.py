@@ -137,27 +137,40 @@ def quant_sensitivity(
     config: PTQConfig | None = None,
     *,
     input_names: Sequence[str] | None = None,
+    format: str | None = None,
+    threads: int = 2,
 ) -> SensitivityReport:
-    """Rank layers by what quantizing them costs.
+    """Rank layers (or, for an inference model, quantized ops) by what quantizing them costs.
 
     Args:
-        model: the float ``paddle.nn.Layer`` (left unchanged: a copy is quantized).
+        model: the float ``paddle.nn.Layer`` (left unchanged: a copy is quantized), or the path of a
+            Paddle inference model: then every quantizable op (named by its weight, e.g. ``"conv2d_3.w_0"``)
+            is measured on the INT8 runtime of ``format``, calibration shared.
         calib_data: calibration data (as for :func:`slim_quant.quantize_`).
-        eval_fn: ``eval_fn(model) -> metric``; direction from ``config.higher_is_better``.
+        eval_fn: ``eval_fn(model) -> metric`` (for an inference model ``eval_fn(predictor)``, a
+            :class:`slim_deploy.Predictor`); direction from ``config.higher_is_better``.
         data: without ``eval_fn``, batches on which the output error against the float model is measured
             (default: the calibration batches).
         config: the PTQ config to study (``max_metric_drop`` is ignored).
         input_names: model input names for tuple/list batches.
+        format: for an inference model, the runtime measured: ``"paddle"`` (oneDNN INT8, the default for
+            legacy programs) or ``"onnx"`` (ONNX Runtime QDQ, the default for PIR programs).
+        threads: CPU threads of that runtime.
 
     Returns:
         A :class:`SensitivityReport` (``ranked()``, ``save(json)``, ``plot(svg)``).
 
     Raises:
-        ConfigError / DataError / UnsupportedOpError: as :func:`slim_quant.quantize_`.
+        ConfigError / DataError / UnsupportedOpError: as :func:`slim_quant.quantize_` and
+        :func:`slim_quant.quantize_inference_model`.
     """
-    config = (config or PTQConfig()).replace(max_metric_drop=None)
+    config = (config or PTQConfig(fold_bn=not isinstance(model, (str, os.PathLike)))).replace(max_metric_drop=None)
     if eval_fn is not None and not callable(eval_fn):
         raise ConfigError("eval_fn must be a callable eval_fn(model) -> float")
+    if isinstance(model, (str, os.PathLike)):
+        return _inference_sensitivity(model, calib_data, eval_fn, data, config, format, threads)
+    if format is not None:
+        raise ConfigError("format is for inference models; a Layer is measured as the fake-quantized dygraph model")
     q = quantize(model, config, calib_data, input_names=input_names)
     st = q.slim_quant_state
     if eval_fn is None:
@@ -182,4 +195,48 @@ def quant_sensitivity(
         all_but = float(metric_fn(q))
         layer.mode = "quant"
         rows.append(LayerSensitivity(lname, type(layer.inner).__name__, only, all_but, sign * (base - only), sign * (all_but - full)))
+    return SensitivityReport(name, higher, base, full, rows)
+
+
+def _inference_sensitivity(
+    path: Any, calib_data: Any, eval_fn: Callable[[Any], float] | None, data: Any, config: PTQConfig, fmt: str | None, threads: int
+) -> SensitivityReport:
+    import tempfile
+    from pathlib import Path
+
+    from slim_core.model_io import load_inference_model
+    from slim_quant.export import _check_inference_config, _config_skips, _RuntimeBuilder
+
+    _check_inference_config(config, eval_fn)
+    src = load_inference_model(path)
+    fmt = fmt or ("paddle" if src.format == "legacy" else "onnx")
+    if fmt not in ("paddle", "onnx"):
+        raise ConfigError(f"format {fmt!r} is not supported; use 'paddle' or 'onnx'")
+    batches = calibration_batches(calib_data, src.input_names, config.calib_batches)
+    skip = _config_skips(src, config, (fmt,))
+    names = src.input_names
+    if eval_fn is None:
+        feeds = batches if data is None else calibration_batches(data, names, 10_000)
+        refs = [np.asarray(src.run({n: b[n] for n in names})[0]) for b in feeds]
+
+        def metric_fn(pred: Any) -> float:
+            num = den = 0.0
+            for b, ref in zip(feeds, refs):
+                out = np.asarray(pred.run([b[n] for n in names])[0])
+                num += float(((out - ref) ** 2).sum())
+                den += float((ref**2).sum())
+            return float(np.sqrt(num / max(den, 1e-30)))
+
+        name, higher = "relative output error", False
+    else:
+        metric_fn, name, higher = eval_fn, "eval_fn", config.higher_is_better
+    sign = 1.0 if higher else -1.0
+    with tempfile.TemporaryDirectory(prefix="slim-sens-") as work:
+        builder = _RuntimeBuilder(src, fmt, batches, config, Path(work), threads)
+        types, base, full = builder.start(skip, metric_fn)
+        rows = []
+        for w in progress(list(types), desc="sensitivity"):
+            only = builder.measure(metric_fn, skip | (set(types) - {w}))
+            all_but = builder.measure(metric_fn, skip | {w})
+            rows.append(LayerSensitivity(w, types[w], only, all_but, sign * (base - only), sign * (all_but - full)))
     return SensitivityReport(name, higher, base, full, rows)

@@ -1,0 +1,155 @@
+"""PTQ of inference-model files: max_metric_drop with eval_fn on the runtime, sensitivity of a model path, ONNX graph clean-up."""
+
+import json
+
+import numpy as np
+import paddle
+import pytest
+from conftest import rel_err
+
+from slim_core.errors import ConfigError
+from slim_quant import PTQConfig, quant_sensitivity, quantize_inference_model
+
+SPEC = [paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")]
+
+
+@pytest.fixture(scope="module")
+def legacy_digits(digits, tmp_path_factory):
+    src = tmp_path_factory.mktemp("legacy") / "model"
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(digits[0], str(src), input_spec=SPEC)
+    return src
+
+
+def _error_metric(digits):
+    """Relative output error against the float dygraph model on test images (lower is better)."""
+    x = digits[4][:128]
+    with paddle.no_grad():
+        ref = digits[0](paddle.to_tensor(x)).numpy()
+    return lambda pred: rel_err(pred.run([x])[0], ref)
+
+
+def test_max_metric_drop_needs_eval_fn_on_the_inference_path(legacy_digits, calib, tmp_path):
+    with pytest.raises(ConfigError, match="max_metric_drop needs eval_fn"):
+        quantize_inference_model(legacy_digits, PTQConfig(fold_bn=False, max_metric_drop=0.5), calib, tmp_path / "q")
+    with pytest.raises(ConfigError, match="eval_fn must be a callable"):
+        quantize_inference_model(legacy_digits, PTQConfig(fold_bn=False), calib, tmp_path / "q", eval_fn=3)
+    with pytest.raises(ConfigError, match="format 'tflite'"):
+        quantize_inference_model(legacy_digits, PTQConfig(fold_bn=False), calib, tmp_path / "q", formats=("tflite",))
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("fmt", ["paddle", "onnx"])
+def test_max_metric_drop_keeps_the_most_sensitive_ops_in_float(fmt, legacy_digits, digits, calib, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    metric = _error_metric(digits)
+    loose = quantize_inference_model(
+        legacy_digits,
+        PTQConfig(fold_bn=False, calibrator="abs_max", max_metric_drop=10.0, higher_is_better=False),
+        calib,
+        tmp_path / "loose",
+        formats=(fmt,),
+        eval_fn=metric,
+        latency_guard=False,
+    )
+    full = loose.metrics[f"{fmt}_int8_all_ops"]
+    assert loose.skipped[fmt] == {} and loose.metrics[f"{fmt}_int8"] == full
+    assert loose.metrics[f"{fmt}_float"] < 1e-4 < full  # the float model on the runtime is the reference itself
+    target = full / 3
+    res = quantize_inference_model(
+        legacy_digits,
+        PTQConfig(fold_bn=False, calibrator="abs_max", max_metric_drop=target, higher_is_better=False),
+        calib,
+        tmp_path / "tight",
+        formats=(fmt,),
+        eval_fn=metric,
+        latency_guard=False,
+    )
+    kept = res.skipped[fmt]
+    assert kept and all(r.startswith("max_metric_drop: metric gain") for r in kept.values())
+    assert res.metrics[f"{fmt}_int8"] <= target + res.metrics[f"{fmt}_float"]
+    from slim_deploy.predictor import Predictor
+
+    pred = Predictor(tmp_path / "tight", backend="paddle" if fmt == "paddle" else "onnxruntime", threads=2)
+    assert metric(pred) == pytest.approx(res.metrics[f"{fmt}_int8"], rel=1e-3, abs=1e-5)  # the exported model is the one measured
+    manifest = json.loads((tmp_path / "tight" / "slim.json").read_text())
+    record = manifest["compression"]["quantization"]["export"][fmt]
+    assert record["skipped_weights"] == kept and record["metrics"]["int8"] == res.metrics[f"{fmt}_int8"]
+    if fmt == "paddle":
+        assert not {o.split(":")[1] for o in res.quantized_ops} & set(kept)
+
+
+def test_quant_sensitivity_of_an_inference_model(legacy_digits, digits, calib, tmp_path):
+    rep = quant_sensitivity(str(legacy_digits), calib, data=[digits[4][:64]])
+    assert rep.metric == "relative output error" and not rep.higher_is_better
+    assert {r.type for r in rep.layers} == {"conv2d", "matmul_v2"} and len(rep.layers) == 4
+    assert rep.float_metric < 1e-4 < rep.quantized_metric
+    assert all(r.only > 0 for r in rep.layers) and max(r.gain for r in rep.layers) > 0
+    rep.save(tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["layers"][0]["layer"] == rep.ranked()[0].layer
+    acc_x, acc_y = digits[4], digits[5]
+    rep2 = quant_sensitivity(
+        legacy_digits, calib, eval_fn=lambda p: float((p.run([acc_x])[0].argmax(1) == acc_y).mean()), format="onnx", config=PTQConfig()
+    )
+    assert rep2.higher_is_better and len(rep2.layers) == 4 and rep2.float_metric >= 0.8
+    with pytest.raises(ConfigError, match="format 'x'"):
+        quant_sensitivity(legacy_digits, calib, format="x")
+    with pytest.raises(ConfigError, match="format is for inference models"):
+        quant_sensitivity(digits[0], calib, format="onnx")
+
+
+def test_affine_blocks_fold_into_convs_in_onnx_and_paddle(tmp_path):
+    """PP-LCNet's learnable affine blocks (Conv -> *a + b -> act -> *c + d -> Conv 1x1) fold into the convs exactly."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from slim_quant.onnx_qdq import _fold_constant_affine, _Graph
+
+    nn = paddle.nn
+
+    class Affine(nn.Layer):
+        def __init__(self, a, b):
+            super().__init__()
+            self.a = self.create_parameter([1], default_initializer=nn.initializer.Constant(a))
+            self.b = self.create_parameter([1], default_initializer=nn.initializer.Constant(b))
+
+        def forward(self, x):
+            return self.a * x + self.b
+
+    net = nn.Sequential(
+        nn.Conv2D(3, 8, 3, padding=1), Affine(1.3, -0.2), nn.Hardswish(), Affine(0.7, 0.1), nn.Conv2D(8, 4, 1), Affine(0.5, 0.3)
+    )
+    net.eval()
+    src = tmp_path / "m"
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(net, str(src), input_spec=[paddle.static.InputSpec([None, 3, 6, 6], "float32", "x")])
+    from slim_deploy.predictor import paddle_to_onnx
+
+    paddle_to_onnx(src.with_suffix(".pdmodel"), src.with_suffix(".pdiparams"), tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    gr = _Graph(model)
+    from slim_quant.onnx_qdq import _constants_to_initializers, _fold_conv_bias_and_bn
+
+    _constants_to_initializers(gr)
+    _fold_conv_bias_and_bn(gr)
+    assert _fold_constant_affine(gr) == 2
+    ops = [n.op_type for n in gr.g.node]
+    assert ops.count("Mul") + ops.count("Add") == 0 and ops.count("Conv") == 2
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype("float32")
+    got = ort.InferenceSession(str(tmp_path / "folded.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with paddle.no_grad():
+        ref = net(paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # the same blocks in the legacy program (Paddle oneDNN export): folded exactly, fewer element-wise ops
+    from slim_core.model_io import load_inference_model
+    from slim_quant.export import quantize_legacy_program
+
+    quantize_legacy_program(src, tmp_path / "q" / "model", [{"x": x}], float_out_prefix=tmp_path / "f" / "model")
+    folded = load_inference_model(tmp_path / "f" / "model")
+    with paddle.pir_utils.OldIrGuard():
+        types = [op.type for op in folded.program.global_block().ops]
+    assert types.count("elementwise_mul") == 0 and types.count("elementwise_add") == 2  # the two conv biases
+    np.testing.assert_allclose(folded.run({"x": x})[0], ref, rtol=1e-4, atol=1e-5)
