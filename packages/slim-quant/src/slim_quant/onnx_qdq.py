@@ -419,8 +419,12 @@ def quantize_onnx_model(
         qdq[t] = list(gr.consumers.get(t, []))
     for n in qnodes:  # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ
         t = n.output[0]
-        if t not in qdq and t in cals and cals[t].count and t not in gr.outputs:
-            qdq[t] = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
+        if t in qdq or t not in cals or not cals[t].count or t in gr.outputs:
+            continue
+        cons = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
+        if n.op_type != "Conv" and len(cons) == 1 and cons[0].op_type == "Add" and any(i in gr.inits for i in cons[0].input):
+            continue  # MatMul + bias without output QDQ becomes MatMulIntegerToFloat with the bias fused, float out
+        qdq[t] = cons
     # 5. weights
     done = []
     new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
