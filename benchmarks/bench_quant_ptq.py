@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import os
 import sys
 import tempfile
@@ -34,14 +33,13 @@ os.environ.setdefault("SLIM_QUIET", "1")
 os.environ.setdefault("GLOG_minloglevel", "3")
 
 import paddle  # noqa: E402
+from _fashion import fashion_or_digits  # noqa: E402
 
 import slim_quant as sq  # noqa: E402
-from slim_core import demo  # noqa: E402
 from slim_deploy.predictor import Predictor, paddle_to_onnx  # noqa: E402
 
 THREADS = 2
 WARM_S = 0.25  # untimed warm-up of each timed block (see timed_round_robin)
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @contextlib.contextmanager
@@ -277,18 +275,6 @@ def part_latency(archs: list[str], quick: bool) -> None:
         print()
 
 
-def load_fashion_mnist(n_train: int = 20000):
-    def read(name: str, offset: int) -> np.ndarray:
-        with gzip.open(FMNIST / name, "rb") as fh:
-            return np.frombuffer(fh.read(), np.uint8, offset=offset)
-
-    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)[:n_train].astype("float32") / 255.0
-    y = read("train-labels-idx1-ubyte.gz", 8)[:n_train].astype("int64")
-    xt = read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28).astype("float32") / 255.0
-    yt = read("t10k-labels-idx1-ubyte.gz", 8).astype("int64")
-    return x, y, xt, yt
-
-
 def build_cnn(side: int):
     nn = paddle.nn
 
@@ -353,19 +339,14 @@ def paddle_dygraph_ptq_accuracy(model, calib, xt, yt) -> float:
 
 def part_accuracy(quick: bool) -> None:
     paddle.seed(0)
-    if (FMNIST / "train-images-idx3-ubyte.gz").exists():
+    name, x, y, xt, yt = fashion_or_digits("bench_quant_ptq")
+    if name == "Fashion-MNIST":
         n_train = 8000 if quick else 20000
         data_name = f"Fashion-MNIST ({n_train // 1000}k train images, 1 epoch; 10k test)"
-        x, y, xt, yt = load_fashion_mnist(n_train)
-        side = 28
+        x, y = x[:n_train], y[:n_train]
     else:
-        print(
-            "(Fashion-MNIST not found in /usr/share/datasets/fashion-mnist: install the Debian package dataset-fashion-mnist; using digits)"
-        )
         data_name = "digits"
-        x, y = demo.load_digits("train")
-        xt, yt = demo.load_digits("test")
-        side = 8
+    side = x.shape[-1]
     print(f"\n## 2. Top-1 on {data_name}: FP32 vs INT8 measured on the real runtime\n")
     model = build_cnn(side)
     t0 = time.perf_counter()
