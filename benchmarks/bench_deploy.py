@@ -88,7 +88,7 @@ def _rep_table(work: Path) -> None:
     b = slim_deploy.Predictor(work / "rep_merged", threads=THREADS)
     import numpy as np
 
-    from slim_deploy._timing import measure, stats_of
+    from slim_analysis.latency import measure, stats_of
 
     x = np.random.default_rng(0).standard_normal([1, 3, 224, 224]).astype("float32")
     r = slim_deploy.compare(a, b, [x])
