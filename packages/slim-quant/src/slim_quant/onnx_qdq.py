@@ -428,8 +428,7 @@ def quantize_onnx_model(
     # 5. weights
     done = []
     new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
-    scales: dict[str, float] = {}
-    params: dict[str, tuple[float, bool]] = {}
+    qparams: dict[str, tuple[float, int]] = {}  # tensor -> (scale, u8 zero point)
     for t in qdq:
         thr = float(cals[t].threshold()) if t in cals else 0.0
         given = [float(act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in act_thresholds]
@@ -437,16 +436,18 @@ def quantize_onnx_model(
         nonneg = (t in cals and cals[t].non_negative) or t in clamp
         if t in clamp:
             thr = min(thr, clamp[t])
-        params[t] = (max(thr, 1e-8), nonneg)
-    _share_scales(gr, params, clamp)
-    for t, (thr, nonneg) in params.items():
-        scales[t] = thr / 255.0 if nonneg else thr / 127.0
-        zp = 0 if nonneg else 128
-        if not nonneg and not given and t in cals and cals[t].count:  # asymmetric range, e.g. hardswish's [-0.375, thr]
+        thr = max(thr, 1e-8)
+        if nonneg:
+            qparams[t] = (thr / 255.0, 0)
+        elif not given and t in cals and cals[t].count:  # asymmetric range, e.g. hardswish's [-0.375, thr]
             lo, hi = max(-thr, min(cals[t].min_value, 0.0)), max(min(thr, cals[t].max_value), 1e-8)
-            scales[t] = (hi - lo) / 255.0
-            zp = int(np.clip(np.round(-lo / scales[t]), 0, 255))
-        gr.set_init(f"{t}_scale", np.array(scales[t], "float32"))
+            scale = (hi - lo) / 255.0
+            qparams[t] = (scale, int(np.clip(np.round(-lo / scale), 0, 255)))
+        else:
+            qparams[t] = (thr / 127.0, 128)
+    _share_scales(gr, qparams, clamp)
+    for t, (scale, zp) in qparams.items():
+        gr.set_init(f"{t}_scale", np.array(scale, "float32"))
         gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
     for n in qnodes:
         w_name = n.input[1]
@@ -470,9 +471,9 @@ def quantize_onnx_model(
         )
         pre = [dq_w]
         n.input[1] = f"{w_name}_dequantized"
-        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and n.input[0] in scales:
+        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and n.input[0] in qparams:
             b = gr.inits[n.input[2]].astype("float64")
-            b_scale = (scales[n.input[0]] * w_scale.astype("float64")).astype("float32")
+            b_scale = (qparams[n.input[0]][0] * w_scale.astype("float64")).astype("float32")
             b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
             bn = n.input[2]
             gr.set_init(f"{bn}_quantized", b_q)
@@ -509,8 +510,8 @@ def quantize_onnx_model(
     return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed}
 
 
-def _share_scales(gr: _Graph, params: dict[str, tuple[float, bool]], clamp: dict[str, float]) -> None:
-    """Give the input and output of each :data:`SAME_SCALE_OPS` node one (threshold, sign) pair.
+def _share_scales(gr: _Graph, qparams: dict[str, tuple[float, int]], clamp: dict[str, float]) -> None:
+    """Give the input and output of each :data:`SAME_SCALE_OPS` node one (scale, zero point) pair.
 
     The output's pair wins when the op is its input's only consumer (the output's threshold is the one the
     next quantized op was calibrated with, and clamping commutes with max pooling and reshapes); otherwise
@@ -520,13 +521,15 @@ def _share_scales(gr: _Graph, params: dict[str, tuple[float, bool]], clamp: dict
     for n in reversed(nodes):
         src, dst = n.input[0], n.output[0]
         users = [c for c in gr.consumers.get(src, []) if c.op_type not in _SHAPE_ONLY]
-        if src in params and dst in params and len(users) == 1:
-            thr, nonneg = params[dst]
-            params[src] = params[dst] = (min(thr, clamp.get(src, thr)), nonneg)
+        if src in qparams and dst in qparams and len(users) == 1:
+            scale, zp = qparams[dst]
+            if src in clamp and zp == 0:
+                scale = min(scale, clamp[src] / 255.0)
+            qparams[src] = qparams[dst] = (scale, zp)
     for n in nodes:
         src, dst = n.input[0], n.output[0]
-        if src in params and dst in params:
-            params[dst] = params[src]
+        if src in qparams and dst in qparams:
+            qparams[dst] = qparams[src]
 
 
 def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:
