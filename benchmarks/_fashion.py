@@ -42,10 +42,17 @@ def fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return out[0], out[1], out[2], out[3]
 
 
-def fashion_or_digits(tag: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(name, x, y, x_test, y_test)``: Fashion-MNIST when installed, else slim-core's bundled digits (with a message)."""
+def fashion_or_digits(tag: str, n_train: int | None = None) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, x, y, x_test, y_test)``: Fashion-MNIST when installed, else slim-core's bundled digits (with a message).
+
+    ``n_train``: keep a random subset (seed 0) of that many Fashion-MNIST training images.
+    """
     if available():
-        return ("Fashion-MNIST", *fashion_mnist())
+        x, y, xt, yt = fashion_mnist()
+        if n_train is not None:
+            order = np.random.default_rng(0).permutation(len(y))[:n_train]
+            x, y = x[order], y[order]
+        return "Fashion-MNIST", x, y, xt, yt
     print(f"[{tag}] {FASHION} not found (apt-get install dataset-fashion-mnist); using the bundled 8x8 digits instead")
     from slim_core import demo
 

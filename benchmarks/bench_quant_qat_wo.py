@@ -41,11 +41,7 @@ BATCH = 64
 
 
 def load_images(n_train: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    name, x, y, xt, yt = fashion_or_digits("bench_quant_qat_wo")
-    if name == "Fashion-MNIST":
-        order = np.random.default_rng(0).permutation(len(y))[:n_train]
-        return name, x[order], y[order], xt, yt
-    return name, x, y, xt, yt
+    return fashion_or_digits("bench_quant_qat_wo", n_train)
 
 
 def build_cnn(side: int) -> nn.Layer:
