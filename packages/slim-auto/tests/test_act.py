@@ -68,7 +68,7 @@ def test_qat_recipe_with_distillation_and_train_config():
     r = t.recipe
     assert [s.kind for s in r.stages] == ["qat"]
     qat = r.stages[0].settings
-    assert qat["activation_quanter"] == "pact" and qat["weight_bits"] == 8 and qat["weight_granularity"] == "per_channel"
+    assert qat["activation_quanter"] == "pact" and qat["weight_bits"] == 8 and qat["weight_quanter"] == "abs_max"
     assert r.train.distill == {"logits": {"weight": 1.0, "loss": "kl"}}
     assert r.train.epochs == 1 and r.train.eval_interval == 500 and r.train.learning_rate == 0.015
     assert r.train.lr_schedule == "cosine" and r.train.optimizer == "momentum" and r.train.weight_decay == 2e-5
@@ -100,10 +100,51 @@ def test_prune_sparsity_ptq_and_hpo():
 
 
 def test_with_the_installed_configs():
-    t = translate_act(ACT_QAT)  # QATConfig has no weight granularity: reported, not passed on
-    assert "weight_granularity" not in t.recipe.stages[0].settings
-    assert any("qat.weight_granularity" in u for u in t.unsupported)
+    t = translate_act(ACT_QAT)  # channel-wise abs-max weights are slim QAT's per-channel abs_max quanter
+    assert t.recipe.stages[0].settings["weight_quanter"] == "abs_max"
+    assert not any("weight_granularity" in u for u in t.unsupported)
     assert t.recipe.stages[0].settings["activation_quanter"] == "pact"
+
+
+def test_weight_quantize_type_is_never_guessed():
+    t = translate_act({"QuantPost": {"weight_quantize_type": "abs_max"}, "QuantAware": {"weight_quantize_type": "abs_max"}})
+    ptq = next(s for s in t.recipe.stages if s.kind == "ptq")
+    qat = next(s for s in t.recipe.stages if s.kind == "qat")
+    assert ptq.settings["weight_granularity"] == "per_tensor"
+    assert "weight_quanter" not in qat.settings  # slim QAT weights are per-channel: no per-tensor equivalent
+    assert any("QuantAware.weight_quantize_type='abs_max': no equivalent value" in u for u in t.unsupported)
+    t = translate_act({"QuantPost": {"weight_quantize_type": "foo"}})
+    assert "weight_granularity" not in t.recipe.stages[0].settings
+    assert any("QuantPost.weight_quantize_type='foo'" in u for u in t.unsupported)
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("QuantAware", "use_pact", "maybe"),
+        ("QuantPost", "bias_correct", "yes"),
+        ("QuantPost", "batch_nums", "ten"),
+        ("QuantPost", "hist_percent", float("nan")),
+        ("ChannelPrune", "pruned_ratio", "half"),
+        ("TrainConfig", "epochs", 1.5),
+        ("TrainConfig", "target_metric", "high"),
+        ("HyperParameterOptimization", "batch_num", "10"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_wrong_value_types_name_the_key(section, key, value):
+    with pytest.raises(ConfigError, match=f"ACT recipe: {section}.{key}="):
+        translate_act({section: {key: value}}, config_fields=_fields)
+
+
+def test_empty_sections_are_listed_not_dropped():
+    t = translate_act("Distillation:\nHyperParameterOptimization:\nQuantPost:\n", config_fields=_fields)
+    assert [s.kind for s in t.recipe.stages] == ["distill", "ptq"]
+    assert t.recipe.stages[0].settings == {"logits": {}}
+    assert any(m.startswith("Distillation (empty section) -> distill.logits") for m in t.mapped)
+    assert any(u.startswith("HyperParameterOptimization: empty section") for u in t.unsupported)
+    t = translate_act("Distillation:\nQuantAware:\n", config_fields=_fields)
+    assert [s.kind for s in t.recipe.stages] == ["qat"] and t.recipe.train.distill == {"logits": {}}
 
 
 def test_keys_missing_from_installed_configs_are_reported():

@@ -80,8 +80,59 @@ def test_literal_lists_allowed_values():
 def test_validate_runs():
     with pytest.raises(ConfigError, match=r"ratio=1.0 is outside \[0.0, 1.0\)"):
         Outer(ratio=1.0)
-    with pytest.raises(ConfigError, match="outside"):
+    with pytest.raises(ConfigError, match="Outer.ratio: expected a finite number"):
         Outer(ratio=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (float("inf"), "finite"),
+        (float("-inf"), "finite"),
+        (10**400, "finite"),  # float(10**400) overflows
+    ],
+    ids=["inf", "-inf", "400-digit-int"],
+)
+def test_non_finite_floats_name_the_key(value, message):
+    with pytest.raises(ConfigError, match=f"Outer.ratio: expected a {message}"):
+        Outer.from_dict({"ratio": value})
+
+
+def test_huge_int_names_the_key():
+    with pytest.raises(ConfigError, match="Outer.steps: .* does not fit in a 64-bit integer"):
+        Outer.from_dict({"steps": 10**400})
+
+
+@pytest.mark.parametrize("data", [[], "", 0, False, "ratio: 0.5"], ids=["list", "empty-str", "zero", "false", "str"])
+def test_from_dict_refuses_non_mappings(data):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        Outer.from_dict(data)
+
+
+def test_from_dict_none_gives_defaults():
+    assert Outer.from_dict(None) == Outer()
+
+
+def test_hostile_yaml_is_refused_quickly(tmp_path):
+    bomb = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for name in "bcdefghi":
+        bomb += f"{name}: &{name} [" + ",".join(["*" + prev] * 9) + "]\n"
+        prev = name
+    with pytest.raises(ConfigError, match="once aliases are expanded"):
+        load_yaml(bomb)
+    with pytest.raises(ConfigError, match="contains itself"):
+        load_yaml("a: &x [*x]\n")
+    with pytest.raises(ConfigError, match="more than 20,000 values"):
+        load_yaml("stages:\n" + "  - ptq: {calibrator: kl}\n" * 20000)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="limited to"):
+        load_yaml(big)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_yaml(latin1)
 
 
 def test_malformed_yaml_gives_line(tmp_path):

@@ -24,6 +24,7 @@ from typing import Any
 
 from slim_auto.recipe import Recipe, StageSpec, TargetConfig, TrainConfig
 from slim_core import ConfigError, load_yaml
+from slim_core.config import check_value, short_repr
 from slim_core.registry import closest
 
 __all__ = ["ACT_KEYS", "ActTranslation", "translate_act", "is_act_recipe"]
@@ -74,6 +75,10 @@ def is_act_recipe(data: Any) -> bool:
     return isinstance(data, dict) and any(k in ACT_KEYS for k in data)
 
 
+class _Invalid(ValueError):
+    """A value of the wrong type for its ACT key (``use_pact: maybe``): a ConfigError naming the key."""
+
+
 class _Builder:
     def __init__(self) -> None:
         self.mapped: list[str] = []
@@ -86,16 +91,31 @@ class _Builder:
         table: dict[str, tuple[str, Callable[[Any], Any]] | str],
         dest: dict[str, Any],
         stage: str,
+        *,
+        empty: str = "",
     ) -> None:
-        """Map the keys of one ACT section: ``table[key]`` is a target key (with a converter) or an unsupported reason."""
+        """Map the keys of one ACT section: ``table[key]`` is a target key (with a converter) or an unsupported reason.
+
+        ``data`` is None when the section is absent. A section present but empty is listed
+        with ``empty`` (what it means), or as unsupported when ``empty`` is not given.
+
+        Raises:
+            ConfigError: the section is not a mapping, or a value has the wrong type (naming the key).
+        """
         if data is None:
             return
         if not isinstance(data, dict):
             raise ConfigError(f"ACT recipe: section {name!r} must be a mapping, got {type(data).__name__}")
+        if not data:
+            if empty:
+                self.mapped.append(f"{name} (empty section) -> {empty}")
+            else:
+                self.unsupported.append(f"{name}: empty section, nothing to translate")
+            return
         for key, value in data.items():
             rule = table.get(key)
             if rule is None:
-                hint = closest(key, list(table))
+                hint = closest(str(key), [str(k) for k in table])
                 self.unsupported.append(f"{name}.{key}: unknown ACT key" + (f" (did you mean {hint!r}?)" if hint else ""))
             elif isinstance(rule, str):
                 self.unsupported.append(f"{name}.{key}: {rule}")
@@ -103,8 +123,10 @@ class _Builder:
                 target, conv = rule
                 try:
                     converted = conv(value)
+                except _Invalid as exc:
+                    raise ConfigError(f"ACT recipe: {name}.{key}={short_repr(value)}: {exc}") from exc
                 except (KeyError, ValueError, TypeError) as exc:
-                    self.unsupported.append(f"{name}.{key}={value!r}: no equivalent ({exc})")
+                    self.unsupported.append(f"{name}.{key}={short_repr(value)}: no equivalent ({exc})")
                     continue
                 if converted is _SKIP:
                     self.unsupported.append(f"{name}.{key}={value!r}: no equivalent value")
@@ -116,9 +138,47 @@ class _Builder:
 _SKIP = object()
 
 
-def _lower_map(table: dict[str, Any]) -> Callable[[Any], Any]:
+def _typed(tp: type) -> Callable[[Any], Any]:
+    """A converter checking the value as a config field of type ``tp`` is checked (finite floats, 64-bit ints, real bools)."""
+
     def conv(v: Any) -> Any:
-        return table.get(str(v).lower(), _SKIP)
+        try:
+            return check_value(v, tp, "value")
+        except ConfigError as exc:
+            raise _Invalid(str(exc).removeprefix("value: ")) from exc
+
+    return conv
+
+
+_int, _float, _bool, _str = _typed(int), _typed(float), _typed(bool), _typed(str)
+
+
+def _list_of(conv: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def convert(v: Any) -> list[Any]:
+        if not isinstance(v, list):
+            raise _Invalid(f"expected a list, got {type(v).__name__}")
+        return [conv(x) for x in v]
+
+    return convert
+
+
+def _lower_map(table: dict[str, Any]) -> Callable[[Any], Any]:
+    """Map a string case-insensitively; a value with no equivalent is listed as unsupported, never guessed."""
+
+    def conv(v: Any) -> Any:
+        return table.get(_str(v).lower(), _SKIP)
+
+    return conv
+
+
+def _strict_map(table: dict[str, Any]) -> Callable[[Any], Any]:
+    """Like :func:`_lower_map` for lists: an unknown item makes the whole key unsupported (KeyError)."""
+
+    def conv(v: Any) -> Any:
+        key = _str(v).lower()
+        if key not in table:
+            raise KeyError(f"{v!r} is not one of {', '.join(table)}")
+        return table[key]
 
     return conv
 
@@ -127,22 +187,26 @@ def _same(v: Any) -> Any:
     return v
 
 
-def _weight_granularity(v: Any) -> Any:
-    return "per_channel" if str(v).startswith("channel_wise") else "per_tensor"
+# ACT's weight_quantize_type values: per-channel or per-tensor abs-max weights (the other two are activation types)
+_WEIGHT_GRANULARITY = {"channel_wise_abs_max": "per_channel", "abs_max": "per_tensor"}
+
+
+def _qat_weight_quanter(v: Any) -> Any:
+    """slim's QAT ``abs_max`` weight quanter is per-channel: the equivalent of ``channel_wise_abs_max`` only."""
+    return "abs_max" if _str(v).lower() == "channel_wise_abs_max" else _SKIP
 
 
 def _percent(v: Any) -> float:
     """ACT's hist_percent is a fraction (0.9999); slim's percentile is in percent (99.99)."""
-    v = float(v)
+    v = _float(v)
     return v * 100.0 if v <= 1.0 else v
 
 
 _STATIC_NAMES = "names static-graph variables; slim addresses layers by their named_sublayers() path (set it in the stage settings)"
 
 _QUANT_COMMON: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
-    "weight_bits": ("weight_bits", int),
-    "activation_bits": ("activation_bits", int),
-    "weight_quantize_type": ("weight_granularity", _weight_granularity),
+    "weight_bits": ("weight_bits", _int),
+    "activation_bits": ("activation_bits", _int),
     "activation_quantize_type": "activation observers are chosen by the calibrator (PTQ) or quanter (QAT)",
     "quantize_op_types": "slim decides which ops to quantize on the model graph (conv, linear, matmul and the ops between them)",
     "not_quant_pattern": _STATIC_NAMES,
@@ -153,10 +217,11 @@ _QUANT_COMMON: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
 
 _QUANT_POST = {
     **_QUANT_COMMON,
+    "weight_quantize_type": ("weight_granularity", _lower_map(_WEIGHT_GRANULARITY)),
     "algo": ("calibrator", _lower_map(_PTQ_ALGO)),
     "hist_percent": ("percentile", _percent),
-    "bias_correct": ("bias_correction", bool),
-    "batch_nums": ("calib_batches", int),
+    "bias_correct": ("bias_correction", _bool),
+    "batch_nums": ("calib_batches", _int),
     "batch_size": "the batch size is that of the calibration data you pass",
     "round_type": ("reconstruction", _lower_map({"adaround": {"method": "adaround"}, "round": None})),
     "lr": "set reconstruction.lr in the ptq settings",
@@ -168,35 +233,36 @@ _QUANT_POST = {
 
 _QUANT_AWARE = {
     **_QUANT_COMMON,
-    "use_pact": ("activation_quanter", lambda v: "pact" if v else "moving_average_abs_max"),
-    "moving_rate": ("ema_decay", float),
+    "weight_quantize_type": ("weight_quanter", _qat_weight_quanter),
+    "use_pact": ("activation_quanter", lambda v: "pact" if _bool(v) else "moving_average_abs_max"),
+    "moving_rate": ("ema_decay", _float),
     "for_tensorrt": "TensorRT deployment is out of scope on CPU",
     "window_size": "not used by slim quanters",
 }
 
 _CHANNEL_PRUNE = {
-    "pruned_ratio": ("ratio", float),
+    "pruned_ratio": ("ratio", _float),
     "criterion": ("criterion", _lower_map(_CRITERION)),
     "prune_params_name": _STATIC_NAMES,
 }
 
-_TRANSFORMER_PRUNE = {"pruned_ratio": ("ratio", float)}
+_TRANSFORMER_PRUNE = {"pruned_ratio": ("ratio", _float)}
 
 _UNSTRUCTURE_PRUNE = {
     "prune_strategy": "slim-auto applies the sparsity at once and keeps the masks through the fine-tuning (no GMP schedule)",
     "prune_mode": "implied by which of ratio / threshold is set",
-    "ratio": ("ratio", float),
-    "threshold": ("threshold", float),
+    "ratio": ("ratio", _float),
+    "threshold": ("threshold", _float),
     "gmp_config": "slim-auto applies the sparsity at once (no GMP schedule)",
     "prune_params_type": "set layer_types / ignored_layers in the sparsity settings",
-    "local_sparsity": ("scope", lambda v: "layer" if v else "global"),
+    "local_sparsity": ("scope", lambda v: "layer" if _bool(v) else "global"),
 }
 
 _ASP_PRUNE = {"prune_params_name": _STATIC_NAMES}
 
 _DISTILLATION = {
     "loss": ("loss", _lower_map(_DISTILL_LOSS)),
-    "alpha": ("weight", float),
+    "alpha": ("weight", _float),
     "node": _STATIC_NAMES,
     "teacher_model_dir": "the teacher is the original model you pass",
     "teacher_model_filename": "the teacher is the original model you pass",
@@ -216,22 +282,24 @@ _GLOBAL = {
 }
 
 _HPO = {
-    "ptq_algo": ("calibrator", lambda v: [_PTQ_ALGO[str(a).lower()] for a in v]),
-    "bias_correct": ("bias_correction", lambda v: [bool(x) for x in v]),
-    "hist_percent": ("percentile", lambda v: [_percent(x) for x in v]),
-    "batch_num": ("calib_batches", lambda v: [int(x) for x in v]),
-    "max_quant_count": ("__max_trials__", int),
-    "weight_quantize_type": ("weight_granularity", lambda v: [_weight_granularity(x) for x in v]),
-    "weight_bits": ("weight_bits", lambda v: [int(x) for x in v]),
-    "activation_bits": ("activation_bits", lambda v: [int(x) for x in v]),
+    "ptq_algo": ("calibrator", _list_of(_strict_map(_PTQ_ALGO))),
+    "bias_correct": ("bias_correction", _list_of(_bool)),
+    "hist_percent": ("percentile", _list_of(_percent)),
+    "batch_num": ("calib_batches", _list_of(_int)),
+    "max_quant_count": ("__max_trials__", _int),
+    "weight_quantize_type": ("weight_granularity", _list_of(_strict_map(_WEIGHT_GRANULARITY))),
+    "weight_bits": ("weight_bits", _list_of(_int)),
+    "activation_bits": ("activation_bits", _list_of(_int)),
     "round_type": "reconstruction is a PTQConfig setting",
 }
 
 
 def _learning_rate(v: Any) -> Any:
     if isinstance(v, dict):
-        return float(v["learning_rate"])
-    return float(v)
+        if "learning_rate" not in v:
+            raise _Invalid("a schedule mapping needs its base learning_rate")
+        return _float(v["learning_rate"])
+    return _float(v)
 
 
 def _train(b: _Builder, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -242,10 +310,10 @@ def _train(b: _Builder, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(data, dict):
         raise ConfigError(f"ACT recipe: section 'TrainConfig' must be a mapping, got {type(data).__name__}")
     table: dict[str, tuple[str, Callable[[Any], Any]] | str] = {
-        "epochs": ("epochs", int),
-        "train_iter": ("steps", int),
+        "epochs": ("epochs", _int),
+        "train_iter": ("steps", _int),
         "learning_rate": ("learning_rate", _learning_rate),
-        "eval_iter": ("eval_interval", int),
+        "eval_iter": ("eval_interval", _int),
         "logging_iter": "progress bars show the loss",
         "origin_metric": "the original metric is measured by eval_fn",
         "use_fleet": "start the run with `python -m paddle.distributed.launch` instead",
@@ -255,7 +323,8 @@ def _train(b: _Builder, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "optim_args": "set weight_decay in train",
     }
     rest = {k: v for k, v in data.items() if k not in ("optimizer_builder", "target_metric")}
-    b.section("TrainConfig", rest, table, train, "train")
+    if rest or not data:
+        b.section("TrainConfig", rest, table, train, "train", empty="train defaults")
     lr = data.get("learning_rate")
     if isinstance(lr, dict) and "type" in lr:
         sched = {"cosineannealingdecay": "cosine", "piecewisedecay": "step", "multistepdecay": "step"}.get(str(lr["type"]).lower())
@@ -274,15 +343,24 @@ def _train(b: _Builder, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         elif name:
             b.unsupported.append(f"TrainConfig.optimizer_builder.optimizer.type={name!r}: optimizers are {', '.join(_OPTIMIZERS)}")
         if "weight_decay" in ob:
-            train["weight_decay"] = float(ob["weight_decay"])
-            b.mapped.append(f"TrainConfig.optimizer_builder.weight_decay -> train.weight_decay = {float(ob['weight_decay'])!r}")
+            train["weight_decay"] = _checked("TrainConfig.optimizer_builder.weight_decay", ob["weight_decay"], _float)
+            b.mapped.append(f"TrainConfig.optimizer_builder.weight_decay -> train.weight_decay = {train['weight_decay']!r}")
         for k in ob:
             if k not in ("optimizer", "weight_decay"):
                 b.unsupported.append(f"TrainConfig.optimizer_builder.{k}: not used")
+    elif ob is not None:
+        raise ConfigError(f"ACT recipe: TrainConfig.optimizer_builder must be a mapping, got {type(ob).__name__}")
     if "target_metric" in data:
-        target["min_metric"] = float(data["target_metric"])
-        b.mapped.append(f"TrainConfig.target_metric -> target.min_metric = {float(data['target_metric'])!r}")
+        target["min_metric"] = _checked("TrainConfig.target_metric", data["target_metric"], _float)
+        b.mapped.append(f"TrainConfig.target_metric -> target.min_metric = {target['min_metric']!r}")
     return train, target
+
+
+def _checked(key: str, value: Any, conv: Callable[[Any], Any]) -> Any:
+    try:
+        return conv(value)
+    except _Invalid as exc:
+        raise ConfigError(f"ACT recipe: {key}={short_repr(value)}: {exc}") from exc
 
 
 def _fit_to_config(b: _Builder, kind: str, settings: dict[str, Any], valid: list[str] | None) -> dict[str, Any]:
@@ -297,6 +375,16 @@ def _fit_to_config(b: _Builder, kind: str, settings: dict[str, Any], valid: list
             b.mapped = [m for m in b.mapped if f"-> {kind}.{k} =" not in m]
             b.unsupported.append(f"{kind}.{k}={v!r}: the installed {kind} config has no such setting")
     return kept
+
+
+_DEFAULT_DISTILL = "distill.logits = {} (soft-label KL on the logits, the default loss)"
+
+
+def _present(data: dict[str, Any], key: str) -> Any:
+    """The section's mapping; ``{}`` for a key present with no value (``Distillation:``), None when absent."""
+    if key not in data:
+        return None
+    return {} if data[key] is None else data[key]
 
 
 def translate_act(
@@ -336,7 +424,7 @@ def translate_act(
         if key not in ACT_KEYS:
             hint = closest(str(key), list(ACT_KEYS))
             b.unsupported.append(f"{key}: unknown ACT section" + (f" (did you mean {hint!r}?)" if hint else ""))
-    b.section("Global", data.get("Global"), _GLOBAL, {}, "-")
+    b.section("Global", _present(data, "Global"), _GLOBAL, {}, "-")
     stages: list[StageSpec] = []
 
     def add(kind: str, settings: dict[str, Any], **extra: Any) -> None:
@@ -348,11 +436,13 @@ def translate_act(
     for section, table in (("ChannelPrune", _CHANNEL_PRUNE), ("TransformerPrune", _TRANSFORMER_PRUNE)):
         if section in data:
             settings: dict[str, Any] = {}
-            b.section(section, data[section], table, settings, "prune")
+            b.section(section, _present(data, section), table, settings, "prune", empty="prune with its default settings")
             add("prune", settings, name=section)
     if "UnstructurePrune" in data:
         settings = {}
-        b.section("UnstructurePrune", data["UnstructurePrune"], _UNSTRUCTURE_PRUNE, settings, "sparsity")
+        b.section(
+            "UnstructurePrune", _present(data, "UnstructurePrune"), _UNSTRUCTURE_PRUNE, settings, "sparsity", empty="sparsity defaults"
+        )
         add("sparsity", settings)
     if "ASPPrune" in data:
         settings = {"n": 2, "m": 4}
@@ -362,9 +452,9 @@ def translate_act(
     distill: dict[str, Any] = {}
     if "Distillation" in data:
         logits: dict[str, Any] = {}
-        b.section("Distillation", data["Distillation"], _DISTILLATION, logits, "distill.logits")
-        distill = {"logits": logits} if logits else {}
-    train, target = _train(b, data.get("TrainConfig"))
+        b.section("Distillation", _present(data, "Distillation"), _DISTILLATION, logits, "distill.logits", empty=_DEFAULT_DISTILL)
+        distill = {"logits": logits}  # an empty section means distillation with the default loss
+    train, target = _train(b, _present(data, "TrainConfig"))
     if distill and "QuantAware" not in data:
         stages.append(StageSpec(kind="distill", settings=distill))
     elif distill:
@@ -372,13 +462,13 @@ def translate_act(
         b.mapped.append("Distillation -> train.distill (the distillation loss of the QAT fine-tuning)")
     if "QuantAware" in data:
         settings = {}
-        b.section("QuantAware", data["QuantAware"], _QUANT_AWARE, settings, "qat")
+        b.section("QuantAware", _present(data, "QuantAware"), _QUANT_AWARE, settings, "qat", empty="qat with its default settings")
         add("qat", settings)
     if "QuantPost" in data or "HyperParameterOptimization" in data:
         settings = {}
-        b.section("QuantPost", data.get("QuantPost"), _QUANT_POST, settings, "ptq")
+        b.section("QuantPost", _present(data, "QuantPost"), _QUANT_POST, settings, "ptq", empty="ptq with its default settings")
         search: dict[str, Any] = {}
-        b.section("HyperParameterOptimization", data.get("HyperParameterOptimization"), _HPO, search, "ptq.search")
+        b.section("HyperParameterOptimization", _present(data, "HyperParameterOptimization"), _HPO, search, "ptq.search")
         max_trials = int(search.pop("__max_trials__", 0))
         valid = config_fields("ptq")
         if valid is not None:

@@ -349,8 +349,8 @@ def load_recipe(
         data, lines, name = source, {}, "recipe"
     else:
         is_path = isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")))
+        data = load_yaml(source)  # raises on syntax errors (line and column), a missing, non-UTF-8 or hostile file
         text = Path(source).read_text(encoding="utf-8") if is_path and Path(source).is_file() else None
-        data = load_yaml(source)  # raises with line and column on syntax errors, or on a missing file
         if text is None:
             text = str(source)
         lines, name = _line_map(text), (str(source) if is_path else "recipe")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import enum
+import math
 import os
 import types
 import typing
@@ -41,10 +42,23 @@ __all__ = [
     "check_choice",
     "load_yaml",
     "dump_yaml",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_NODES",
+    "MAX_INT",
+    "short_repr",
+    "check_value",
 ]
 
 C = TypeVar("C", bound="SlimConfig")
 _MISSING = object()
+
+#: Largest YAML file or text :func:`load_yaml` reads (configs and recipes are a few KB).
+MAX_YAML_BYTES = 1 << 20
+#: Most values a YAML document may hold, counting each use of an alias as a copy of what it
+#: names: bounds the work a hostile file (an alias "billion laughs" bomb, 20,000 stages) can cause.
+MAX_YAML_NODES = 20_000
+#: Integer config values must fit in a signed 64-bit integer (what Paddle and numpy take).
+MAX_INT = (1 << 63) - 1
 
 
 def check_range(
@@ -130,11 +144,19 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             check_choice(path, value, [m.value for m in tp])
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+            raise ConfigError(f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {short_repr(value)}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}")
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(value)} does not fit in a 64-bit integer")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -149,6 +171,34 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
         return value
     return value
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters for messages (a 400-digit integer stays readable).
+
+    Example:
+        >>> short_repr("x" * 100, limit=10)
+        "'xxxxxx..."
+    """
+    try:
+        text = repr(value)
+    except ValueError:  # ints above sys.get_int_max_str_digits() refuse repr
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_value(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the type annotation ``tp`` as config fields are checked; return it converted.
+
+    Raises:
+        ConfigError: naming ``path``, when the value does not fit (a non-finite float, an
+            integer beyond 64 bits, a string outside a ``Literal``, ...).
+
+    Example:
+        >>> check_value(3, float, "lr")
+        3.0
+    """
+    return _convert(value, tp, path)
 
 
 def _plain(value: Any) -> Any:
@@ -198,8 +248,17 @@ class SlimConfig:
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any] | None) -> C:
-        """Build the config from a dict; unknown keys raise ConfigError naming the closest valid key."""
-        return cls._from_dict(data or {}, cls.__name__)
+        """Build the config from a dict; unknown keys raise ConfigError naming the closest valid key.
+
+        ``None`` (an empty YAML document) gives the defaults; any other value that is
+        not a mapping (a list, a string, ``0``, ``False``) is a ConfigError.
+        """
+        if data is None:
+            data = {}
+        try:
+            return cls._from_dict(data, cls.__name__)
+        except RecursionError as exc:  # a dict that contains itself
+            raise ConfigError(f"{cls.__name__}: the value refers to itself (or is nested too deeply)") from exc
 
     @classmethod
     def _from_dict(cls: type[C], data: dict[str, Any], path: str) -> C:
@@ -236,11 +295,69 @@ class SlimConfig:
         return cls.from_dict(load_yaml(source))
 
 
-def load_yaml(source: str | os.PathLike[str]) -> Any:
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader, stopping once a document holds more than ``max_nodes`` nodes."""
+
+    max_nodes = MAX_YAML_NODES
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - yaml's hook
+        self._nodes = getattr(self, "_nodes", 0) + 1
+        if self._nodes > self.max_nodes:
+            mark = self.peek_event().start_mark if self.check_event() else None
+            at = f" (at line {mark.line + 1})" if mark is not None else ""
+            raise _TooBig(f"more than {self.max_nodes:,} values{at}")
+        return super().compose_node(parent, index)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """Number of values in ``data`` once every alias is expanded; raise _TooBig past ``limit`` or on a cycle.
+
+    Shared sub-structures (YAML aliases) are sized once and counted at each use, so
+    the work is proportional to the distinct nodes, not to the expansion.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(v: Any) -> int:
+        if not isinstance(v, (list, dict)):
+            return 1
+        key = id(v)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _TooBig("a value that contains itself (a self-referencing alias)")
+        active.add(key)
+        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                raise _TooBig(f"more than {limit:,} values once aliases are expanded")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(data)
+
+
+def load_yaml(source: str | os.PathLike[str], *, max_bytes: int = MAX_YAML_BYTES, max_nodes: int = MAX_YAML_NODES) -> Any:
     """Parse YAML from a path or a string with the safe loader.
 
+    The work is bounded: a file larger than ``max_bytes``, or a document holding more
+    than ``max_nodes`` values (aliases counted at every use), is refused before it is
+    expanded, and a self-referencing alias is refused.
+
     Raises:
-        ConfigError: the file is missing or the YAML is malformed (line and column given).
+        ConfigError: the file is missing, too large, not UTF-8, the YAML is malformed
+            (line and column given), or it exceeds the bounds above.
+
+    Example:
+        >>> load_yaml("a: 1\\nb: [x, y]\\n")
+        {'a': 1, 'b': ['x', 'y']}
     """
     text: str
     where = "<string>"
@@ -248,17 +365,37 @@ def load_yaml(source: str | os.PathLike[str]) -> Any:
         p = Path(source)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        text = p.read_text(encoding="utf-8")
         where = str(p)
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(f"config file {p} is {size:,} bytes; configs are limited to {max_bytes:,} bytes")
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
     else:
         text = str(source)
+        if len(text) > max_bytes:
+            raise ConfigError(f"YAML text of {len(text):,} characters; configs are limited to {max_bytes:,} bytes")
+    loader = _CountingLoader(text)
+    loader.max_nodes = max_nodes
     try:
-        return yaml.safe_load(text)
+        data = loader.get_single_data()
+        _expanded_size(data, max_nodes)
+    except _TooBig as exc:
+        raise ConfigError(f"YAML in {where} is refused: {exc}; configs are limited to {max_nodes:,} values") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"malformed YAML in {where}{at}: {problem}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"YAML in {where} is nested too deeply") from exc
+    finally:
+        loader.dispose()
+    return data
 
 
 def dump_yaml(data: Any, path: str | os.PathLike[str]) -> None:

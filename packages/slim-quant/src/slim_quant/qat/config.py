@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slim_core import ConfigError, SlimConfig, check_range
+from slim_quant.calibrators import CALIBRATORS
 from slim_quant.primitives import check_bits
 from slim_quant.qat.quanters import QUANTERS
 
@@ -58,7 +59,11 @@ class QATConfig(SlimConfig):
         check_bits(self.activation_bits, "QATConfig.activation_bits", (8,))
         if self.weight_quanter not in _WEIGHT_QUANTERS:
             raise ConfigError(f"QATConfig.weight_quanter={self.weight_quanter!r} is not allowed; allowed: {', '.join(_WEIGHT_QUANTERS)}")
-        QUANTERS.get(self.activation_quanter)
+        for key, registry in (("activation_quanter", QUANTERS), ("ptq_calibrator", CALIBRATORS)):
+            try:
+                registry.get(getattr(self, key))  # unknown names raise ConfigError listing the known ones
+            except ConfigError as exc:
+                raise ConfigError(f"QATConfig.{key}: {exc}") from exc
         for t in self.quantize_types:
             if t not in ("Conv2D", "Linear"):
                 raise ConfigError(f"QATConfig.quantize_types: {t!r} is not supported; supported: Conv2D, Linear")
