@@ -1,6 +1,9 @@
 import json
+import os
+import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -70,3 +73,70 @@ def test_cli_demo_writes_model(tmp_path, capsys):
 def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "slim_core.cli", "--help"], capture_output=True, text=True, check=True)
     assert "doctor" in res.stdout and "demo" in res.stdout
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test and restore the previous one."""
+    saved = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(saved)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
+def test_outputs_respect_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
+    umask(mask)
+    with atomic_write(tmp_path / "out.txt") as fh:
+        fh.write("x")
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "a").write_text("1")
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == dir_mode
+    assert stat.S_IMODE((tmp_path / "model" / "a").stat().st_mode) == file_mode
+
+
+def test_replaced_file_keeps_its_mode(tmp_path, umask):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    with atomic_write(target) as fh:
+        fh.write("new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    from slim_core.atomic import _HOST, remove_stale_temporaries
+
+    dead = tmp_path / f".out.txt.slim-{_HOST}-{_dead_pid()}-0badc0de.tmp"
+    dead.write_text("half")
+    dead_dir = tmp_path / f".model.slim-{_HOST}-{_dead_pid()}-0badc0de.tmp"
+    dead_dir.mkdir()
+    (dead_dir / "model.json").write_text("half")
+    live = tmp_path / f".out.txt.slim-{_HOST}-{os.getppid()}-0123abcd.tmp"  # a running process: never touched
+    live.write_text("being written")
+    other_host = tmp_path / ".out.txt.slim-ffffffff-1-0123abcd.tmp"  # another host, recent: kept
+    other_host.write_text("remote")
+    old_style = tmp_path / ".out.txt.ab12cd_9.tmp"  # earlier versions' mkstemp name, a day old: removed
+    old_style.write_text("old")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old_style, (day_ago, day_ago))
+    young_old_style = tmp_path / ".out.txt.zz12cd_9.tmp"  # same, recent: its writer may still run
+    young_old_style.write_text("young")
+    user_file = tmp_path / ".out.txt.mine.tmp"  # not a name slim gives: never touched
+    user_file.write_text("user")
+    with atomic_write(tmp_path / "out.txt") as fh:
+        fh.write("x")
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "a").write_text("1")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["out.txt", "model", live.name, other_host.name, young_old_style.name, user_file.name])
+    os.utime(other_host, (day_ago, day_ago))
+    assert remove_stale_temporaries(tmp_path / "out.txt") == [other_host]
