@@ -24,6 +24,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PADDLE = ["paddlepaddle>=3.0,<4", "setuptools"]
 TEST_TOOLS = ["pytest>=7"]
+INTEGRATION_TOOLS = ["hypothesis>=6.100"]  # generated configs in tests-integration/test_robustness.py
 
 
 def _read(name: str) -> dict:
@@ -125,6 +126,7 @@ def tests(session: nox.Session, package: str) -> None:
 def integration(session: nox.Session) -> None:
     """All packages together: tests-integration/."""
     _install_tree(session, list(PACKAGES))  # every library and the meta-package
+    session.install(*INTEGRATION_TOOLS)
     session.run(
         "python", "-m", "pytest", str(ROOT / "tests-integration"), "-q", "-p", "no:cacheprovider", *session.posargs, env={"SLIM_QUIET": "1"}
     )

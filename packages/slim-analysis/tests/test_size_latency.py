@@ -54,6 +54,26 @@ def test_model_size_missing_and_damaged(tmp_path, saved_small_cnn):
         sa.model_size(saved_small_cnn)
 
 
+@pytest.mark.parametrize("damage", ["no-params", "empty-model", "garbage-model", "garbage-params", "swapped-params"])
+def test_model_size_never_reports_a_broken_model(tmp_path, damage):
+    paddle.jit.save(Int8Buffer(), str(tmp_path / "model"), input_spec=[paddle.static.InputSpec([None, 8], "float32", "x")])
+    paddle.jit.save(paddle.nn.Linear(3, 2), str(tmp_path / "other"), input_spec=[paddle.static.InputSpec([None, 3], "float32", "x")])
+    model, params = tmp_path / "model.json", tmp_path / "model.pdiparams"
+    rng = np.random.default_rng(0)
+    if damage == "no-params":
+        params.unlink()
+    elif damage == "empty-model":
+        model.write_bytes(b"")
+    elif damage == "garbage-model":
+        model.write_bytes(rng.bytes(model.stat().st_size))
+    elif damage == "garbage-params":
+        params.write_bytes(rng.bytes(params.stat().st_size))
+    else:
+        params.write_bytes((tmp_path / "other.pdiparams").read_bytes())
+    with pytest.raises(slim_core.ModelLoadError, match="model"):
+        sa.model_size(tmp_path / "model")
+
+
 def test_latency_paddle_inference_layer_and_path(saved_small_cnn):
     small_cnn = SmallCNN()
     small_cnn.train()

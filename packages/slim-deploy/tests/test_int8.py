@@ -7,6 +7,7 @@ import pytest
 
 import slim_deploy
 from slim_core.demo import build_tiny_cnn, load_digits
+from slim_core.testing import paddle_static_ptq
 from slim_deploy import Predictor, compare, has_quant_ops, read_manifest, write_manifest
 
 
@@ -19,26 +20,7 @@ def quantized(tmp_path_factory):
     x = x[:64]
     root = tmp_path_factory.mktemp("int8")
     slim_deploy.export(model, root / "fp32", [None, 1, 8, 8], format="paddle-legacy")
-    from paddle.static.quantization import PostTrainingQuantization
-
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            ptq = PostTrainingQuantization(
-                executor=paddle.static.Executor(paddle.CPUPlace()),
-                model_dir=str(root / "fp32"),
-                model_filename="model_legacy.pdmodel",
-                params_filename="model_legacy.pdiparams",
-                data_loader=lambda: ({"x": x[i : i + 16]} for i in range(0, 64, 16)),
-                batch_nums=4,
-                algo="abs_max",
-                onnx_format=True,
-                quantizable_op_type=["conv2d", "matmul_v2"],
-            )
-            ptq.quantize()
-            ptq.save_quantized_model(str(root / "int8"), model_filename="model_legacy.pdmodel", params_filename="model_legacy.pdiparams")
-        finally:
-            paddle.disable_static()
+    paddle_static_ptq(root / "fp32", root / "int8", [x[i : i + 16] for i in range(0, 64, 16)])
     return model, x, root
 
 

@@ -85,7 +85,7 @@ def test_missing_and_corrupt_files(tmp_path, exported):
     with pytest.raises(ModelLoadError, match="not found"):
         Predictor(tmp_path / "nothing")
     (tmp_path / "bad.onnx").write_bytes(b"not an onnx model")
-    with pytest.raises(ModelLoadError, match="ONNX Runtime could not load"):
+    with pytest.raises(ModelLoadError, match="bad.onnx is corrupt or not an ONNX model"):
         Predictor(tmp_path / "bad.onnx")
     d = tmp_path / "broken"
     d.mkdir()
@@ -97,3 +97,33 @@ def test_missing_and_corrupt_files(tmp_path, exported):
     (d / "slim.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         Predictor(d)
+
+
+def test_damaged_or_replaced_files_fail_the_manifest_check(tmp_path, exported):
+    import shutil
+
+    _, spec, result = exported
+    d = tmp_path / "copy"
+    shutil.copytree(result.path, d)
+    assert Predictor(d, threads=1)(inputs_for(spec, 1)).shape[0] == 1
+    params = d / "model.pdiparams"
+    data = bytearray(params.read_bytes())
+    data[-3] ^= 0x40  # one flipped bit in a weight: structurally valid, numerically wrong
+    params.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=r"model.pdiparams does not match .*slim.json.*damaged or was replaced"):
+        Predictor(d, threads=1)
+    with pytest.raises(ModelLoadError, match="does not match"):
+        Predictor(d, threads=1, format="onnx")  # every file is checked, whichever is run
+
+
+def test_truncated_params_never_run_without_a_manifest(tmp_path, exported):
+    import shutil
+
+    _, _, result = exported
+    for name in ("model.json", "model.pdiparams", "model_legacy.pdmodel", "model_legacy.pdiparams"):
+        shutil.copy(result.path / name, tmp_path / name)
+    for prefix in ("model", "model_legacy"):
+        params = tmp_path / f"{prefix}.pdiparams"
+        params.write_bytes(params.read_bytes()[:-8])  # Paddle Inference runs this and returns wrong outputs
+        with pytest.raises(ModelLoadError, match="truncated"):
+            Predictor(tmp_path / prefix, threads=1)

@@ -12,6 +12,7 @@ import paddle
 import pytest
 
 from slim_core import ConfigError, UnsupportedOpError, demo, set_quiet
+from slim_core.testing import assert_close_up_to_flips
 from slim_quant.layers import quanted_layers
 from slim_quant.qat import QUANTERS, QATConfig, QATLayer, convert, prepare_qat, qat_layers
 from slim_quant.qat.quanters import LSQQuanter, PACTQuanter
@@ -145,7 +146,8 @@ def test_convert_matches_the_trained_qat_model(digits_model, act, weight, arch):
     cfg = QATConfig(weight_bits=4, activation_quanter=act, weight_quanter=weight, freeze_bn_after=2)
     qmodel = _train(prepare_qat(model, cfg, [x[:64]]), x, y[: len(x)] if arch == "tiny-cnn" else y[:256], steps=4)
     converted = convert(qmodel)
-    np.testing.assert_allclose(_out(converted, xt[:64]), _out(qmodel, xt[:64]), rtol=1e-4, atol=1e-4)
+    # a value on a rounding boundary may flip one code between the two graphs: tolerate a few moved logits
+    assert_close_up_to_flips(_out(converted, xt[:64]), _out(qmodel, xt[:64]))
     layers = quanted_layers(converted)
     assert set(layers) == set(qat_layers(qmodel)) and not qat_layers(converted)
     for q in layers.values():

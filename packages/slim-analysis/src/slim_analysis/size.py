@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slim_core.model_io import resolve_model_path
+from slim_core.errors import ModelLoadError
+from slim_core.model_io import check_model_files, resolve_model_path
 from slim_core.params_file import read_params_file
 
 __all__ = ["DtypeStats", "ModelSize", "model_size"]
@@ -74,7 +75,8 @@ def model_size(path: str | os.PathLike[str]) -> ModelSize:
         A :class:`ModelSize`.
 
     Raises:
-        ModelLoadError: the files are missing or the parameter file is damaged.
+        ModelLoadError: a file is missing, empty or damaged (the program and the parameter
+            file are checked as before running them), naming the file.
 
     Example:
         >>> s = slim_analysis.model_size("out/model")        # doctest: +SKIP
@@ -83,7 +85,10 @@ def model_size(path: str | os.PathLike[str]) -> ModelSize:
     prefix, fmt = resolve_model_path(Path(path))
     model_file = Path(str(prefix) + (".json" if fmt == "pir" else ".pdmodel"))
     params_file = Path(str(prefix) + ".pdiparams")
-    records = read_params_file(params_file) if params_file.exists() else []
+    if not params_file.is_file():
+        raise ModelLoadError(f"parameter file not found: {params_file} (the model file {model_file} needs it)")
+    check_model_files(model_file, params_file)
+    records = read_params_file(params_file)
     by: dict[str, list[int]] = {}
     for r in records:
         n = 1
@@ -94,11 +99,11 @@ def model_size(path: str | os.PathLike[str]) -> ModelSize:
         acc[1] += n
         acc[2] += r.nbytes
     mb = model_file.stat().st_size
-    pb = params_file.stat().st_size if params_file.exists() else 0
+    pb = params_file.stat().st_size
     return ModelSize(
         total_bytes=mb + pb,
         model_file_bytes=mb,
         params_file_bytes=pb,
         by_dtype={k: DtypeStats(*v) for k, v in by.items()},
-        files=[str(model_file)] + ([str(params_file)] if params_file.exists() else []),
+        files=[str(model_file), str(params_file)],
     )

@@ -10,7 +10,7 @@ from slim_core.__about__ import __version__
 from slim_core._paddle import require_paddle
 from slim_core.atomic import atomic_dir, atomic_write, check_writable
 from slim_core.config import SlimConfig, check_choice, check_range, dump_yaml, load_yaml
-from slim_core.data import Batches, check_array, to_numpy
+from slim_core.data import Batches, check_array, data_errors, to_numpy
 from slim_core.errors import (
     ConfigError,
     DataError,
@@ -24,6 +24,7 @@ from slim_core.errors import (
 from slim_core.graph import ChannelGroup, ChannelMember, ModelGraph, trace
 from slim_core.model_io import (
     InferenceModel,
+    check_model_files,
     convert_to_pir,
     detect_format,
     load_inference_model,
@@ -71,4 +72,6 @@ __all__ = [
     "ModelGraph",
     "ChannelGroup",
     "ChannelMember",
+    "check_model_files",
+    "data_errors",
 ]

@@ -13,14 +13,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from slim_core.errors import DataError
+from slim_core.errors import DataError, SlimError
 
-__all__ = ["Batches", "to_numpy", "check_array", "iter_inputs"]
+__all__ = ["Batches", "to_numpy", "check_array", "iter_inputs", "data_errors"]
+
+# Paddle's error classes that a wrong input shape or dtype raises ("(InvalidArgument) The number of input's channels ...")
+_PADDLE_DATA_ERROR = re.compile(
+    r"\((InvalidArgument|InvalidType|NotFound|OutOfRange|Unimplemented|PreconditionNotMet)\)|shape|dtype|data type"
+)
 
 Shape = Sequence[int | None]
 
@@ -172,6 +179,45 @@ class Batches:
         """Read every batch once into memory (makes a generator re-iterable)."""
         items = [dict(b) for b in self]
         return Batches(items, self.input_names or list(items[0]), shapes=self.shapes, dtypes=self.dtypes)
+
+
+def _describe(inputs: Sequence[Any], names: Sequence[str] | None) -> str:
+    parts = []
+    for i, x in enumerate(inputs):
+        name = names[i] if names is not None and i < len(names) else (f"#{i}" if len(inputs) > 1 else "x")
+        shape = list(getattr(x, "shape", []) or [])
+        dtype = str(getattr(x, "dtype", type(x).__name__)).replace("paddle.", "")
+        parts.append(f"{name!r} (shape {shape}, {dtype})")
+    return "input " + ", ".join(parts) if len(parts) == 1 else "inputs " + ", ".join(parts)
+
+
+@contextlib.contextmanager
+def data_errors(layer: Any, inputs: Sequence[Any], *, names: Sequence[str] | None = None, where: str = "") -> Iterator[None]:
+    """Run a model on user data inside the block; Paddle's shape/dtype errors become a DataError.
+
+    The message names every input with its shape and dtype, says what the model's
+    first layer expects, and keeps Paddle's first line. Errors that are not about the
+    data (and slim's own errors) pass through unchanged.
+
+    Example:
+        >>> with data_errors(model, [x], names=["x"], where="calibration batch 0"):  # doctest: +SKIP
+        ...     model(paddle.to_tensor(x))
+    """
+    try:
+        yield
+    except SlimError:
+        raise
+    except (ValueError, RuntimeError, TypeError) as exc:
+        msg = str(exc).strip()
+        if not _PADDLE_DATA_ERROR.search(msg):
+            raise
+        first = next((ln.strip() for ln in msg.splitlines() if "(" in ln and ")" in ln and ln.strip()), msg.splitlines()[0] if msg else "")
+        from slim_core.graph.trace import expected_input_hint
+
+        at = f" in {where}" if where else ""
+        raise DataError(
+            f"{type(layer).__name__} cannot run on {_describe(inputs, names)}{at}: {expected_input_hint(layer)}; Paddle said: {first[:300]}"
+        ) from exc
 
 
 def _is_tensor(x: Any) -> bool:

@@ -15,8 +15,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +40,10 @@ __all__ = [
     "convert_to_pir",
     "load_state_dict",
     "static_mode",
+    "check_model_files",
+    "read_program_desc",
+    "file_sha256",
+    "verify_sha256",
 ]
 
 ModelFormat = Literal["pir", "legacy"]
@@ -160,6 +166,201 @@ def _check_params_file(prefix: Path, model_file: Path) -> Path:
     return params
 
 
+# ----------------------------------------------------------------- file checks
+def _read_model_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ModelLoadError(f"model file {path} is empty")
+    return data
+
+
+def _pir_param_sizes(path: Path, data: bytes) -> list[int]:
+    """Element counts of the parameters a PIR ``.json`` program declares, after checking its structure."""
+    bad = f"model file {path} is not a Paddle PIR program"
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"{bad} (invalid JSON: {str(exc)[:200]}); the file is corrupt or truncated") from exc
+    try:
+        if doc["base_code"]["magic"] != "pir":
+            raise ModelLoadError(f"{bad} (its base_code.magic is {str(doc['base_code']['magic'])[:40]!r}, not 'pir')")
+        ops = [op for region in doc["program"]["regions"] for block in region["blocks"] for op in block["ops"]]
+        sizes = []
+        for op in ops:
+            if not isinstance(op, dict) or not isinstance(op.get("#"), str):
+                raise ModelLoadError(f"{bad} (an operator has no name)")
+            if op["#"] == "p":  # builtin.parameter: its result type holds [dtype, dims, layout, lod, offset]
+                dims = op["O"]["TT"]["D"][1]
+                n = 1
+                for d in dims:
+                    if not isinstance(d, int) or isinstance(d, bool) or d < 0:
+                        raise ModelLoadError(f"{bad} (parameter {op.get('A', ['?'] * 4)[-1]!r} has dimension {d!r})")
+                    n *= d
+                sizes.append(n)
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ModelLoadError(f"{bad} (missing or malformed field {exc}); the file is corrupt") from exc
+    if not ops:
+        raise ModelLoadError(f"{bad} (it holds no operators)")
+    return sizes
+
+
+def read_program_desc(path: str | os.PathLike[str]) -> Any:
+    """Parse and check a legacy ``.pdmodel`` without handing it to Paddle's C++ loader.
+
+    Checks that the protobuf parses, that every operator is one this Paddle registers and
+    that every variable an operator reads or writes is declared in its block (or a parent
+    block), so a damaged file is an error here instead of a crash in the runtime.
+
+    Returns:
+        The ``framework_pb2.ProgramDesc``.
+
+    Raises:
+        ModelLoadError: the file is missing, empty, or not a valid legacy program.
+
+    Example:
+        >>> desc = read_program_desc("out/model_legacy.pdmodel")  # doctest: +SKIP
+        >>> {op.type for op in desc.blocks[0].ops} >= {"feed", "fetch"}  # doctest: +SKIP
+        True
+    """
+    f = Path(path)
+    data = _read_model_bytes(f)
+    paddle = require_paddle()
+    from paddle.base.proto import framework_pb2
+
+    bad = f"legacy program {f} is corrupt"
+    desc = framework_pb2.ProgramDesc()
+    try:
+        desc.ParseFromString(data)
+    except Exception as exc:  # google.protobuf.message.DecodeError and friends
+        raise ModelLoadError(f"{bad}: {str(exc)[:200]}") from exc
+    if not desc.blocks or not desc.blocks[0].ops:
+        raise ModelLoadError(f"{bad}: it holds no operators")
+    known_ops = set(paddle.base.core.get_all_op_names())
+    names_of: dict[int, set[str]] = {}
+    for i, block in enumerate(desc.blocks):
+        parent_ok = block.parent_idx == -1 if i == 0 else 0 <= block.parent_idx < i
+        if block.idx != i or not parent_ok:
+            raise ModelLoadError(f"{bad}: block {block.idx} (parent {block.parent_idx}) is out of order")
+        names_of[i] = {v.name for v in block.vars} | (names_of[block.parent_idx] if i else set())
+        for op in block.ops:
+            if op.type not in known_ops:
+                raise ModelLoadError(f"{bad}: unknown operator type {op.type[:60]!r}")
+            for var in list(op.inputs) + list(op.outputs):
+                for arg in var.arguments:
+                    if arg and arg not in names_of[block.idx]:
+                        raise ModelLoadError(f"{bad}: operator {op.type!r} uses the undeclared variable {arg[:60]!r}")
+    return desc
+
+
+def _legacy_param_sizes(path: Path) -> list[int | None]:
+    desc = read_program_desc(path)
+    sizes: list[int | None] = []
+    for v in desc.blocks[0].vars:
+        if v.persistable and v.type.type not in (9, 10):  # FEED_MINIBATCH and FETCH_LIST hold no data
+            dims = [int(d) for d in v.type.dense_tensor.tensor.dims]
+            sizes.append(None if any(d < 0 for d in dims) else _numel(tuple(dims)))
+    return sizes
+
+
+def _check_onnx(path: Path, data: bytes) -> None:
+    try:
+        import onnx
+    except ImportError:  # ONNX Runtime's own loader then reports what it finds
+        return
+    try:
+        model = onnx.load_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"ONNX model {path} is corrupt or not an ONNX model: {first[:200]}") from exc
+
+
+def check_model_files(model_file: str | os.PathLike[str], params_file: str | os.PathLike[str] | None = None) -> None:
+    """Check a model's files before any runtime reads them.
+
+    A PIR ``.json`` must be a PIR program, a legacy ``.pdmodel`` a valid program
+    (:func:`read_program_desc`), an ``.onnx`` file pass the ONNX checker (when ``onnx``
+    is installed); the ``.pdiparams`` file must hold exactly the tensors the program
+    declares, with their sizes, and no bytes more or less. Paddle runs a truncated
+    parameter file and crashes on a damaged legacy program, so every loader and
+    runner calls this first.
+
+    Raises:
+        ModelLoadError: naming the file and what is wrong.
+
+    Example:
+        >>> check_model_files("out/model.json", "out/model.pdiparams")  # doctest: +SKIP
+    """
+    mf = Path(model_file)
+    sizes: list[int | None]
+    if mf.suffix == ".onnx":
+        _check_onnx(mf, _read_model_bytes(mf))
+        return
+    if mf.suffix == ".json":
+        sizes = _pir_param_sizes(mf, _read_model_bytes(mf))
+    elif mf.suffix == ".pdmodel":
+        sizes = _legacy_param_sizes(mf)
+    else:
+        raise ModelLoadError(f"unknown model file type {mf} (expected .json, .pdmodel or .onnx)")
+    if params_file is None:
+        if sizes:
+            raise ModelLoadError(f"model file {mf} declares {len(sizes)} parameters but no parameter file was given")
+        return
+    records = read_params_file(params_file, expected_count=len(sizes))
+    if None not in sizes and sorted(_numel(r.shape) for r in records) != sorted(sizes):
+        raise ModelLoadError(
+            f"parameter file {params_file} does not belong to {mf}: the tensor sizes differ from those the program declares"
+        )
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks.
+
+    Example:
+        >>> file_sha256("out/model.pdiparams")  # doctest: +SKIP
+        '9f86d0...'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(directory: str | os.PathLike[str], digests: Mapping[str, str], *, source: str = "the manifest") -> None:
+    """Check files in ``directory`` against recorded SHA-256 digests (``{file name: hex}``).
+
+    Raises:
+        ModelLoadError: a file is missing or its content changed, naming the file.
+
+    Example:
+        >>> verify_sha256("out/model", {"model.json": "9f86d0..."})  # doctest: +SKIP
+    """
+    d = Path(directory)
+    for name, digest in digests.items():
+        f = d / name
+        if Path(name).name != name or not f.is_file():
+            raise ModelLoadError(f"{f} is listed in {source} but missing")
+        actual = file_sha256(f)
+        if actual != str(digest).lower():
+            raise ModelLoadError(
+                f"{f} does not match {source}: its SHA-256 is {actual[:12]}..., recorded {str(digest)[:12]}...; "
+                "the file is damaged or was replaced after export"
+            )
+
+
 def load_inference_model(path: str | os.PathLike[str]) -> InferenceModel:
     """Load an inference model in either format.
 
@@ -176,9 +377,7 @@ def load_inference_model(path: str | os.PathLike[str]) -> InferenceModel:
     prefix, fmt = resolve_model_path(path)
     model_file = Path(str(prefix) + _SUFFIX[fmt])
     params = _check_params_file(prefix, model_file)
-    if model_file.stat().st_size == 0:
-        raise ModelLoadError(f"model file {model_file} is empty")
-    read_params_file(params)  # structural check before Paddle reads it
+    check_model_files(model_file, params)  # before Paddle reads them: it runs truncated files and crashes on damaged ones
     scope = paddle.static.Scope()
     guard = paddle.pir_utils.OldIrGuard() if fmt == "legacy" else contextlib.nullcontext()
     try:

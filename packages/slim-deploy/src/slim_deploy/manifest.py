@@ -3,7 +3,10 @@
 The manifest records what a deployed model is: its format(s) and files, inputs
 (names, shapes with -1 for dynamic sizes, dtypes), parameter dtypes and bytes,
 the compression applied (filled by slim-quant, slim-prune, ...), whether it is
-INT8, the verification against the source, and the versions that wrote it.
+INT8, the verification against the source, the versions that wrote it, and the
+SHA-256 of every model file, checked by :func:`locate_artifacts` (so ``Predictor``
+and ``slim run``) before a model runs: a damaged or replaced file is an error, not
+wrong outputs.
 
 Example:
     >>> m = read_manifest("out/resnet18")              # doctest: +SKIP
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slim_core import ConfigError, ModelLoadError, atomic_write
-from slim_core.model_io import resolve_model_path
+from slim_core.model_io import file_sha256, read_program_desc, resolve_model_path, verify_sha256
 from slim_core.params_file import read_params_file
 from slim_deploy.__about__ import __version__
 
@@ -92,6 +95,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     schema: int = SCHEMA
+    sha256: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +110,7 @@ class Manifest:
             "verification": self.verification,
             "versions": self.versions,
             "created": self.created,
+            "sha256": self.sha256,
         }
 
     @classmethod
@@ -170,22 +175,19 @@ def check_compression(compression: Any) -> dict[str, Any] | None:
 def program_op_types(model_file: str | os.PathLike[str]) -> set[str]:
     """Operator types in a model file without loading parameters (PIR json, legacy protobuf or ONNX)."""
     f = Path(model_file)
-    data = f.read_bytes()
+    if f.suffix == ".pdmodel":
+        desc = read_program_desc(f)  # parsed and checked (a damaged legacy program crashes Paddle's loader)
+        return {op.type for block in desc.blocks for op in block.ops}
+    try:
+        data = f.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {f}: {exc.strerror or exc}") from exc
     if f.suffix == ".json":
         return {m.decode() for m in re.findall(rb'"#":"[0-9]+\.([A-Za-z_0-9]+)"', data)}
     if f.suffix == ".onnx":
         # ONNX stores op types as plain strings in NodeProto; no op table to confuse a scan
         return {m.decode() for m in _ONNX_QUANT if m in data}
-    try:
-        from paddle.base.proto import framework_pb2
-    except ImportError as exc:  # pragma: no cover - paddle layout changed
-        raise ModelLoadError(f"cannot read the legacy program {f}: paddle's framework_pb2 is unavailable ({exc})") from exc
-    desc = framework_pb2.ProgramDesc()
-    try:
-        desc.ParseFromString(data)
-    except Exception as exc:
-        raise ModelLoadError(f"legacy program {f} is corrupt: {exc}") from exc
-    return {op.type for block in desc.blocks for op in block.ops}
+    raise ModelLoadError(f"unknown model file type {f} (expected .json, .pdmodel or .onnx)")
 
 
 def has_quant_ops(model_file: str | os.PathLike[str]) -> bool:
@@ -276,6 +278,7 @@ def write_manifest(
         verification=dict(verification or {}),
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        sha256={f.name: file_sha256(f) for a in arts.values() for f in (a.model, a.params) if f is not None},
     )
     with atomic_write(d / MANIFEST_NAME) as fh:
         json.dump(manifest.to_dict(), fh, indent=2)
@@ -307,6 +310,9 @@ def locate_artifacts(path: str | os.PathLike[str]) -> tuple[dict[str, Artifact],
     p = Path(path)
     if p.is_dir() and (p / MANIFEST_NAME).is_file():
         manifest = read_manifest(p)
+        if not isinstance(manifest.sha256, dict):
+            raise ModelLoadError(f"{p / MANIFEST_NAME}: 'sha256' must map file names to digests")
+        verify_sha256(p, manifest.sha256, source=str(p / MANIFEST_NAME))  # manifests of earlier versions hold none
         arts: dict[str, Artifact] = {}
         for fmt, files in manifest.artifacts.items():
             model = p / str(files["model"])

@@ -22,6 +22,7 @@ import numpy as np
 from slim_analysis.latency import measure
 from slim_core import ConfigError, DataError, ModelLoadError, check_array, require_paddle
 from slim_core.config import check_choice
+from slim_core.model_io import check_model_files
 from slim_deploy._extras import available, require
 from slim_deploy.errors import summarize
 from slim_deploy.manifest import Artifact, has_quant_ops, locate_artifacts
@@ -78,6 +79,7 @@ def paddle_to_onnx(
 
     p2o = require("paddle2onnx")
     model_file, params_file, out_file = Path(model_file), Path(params_file), Path(out_file)
+    check_model_files(model_file, params_file)  # paddle2onnx converts damaged files without a word
     with tempfile.TemporaryDirectory(prefix="slim-p2o-") as tmp:
         if model_file.suffix == ".pdmodel":
             # convert through slim_core (checked) instead of paddle2onnx's own temp-dir translation
@@ -277,6 +279,7 @@ class Predictor:
         return Artifact("onnx", out)
 
     def _runner(self, art: Artifact, runtime: str) -> Any:
+        check_model_files(art.model, art.params)  # a damaged file is a ModelLoadError here, never a crash or wrong outputs
         runner = _PaddleRunner(art, self.threads, self.int8) if runtime == "paddle" else _OrtRunner(art, self.threads)
         runner.format = art.format
         return runner

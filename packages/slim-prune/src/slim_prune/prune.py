@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from slim_core import ConfigError, SlimError, require_paddle
+from slim_core.data import data_errors
 from slim_prune._util import as_inputs, check_layer_names, eval_mode, forward, measure, output_shapes
 from slim_prune.config import PruneConfig
 from slim_prune.cost import build_cost_models, layer_flops
@@ -378,7 +379,8 @@ def prune_(
     inputs = as_inputs(example_inputs)
     if not isinstance(config, PruneConfig):
         raise ConfigError(f"config must be a PruneConfig, got {type(config).__name__}")
-    shapes_before = output_shapes(forward(model, inputs))
+    with data_errors(model, inputs, where="example_inputs"):
+        shapes_before = output_shapes(forward(model, inputs))
     graph = _trace(model, inputs)
     flops_before, params_before = measure(model, graph)
     channels: dict[str, tuple[int, int]] = {}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from slim_core.data import Batches
+from slim_core.data import Batches, data_errors
 from slim_core.errors import ConfigError, DataError, UnsupportedOpError
 from slim_core.layers import set_sublayer
 from slim_core.progress import progress
@@ -82,8 +82,10 @@ def calibration_batches(calib_data: Any, input_names: Sequence[str] | None, limi
 
 
 def run_model(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> Any:
-    """Call ``model`` on one batch dict, inputs in ``names`` order."""
-    return model(*[paddle.to_tensor(batch[n]) for n in names])
+    """Call ``model`` on one batch dict, inputs in ``names`` order (a shape/dtype mismatch is a DataError naming the input)."""
+    arrays = [batch[n] for n in names]
+    with data_errors(model, arrays, names=names, where="the calibration data"):
+        return model(*[paddle.to_tensor(a) for a in arrays])
 
 
 def set_mode(model: Any, mode: str) -> None:
