@@ -81,3 +81,23 @@ def test_missing_dict_key():
 def test_too_few_items_for_inputs():
     with pytest.raises(DataError, match="takes 2 inputs"):
         list(Batches([np.ones((1, 2), "float32")], ["a", "b"]))
+
+
+def test_data_errors_name_the_input_and_pass_other_errors_through():
+    from slim_core import ConfigError, data_errors
+    from slim_core.demo import build_tiny_cnn
+
+    model = build_tiny_cnn(width=4)
+    model.eval()
+    bad = np.zeros((2, 3, 8, 8), "float32")
+    with pytest.raises(
+        DataError, match=r"TinyCNN cannot run on input 'img' \(shape \[2, 3, 8, 8\], float32\) in batch 0: expected shape \[N, 1"
+    ):
+        with data_errors(model, [bad], names=["img"], where="batch 0"):
+            model(paddle.to_tensor(bad))
+    with pytest.raises(ZeroDivisionError):  # not about the data: unchanged
+        with data_errors(model, [bad]):
+            raise ZeroDivisionError("bug in user code")
+    with pytest.raises(ConfigError):  # slim's own errors pass through
+        with data_errors(model, [bad]):
+            raise ConfigError("x")
