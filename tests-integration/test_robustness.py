@@ -464,3 +464,14 @@ def test_relative_paths_behave_like_absolute_ones(tmp_path, monkeypatch):
 
     with pytest.raises(ModelLoadError, match="out/rel"):
         slim_deploy.Predictor("out/rel", threads=1)
+
+
+def test_training_data_of_the_wrong_shape_is_a_data_error():
+    import slim_distill
+
+    paddle.seed(0)
+    teacher, student = build_tiny_cnn(width=8), build_tiny_cnn(width=4)
+    distiller = slim_distill.Distiller(student, teacher, slim_distill.DistillConfig(logits={}))
+    data = [(np.zeros((4, 3, 8, 8), "float32"), np.zeros((4,), "int64"))]
+    with pytest.raises(DataError, match=r"input 'x' \(shape \[4, 3, 8, 8\], float32\) in training batch 0"):
+        slim_distill.fit(distiller, data, epochs=1, optimizer=paddle.optimizer.SGD(parameters=student.parameters()))

@@ -32,7 +32,7 @@ import paddle
 import paddle.nn.functional as F
 
 from slim_core.atomic import atomic_dir
-from slim_core.data import Batches
+from slim_core.data import Batches, data_errors
 from slim_core.errors import ConfigError, DataError, SlimError
 from slim_core.progress import progress
 from slim_distill.distiller import _Distillation
@@ -301,7 +301,8 @@ def fit(
                 now_rng = None
             args = [paddle.to_tensor(v) for v in inputs.values()]
             labels = paddle.to_tensor(np.asarray(rest[0])) if rest else None
-            out, dloss = model(*args, with_loss=True, loss_labels=labels)
+            with data_errors(model, args, names=list(inputs), where=f"training batch {idx}"):
+                out, dloss = model(*args, with_loss=True, loss_labels=labels)
             loss = dloss
             tval = 0.0
             if task_fn is not None and labels is not None:
