@@ -182,3 +182,11 @@ def test_load_any_recipe_detects_act(tmp_path):
     assert translation is not None and recipe.stages[0].kind == "ptq"
     recipe, translation = load_any_recipe("stages: [{ptq: {}}]\n")
     assert translation is None
+
+
+def test_train_distill_is_checked():
+    from slim_auto.recipe import TrainConfig
+
+    assert TrainConfig(distill={"logits": {}}).distill == {"logits": {}}
+    with pytest.raises(ConfigError, match="TrainConfig.distill: DistillConfig: unknown key 'logit'"):
+        TrainConfig.from_dict({"distill": {"logit": {}}})

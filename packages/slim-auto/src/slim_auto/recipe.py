@@ -33,6 +33,7 @@ import yaml
 
 from slim_core import ConfigError, SlimConfig, check_range, load_yaml
 from slim_core.registry import closest
+from slim_distill.config import DistillConfig
 
 __all__ = [
     "TrainConfig",
@@ -88,6 +89,11 @@ class TrainConfig(SlimConfig):
         check_range("TrainConfig.label_loss_weight", self.label_loss_weight, 0.0)
         if self.epochs == 0 and self.steps == 0:
             raise ConfigError("TrainConfig: set epochs or steps above 0")
+        if self.distill:
+            try:
+                DistillConfig.from_dict(self.distill)
+            except ConfigError as exc:
+                raise ConfigError(f"TrainConfig.distill: {exc}") from exc
 
 
 @dataclass(frozen=True)
