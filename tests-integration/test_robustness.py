@@ -17,6 +17,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -475,3 +476,21 @@ def test_training_data_of_the_wrong_shape_is_a_data_error():
     data = [(np.zeros((4, 3, 8, 8), "float32"), np.zeros((4,), "int64"))]
     with pytest.raises(DataError, match=r"input 'x' \(shape \[4, 3, 8, 8\], float32\) in training batch 0"):
         slim_distill.fit(distiller, data, epochs=1, optimizer=paddle.optimizer.SGD(parameters=student.parameters()))
+
+
+@pytest.mark.parametrize("target", ["int8/model_legacy.pdmodel", "fp32/model.pdiparams"], ids=["int8-program", "fp32-params"])
+def test_slim_run_on_a_damaged_model_exits_with_a_clear_error(models, tmp_path, target):
+    d, name = target.split("/")
+    shutil.copytree(models / d, tmp_path / "m")
+    damaged = tmp_path / "m" / name
+    damaged.write_bytes(np.random.default_rng(1).bytes(damaged.stat().st_size))
+    proc = subprocess.run(
+        [sys.executable, "-m", "slim_core.cli", "run", "m", "--input", str(models / "x.npy")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "SLIM_QUIET": "1"},
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])  # not 139 (SIGSEGV), not 0
+    assert f"{name} does not match" in proc.stderr and "Traceback" not in proc.stderr
