@@ -494,3 +494,13 @@ def test_slim_run_on_a_damaged_model_exits_with_a_clear_error(models, tmp_path, 
     )
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])  # not 139 (SIGSEGV), not 0
     assert f"{name} does not match" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_recipe_with_too_many_stages_is_refused_before_any_is_checked(tmp_path, monkeypatch):
+    import slim_auto
+
+    monkeypatch.chdir(tmp_path)
+    Path("recipe.yaml").write_text("stages: [" + ", ".join(["ptq"] * 5000) + "]\n")  # 5,000 values: within the YAML bound
+    for load in (slim_auto.load_recipe, slim_auto.load_any_recipe):
+        with pytest.raises(ConfigError, match="5,000 stages; a recipe holds at most 64"):
+            load("recipe.yaml")

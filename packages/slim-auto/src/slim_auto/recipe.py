@@ -46,6 +46,9 @@ __all__ = [
 
 #: Stage kinds a recipe may name, in the order the issue lists them.
 STAGE_KINDS = ("prune", "sparsity", "distill", "qat", "ptq", "weight_only", "nas")
+#: Most stages a recipe may hold: each stage is a full compression and fine-tuning step, so a longer
+#: list is a mistake (or a hostile file), refused before any stage is checked.
+MAX_STAGES = 64
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class Recipe(SlimConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
 
+    def validate(self) -> None:
+        _check_stage_count(len(self.stages), "Recipe.stages")
+
     def train_for(self, stage: StageSpec) -> TrainConfig:
         """The training settings of ``stage``: the recipe's, with the stage's overrides."""
         if not stage.train:
@@ -311,6 +317,11 @@ def _parse_stage(entry: Any, i: int, where: _Where, known_kinds: list[str]) -> S
         raise ConfigError(f"{where(path)}: {exc}") from exc
 
 
+def _check_stage_count(n: int, where: str) -> None:
+    if n > MAX_STAGES:
+        raise ConfigError(f"{where}: {n:,} stages; a recipe holds at most {MAX_STAGES}")
+
+
 def _check_section(data: Any, key: str, cls: type[SlimConfig], where: _Where) -> SlimConfig:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -379,6 +390,7 @@ def load_recipe(
     raw_stages = data.get("stages") or []
     if not isinstance(raw_stages, list):
         raise ConfigError(f"{where(('stages',))}: must be a list of stages, got {type(raw_stages).__name__}")
+    _check_stage_count(len(raw_stages), where(("stages",)))
     stages = tuple(_parse_stage(e, i, where, known) for i, e in enumerate(raw_stages))
     train = _check_section(data, "train", TrainConfig, where)
     target = _check_section(data, "target", TargetConfig, where)
