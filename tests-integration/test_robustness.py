@@ -293,6 +293,8 @@ TARGETS = [
     ("fp32", "model.json", "model_size"),
     ("fp32", "model_legacy.pdiparams", "model_size"),
     ("int8", "model_legacy.pdmodel", "model_size"),
+    ("fp32", "model.pdiparams", "latency"),
+    ("fp32", "model_legacy.pdmodel", "latency"),
 ]
 DAMAGE = ["truncate-8", "half", "random", "empty", "missing", "trailing-bytes", "swapped", "bit-flip"]
 MANIFEST_DAMAGE = ["truncate-8", "missing", "swapped", "bit-flip"]  # with slim.json every file is hashed before anything else
@@ -339,6 +341,9 @@ CHILD = textwrap.dedent(
         if runner == "load_inference_model":
             from slim_core import load_inference_model
             return load_inference_model(path).run([x])
+        if runner == "latency":
+            from slim_analysis import latency
+            return latency(path, [1, 1, 8, 8], repeats=1, warmup=0)
         from slim_analysis import model_size
         return model_size(path)
 

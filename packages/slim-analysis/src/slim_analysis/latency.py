@@ -180,9 +180,11 @@ def exported_model(model: Any, input_shapes: list[list[int]]) -> Iterator[Path]:
     """
     paddle = require_paddle()
     if is_model_path(model):
-        from slim_core.model_io import resolve_model_path
+        from slim_core.model_io import check_model_files, resolve_model_path
 
-        yield resolve_model_path(Path(model))[0]
+        prefix, fmt = resolve_model_path(Path(model))
+        check_model_files(f"{prefix}{'.json' if fmt == 'pir' else '.pdmodel'}", f"{prefix}.pdiparams")  # before a runtime reads them
+        yield prefix
         return
     if not isinstance(model, paddle.nn.Layer):
         raise DataError(f"expected a paddle.nn.Layer or an inference-model path, got {type(model).__name__}")
