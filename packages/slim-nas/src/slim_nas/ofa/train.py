@@ -26,6 +26,7 @@ import paddle
 from paddle import nn
 
 from slim_core import Batches, ConfigError, SlimConfig, check_choice, check_range, progress
+from slim_distill.losses import LOSSES
 from slim_nas._data import cycle
 from slim_nas.ofa.supernet import Supernet
 from slim_nas.space import SearchSpace
@@ -74,12 +75,15 @@ class OFAConfig(SlimConfig):
         check_range("OFAConfig.temperature", self.temperature, 0, lo_open=True)
         check_range("OFAConfig.distill_weight", self.distill_weight, 0)
         check_range("OFAConfig.label_weight", self.label_weight, 0)
+        if self.distill_loss != "none":
+            try:
+                LOSSES.get(self.distill_loss)  # looked up now: losses registered after import are found
+            except ConfigError as exc:
+                raise ConfigError(f"OFAConfig.distill_loss: {exc} (or 'none' to turn distillation off)") from exc
 
 
 def _distill_loss(name: str) -> Callable[[Any, Any, float], Any]:
     """The slim-distill loss ``name`` as ``fn(student, teacher, temperature)``."""
-    from slim_distill.losses import LOSSES
-
     entry = LOSSES.get(name)
     if "temperature" in entry.param_names():
         return lambda s, t, temp: entry.fn(s, t, temperature=temp)
