@@ -42,7 +42,10 @@ _ENV_DEFAULTS = {
     "FLAGS_call_stack_level": "1",
 }
 # what Paddle / oneDNN / glog print on their own: pass reports, glog prefixes, Paddle's banners
-_NOISE = re.compile(r"^\s*(?:\x1b\[[0-9;]*m|\[[0-9;]+m)*\s*(?:---|[IWEF]\d{4} \d|\[Paddle2ONNX\]|\[(?:oneDNN|MKLDNN|Paddle)\b)")
+_NOISE = re.compile(
+    r"^\s*(?:\x1b\[[0-9;]*m|\[[0-9;]+m)*\s*(?:---|[IWEF]\d{4} \d|\[Paddle2ONNX\]|\[(?:oneDNN|MKLDNN|Paddle)\b"
+    r"|\[[!EWIV]\] |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,?\d* \[(?:INFO|WARNING|DEBUG)\]|Note: Error was)"
+)
 _lock = threading.Lock()
 _depth = 0
 
