@@ -116,7 +116,11 @@ def test_inference_model_inputs_stay_byte_identical(fmt, workdir):
     ).compress()
     assert _digests(folder) == before
     assert result.baseline.metric > 0.8 and result.baseline.latency_ms["paddle"]["1"] > 0
-    assert [c.name for c in result.candidates] == ["baseline", "ptq"]
+    # every installed runtime is a route; a PIR program gets INT8 through ONNX Runtime
+    assert [c.name for c in result.candidates] == ["baseline", "ptq [paddle]", "ptq [onnxruntime]"]
+    assert result.candidates[2].status == "ok" and result.candidates[2].latency_ms["onnxruntime"]["1"] > 0
+    if fmt == "legacy":
+        assert result.candidates[1].status == "ok"
     assert (out / "model").is_dir() and (out / "report.md").is_file()
 
 

@@ -192,7 +192,7 @@ def _compress(args: argparse.Namespace) -> int:
         ac.translation = translation
     result = ac.compress()
     _print_result(result, out)
-    return 0 if result.target_met else 1
+    return 0 if result.target_met or not result.target.is_set else 1
 
 
 def register_compress(sub: Any) -> None:

@@ -136,7 +136,12 @@ class CompressionResult:
     def to_markdown(self) -> str:
         """The before/after table (as printed by ``slim compress`` and ``slim demo``)."""
         assert self.summary is not None
-        head = f"target: {self.target.describe()} -> {'met' if self.target_met else 'NOT met (' + '; '.join(self.unmet_reasons) + ')'}\n"
+        if not self.target.is_set:
+            head = "target: none set -> the fastest candidate is delivered\n"
+        else:
+            head = (
+                f"target: {self.target.describe()} -> {'met' if self.target_met else 'NOT met (' + '; '.join(self.unmet_reasons) + ')'}\n"
+            )
         return head + f"best: #{self.best.id} {self.best.name}\n\n" + before_after_markdown(self.summary)
 
 
@@ -561,7 +566,7 @@ class AutoCompression:
         summary = self._write_report(stopped, seconds)
         self._check_inputs_unchanged()
         self.store.clean_work()
-        verdict = "met" if summary.target_met else "NOT met"
+        verdict = "met" if summary.target_met else ("not set" if not self.target.is_set else "NOT met")
         log.info("target %s: delivered #%d %s (%s) in %s", verdict, best.id, best.name, self.describe(best), self.out_dir / "model")
         return CompressionResult(
             best=best,

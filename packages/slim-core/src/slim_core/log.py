@@ -32,6 +32,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["get_logger", "configure", "native_output", "quiet_native_defaults", "is_native_noise", "NATIVE_LOGGER"]
 
@@ -70,6 +71,18 @@ class _Formatter(logging.Formatter):
         return f"[slim] {prefix}{record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests and notebooks swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(verbosity: int = 0, stream: object = None) -> logging.Logger:
     """Set up the ``slim`` logger for a command-line run.
 
@@ -89,7 +102,7 @@ def configure(verbosity: int = 0, stream: object = None) -> logging.Logger:
     for h in list(root.handlers):
         if getattr(h, "_slim", False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()  # type: ignore[arg-type]
     handler._slim = True  # type: ignore[attr-defined]
     handler.setFormatter(_Formatter())
     root.addHandler(handler)
