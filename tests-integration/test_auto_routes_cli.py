@@ -146,3 +146,19 @@ def test_the_kept_candidate_is_the_trial_whose_metric_was_measured(tmp_path):
     assert cand.settings == {"scale": 1.0} and cand.metric == good["metric"]
     delivered = eval_fn(Predictor(str(tmp_path / "out" / cand.model_dir)))
     assert abs(delivered - good["metric"]) < 0.02  # the files of the candidate are the good trial's
+
+
+def test_ptq_with_max_metric_drop_on_an_inference_model_gets_the_engines_eval_fn(workdir, tmp_path):
+    xt, yt = demo.load_digits("test")
+    result = slim_auto.AutoCompression(
+        str(workdir / "legacy" / "model"),
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"ptq": {"calibrator": "avg", "max_metric_drop": 0.001}, "name": "ptq-skip"}]},
+        target={"max_metric_drop": 0.5},
+        backends=["paddle"],
+        out_dir=tmp_path / "out",
+    ).compress()
+    cand = result.candidates[1]
+    assert cand.name == "ptq-skip [paddle]" and cand.status == "ok", cand.error  # was "max_metric_drop needs eval_fn"
+    assert abs(cand.metric - result.baseline.metric) <= 0.001 + 1e-9 or any("Kept in float" in n for n in cand.notes)

@@ -235,8 +235,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register_demo(sub: Any) -> None:
     """Add ``slim demo`` (replaces slim-core's training-only demo)."""
-    p = sub.add_parser("demo", help="train the built-in digits CNN, auto-compress it and write a report")
+    p = sub.add_parser(
+        "demo", help="train a CNN on the bundled digits, compress it (prune, distill, INT8) to within 1 point and write a report"
+    )
     p.add_argument("--out", default="slim-demo-out", help="output directory (default: ./slim-demo-out)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs of the demo model")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of the demo model")
     p.add_argument("--max-time", type=float, default=600.0, help="time budget of the compression in seconds")
     p.set_defaults(func=_demo)
