@@ -142,7 +142,7 @@ def test_slim_demo_runs_the_full_flow(tmp_path, capsys, monkeypatch):
     code = main(["demo", "--epochs", "1", "--max-time", "60"])  # the default relative --out
     printed = capsys.readouterr().out
     out = tmp_path / "slim-demo-out"
-    assert code == 0 and "| metric |" in printed and "latency paddle batch 32" in printed
+    assert code == 0 and "| metric |" in printed and "latency paddle batch 64" in printed
     for name in ("report.md", "report.html", "metrics.json", "model/slim.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
