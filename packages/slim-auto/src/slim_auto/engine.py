@@ -27,10 +27,10 @@ import numpy as np
 
 from slim_auto.act import ActTranslation, load_any_recipe
 from slim_auto.candidates import Candidate, meets_target, metric_ok, speedup, unmet_reasons
-from slim_auto.measure import Measurement, evaluate, export_formats, export_state, measure_candidate, measure_latency
+from slim_auto.measure import Measurement, evaluate, export_formats, export_state, measure_candidate, time_side_by_side
 from slim_auto.plans import Plan, PlanRunner, error_line
 from slim_auto.recipe import Recipe, TargetConfig, TrainConfig
-from slim_auto.report import RunSummary, before_after_markdown, write_report
+from slim_auto.report import RunSummary, before_after_markdown, speed_text, write_report
 from slim_auto.routes import ROUTES, routes_for
 from slim_auto.runstore import RunStore
 from slim_auto.selection import Selection
@@ -434,7 +434,7 @@ class AutoCompression:
             parts.append(f"drop {base.metric - c.metric:+.4f}")
         sp = speedup(c, base)
         if sp is not None and c.id != base.id:
-            parts.append(f"{sp:.2f}x faster" if sp >= 1 else f"{1 / sp:.2f}x slower")
+            parts.append(speed_text(sp))
         return ", ".join(parts)
 
     def update_best(self) -> None:
@@ -553,9 +553,9 @@ class AutoCompression:
         write_report(s, self.out_dir)
         return s
 
-    def _time(self, c: Candidate, m: Measurement) -> None:
-        backends = [c.runtime] if c.runtime else self.backends
-        measure_latency(self.out_dir / c.model_dir, self.example_inputs, backends, self.batch_sizes, self.threads, m)
+    def _time(self, cands: list[Candidate]) -> dict[int, dict[str, dict[str, float]]]:
+        models = {c.id: (self.out_dir / c.model_dir, [c.runtime] if c.runtime else list(self.backends)) for c in cands}
+        return time_side_by_side(models, self.example_inputs, self.batch_sizes, self.threads)
 
     def _finish(self, stopped: str, seconds: float) -> CompressionResult:
         best = self._selection.remeasure(self.candidates, self._time)

@@ -146,6 +146,80 @@ def _size(model_dir: Path, m: Measurement) -> None:
         m.size_bytes = int(sum(f.stat().st_size for f in model_files(model_dir) if f.name != "slim.json"))
 
 
+def _bench_format(arts: dict[str, Any], manifest: Any, backend: str) -> str | None:
+    """The slim-deploy benchmark format that runs ``backend`` on these artifacts, or None when none can."""
+    route = ROUTES.get(backend)
+    bench = route.bench if route is not None else backend
+    if bench == "paddle":
+        return next((f for f, a in arts.items() if a.runtime == "paddle"), None)
+    if bench == "onnx" and manifest is not None and manifest.int8 and "onnx" not in arts:
+        return None  # converting a Paddle INT8 program to ONNX aborts paddle2onnx: never try it in this process
+    return bench
+
+
+def time_side_by_side(
+    models: dict[int, tuple[Path, list[str]]],
+    example_inputs: list[np.ndarray],
+    batch_sizes: list[int],
+    threads: int,
+    *,
+    budget_s: float = 4.0,
+    min_rounds: int = 20,
+    max_rounds: int = 300,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Median latency of several exported models timed in alternation, one run each per round.
+
+    A load change on a shared machine then hits every model alike, so their ratios hold
+    (timing one model after the other lets a load spike decide the comparison).
+
+    Args:
+        models: ``{id: (model_dir, runtimes)}``.
+        budget_s: seconds per runtime and batch size (at least ``min_rounds`` rounds).
+
+    Returns:
+        ``{id: {runtime: {batch: median ms}}}``.
+    """
+    from slim_deploy.manifest import locate_artifacts
+
+    out: dict[int, dict[str, dict[str, float]]] = {cid: {} for cid in models}
+    for backend in dict.fromkeys(b for _, bs in models.values() for b in bs):
+        preds: dict[int, Any] = {}
+        for cid, (model_dir, backends) in models.items():
+            if backend not in backends:
+                continue
+            try:
+                arts, manifest = locate_artifacts(model_dir)
+                if _bench_format(arts, manifest, backend) is None:
+                    continue
+                with native_output():
+                    preds[cid] = predictor_for(model_dir, _backend(backend), threads)
+            except Exception:  # a model this runtime cannot run keeps its earlier timing
+                continue
+        try:
+            for batch in batch_sizes:
+                x = [np.repeat(a[:1], batch, axis=0) for a in example_inputs]
+                times: dict[int, list[float]] = {cid: [] for cid in preds}
+                with native_output():
+                    for p in preds.values():
+                        for _ in range(3):
+                            p(*x)
+                    end = time.perf_counter() + budget_s
+                    for r in range(max_rounds):
+                        if r >= min_rounds and time.perf_counter() > end:
+                            break
+                        for cid, p in preds.items():
+                            t0 = time.perf_counter()
+                            p(*x)
+                            times[cid].append(time.perf_counter() - t0)
+                for cid, ts in times.items():
+                    out[cid].setdefault(backend, {})[str(batch)] = float(np.median(ts) * 1e3)
+        finally:
+            for p in preds.values():
+                if hasattr(p, "close"):
+                    p.close()
+    return out
+
+
 def measure_latency(
     model_dir: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
 ) -> None:
@@ -154,17 +228,9 @@ def measure_latency(
     from slim_deploy.manifest import locate_artifacts
 
     arts, manifest = locate_artifacts(model_dir)
-    int8 = bool(manifest is not None and manifest.int8)
     shape = [int(d) for d in example_inputs[0].shape[1:]]
     for backend in backends:
-        route = ROUTES.get(backend)
-        bench = route.bench if route is not None else backend
-        if bench == "paddle":
-            fmt = next((f for f, a in arts.items() if a.runtime == "paddle"), None)
-        elif bench == "onnx" and int8 and "onnx" not in arts:
-            fmt = None  # converting a Paddle INT8 program to ONNX aborts paddle2onnx: never try it in this process
-        else:
-            fmt = bench
+        fmt = _bench_format(arts, manifest, backend)
         if fmt is None:
             m.notes.append(f"latency on {backend}: no model for this runtime in the export")
             continue

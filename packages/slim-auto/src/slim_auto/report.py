@@ -81,6 +81,8 @@ def speed_text(ratio: float | None) -> str:
     """
     if ratio is None or ratio <= 0:
         return ""
+    if 1 / 1.005 < ratio < 1.005:
+        return "same speed"
     return f"{ratio:.2f}x faster" if ratio >= 1.0 else f"{1.0 / ratio:.2f}x slower"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from slim_auto.candidates import Candidate, metric_ok, pareto_front, primary_latency, select_best
-from slim_auto.measure import Measurement
 from slim_auto.recipe import TargetConfig
 from slim_auto.runstore import RunStore
 from slim_core.log import get_logger
@@ -20,8 +19,8 @@ __all__ = ["Selection"]
 
 log = get_logger(__name__)
 
-#: ``(candidate, measurement)``: time one candidate's export into ``measurement.latency_ms``
-Timer = Callable[[Candidate, Measurement], None]
+#: ``(candidates) -> {id: {runtime: {batch: ms}}}``: time the candidates' exports side by side
+Timer = Callable[[list[Candidate]], dict[int, dict[str, dict[str, float]]]]
 
 
 class Selection:
@@ -51,39 +50,32 @@ class Selection:
                 self.on_change()
         return best
 
-    def remeasure(self, candidates: list[Candidate], timer: Timer, rounds: int = 2, limit: int = 6) -> Candidate:
-        """Time the original, the best and other Pareto candidates again, alternating (fastest of ``rounds``), and choose again."""
+    def remeasure(self, candidates: list[Candidate], timer: Timer, limit: int = 6) -> Candidate:
+        """Time the original, the best and the other finalists again in alternation, and choose again.
+
+        Finalists: the Pareto front, then every candidate within the metric target (fastest first),
+        at most ``limit`` models in all. ``timer`` returns ``{id: {runtime: {batch: ms}}}``.
+        """
         assert self.best is not None
         baseline = candidates[0]
         if len([c for c in candidates if c.status == "ok"]) < 2:
             return self.best
         chosen = {baseline.id: baseline, self.best.id: self.best}
-        # the Pareto front, then every candidate within the metric target (fastest first): a candidate
-        # that looked slow during the search under a passing load spike gets its second chance here
+        # a candidate that looked slow during the search under a passing load spike gets its second chance here
         fine = sorted((c for c in candidates if metric_ok(c, baseline, self.target)), key=lambda c: primary_latency(c) or float("inf"))
         for c in [*pareto_front(candidates, self.target), *fine]:
             if len(chosen) >= limit:
                 break
             chosen.setdefault(c.id, c)
-        log.info("timing the original and %d candidate(s) again, side by side", len(chosen) - 1)
-        timings: dict[int, list[dict[str, dict[str, float]]]] = {cid: [] for cid in chosen}
-        for _ in range(rounds):
-            for cid, c in chosen.items():
-                m = Measurement()
-                timer(c, m)
-                timings[cid].append(m.latency_ms)
+        log.info("timing the original and %d candidate(s) again, in alternation", len(chosen) - 1)
+        timings = timer(list(chosen.values()))
         for cid, c in chosen.items():
-            merged: dict[str, dict[str, float]] = {}
-            for lat in timings[cid]:
-                for backend, per_batch in lat.items():
-                    for batch, ms in per_batch.items():
-                        old = merged.setdefault(backend, {}).get(batch)
-                        merged[backend][batch] = ms if old is None else min(old, ms)
-            if merged:
+            lat = timings.get(cid) or {}
+            if lat:
                 c.notes.append(
-                    "Latency re-measured at the end next to the other finalists (during the search: " + _lat_text(c.latency_ms) + ")."
+                    f"Latency timed at the end in alternation with the other finalists (during the search: {_lat_text(c.latency_ms)})."
                 )
-                c.latency_ms = merged
+                c.latency_ms = {**c.latency_ms, **lat}
         return self.update(candidates)
 
 
