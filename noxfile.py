@@ -223,10 +223,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job on its embedded default: `slim demo`."""
+    """The main job on its embedded default: `slim demo`, with its default relative output directory (./slim-demo-out)."""
     _install_tree(session, list(PACKAGES))  # every library and the meta-package
-    out = session.posargs[0] if session.posargs else str(Path.cwd() / "slim-demo-out")
-    session.run("slim", "demo", "--out", out)
+    session.run("slim", "demo", *session.posargs)
 
 
 @nox.session

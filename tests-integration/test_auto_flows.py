@@ -305,7 +305,7 @@ def test_qat_stage_with_distillation(arch, request, test_split, tmp_path):
     ).compress()
     qat = result.candidates[1]
     assert qat.name == "qat" and qat.status == "ok", qat.error
-    assert "trained 30 steps" in " ".join(qat.notes)
+    assert "Trained 30 steps" in " ".join(qat.notes)
     assert qat.metric >= result.baseline.metric - 0.05
     manifest = json.loads((tmp_path / "qat" / qat.model_dir / "slim.json").read_text())
     assert "quantization" in json.dumps(manifest)

@@ -113,3 +113,22 @@ def test_search_trials_are_plotted_and_listed(tmp_path):
     md = paths["markdown"].read_text()
     assert "Settings searches" in md and '`{"calibrator": "mse"}` -> 0.8950' in md and "-> boom" in md
     ET.fromstring((tmp_path / "sensitivity.svg").read_text())
+
+
+def test_slowdowns_notes_settings_and_no_target(tmp_path):
+    from slim_auto.report import sentence, speed_text
+
+    assert speed_text(0.8) == "1.25x slower" and speed_text(2.5) == "2.50x faster"
+    assert sentence("latency on onnxruntime: " + "word " * 200).endswith("…") and sentence("kept in float").endswith(".")
+    slow = cand(1, 0.85, 12.5, name="distill")
+    slow.notes = ["latency on onnxruntime: no model for this runtime in the export"]
+    fast = cand(2, 0.80, 2.0, name="prune")
+    fast.settings = {"flops_ratio": 0.3}
+    paths = write_report(_summary(TargetConfig(), [slow, fast]), tmp_path)  # a recipe without a target
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    assert "1.25x slower" in md and "0.80x" not in md and "1.25x slower" in html
+    assert "Latency on onnxruntime: no model for this runtime in the export." in md
+    assert "No target was set" in md and "0.1000 below the original" in md and "Target met" not in md
+    assert "class='info'" in html and "class='ok'" not in html  # never green for a 10-point drop
+    assert "Stages of the chosen model" in html and "flops_ratio" in html
+    assert json.loads(paths["metrics"].read_text())["target_met"] is False

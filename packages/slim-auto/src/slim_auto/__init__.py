@@ -13,7 +13,20 @@ from slim_auto.candidates import Candidate, pareto_front, select_best
 from slim_auto.engine import AutoCompression, CompressionResult, CompressionRunError, accuracy_eval
 from slim_auto.recipe import STAGE_KINDS, Recipe, StageSpec, TargetConfig, TrainConfig, load_recipe
 from slim_auto.report import RunSummary, write_report
-from slim_auto.stages import STAGES, ModelState, Stage, StageContext, StageUnavailableError, known_kinds
+from slim_auto.routes import ROUTES, Route, register_route
+from slim_auto.runstore import RunStore
+from slim_auto.stages import (
+    APPLY_HANDLERS,
+    STAGES,
+    Applied,
+    ApplyStage,
+    ModelState,
+    Stage,
+    StageContext,
+    StageUnavailableError,
+    known_kinds,
+    register_apply,
+)
 from slim_core._paddle import require_paddle
 
 require_paddle()
@@ -46,4 +59,12 @@ __all__ = [
     "ModelState",
     "StageUnavailableError",
     "known_kinds",
+    "Applied",
+    "ApplyStage",
+    "APPLY_HANDLERS",
+    "register_apply",
+    "Route",
+    "ROUTES",
+    "register_route",
+    "RunStore",
 ]

@@ -33,7 +33,8 @@ class Candidate:
         model_dir: directory (relative to the output dir) of the exported model.
         seconds: wall time of the stage.
         error: the error message of a failed stage.
-        notes: anything that could not be measured, and why.
+        notes: anything that could not be measured, and why (sentences).
+        runtime: the runtime an inference model was converted for (empty: every allowed runtime).
     """
 
     id: int
@@ -53,6 +54,7 @@ class Candidate:
     error: str = ""
     notes: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
+    runtime: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,23 +65,31 @@ class Candidate:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def primary_latency(c: Candidate) -> float | None:
-    """Latency of the first backend at its first batch size (what speedup is computed on)."""
+def _first_batch(c: Candidate) -> str | None:
     for per_batch in c.latency_ms.values():
-        for ms in per_batch.values():
-            return float(ms)
+        for batch in per_batch:
+            return batch
     return None
+
+
+def primary_latency(c: Candidate, batch: str | None = None) -> float | None:
+    """Latency on the fastest measured runtime at the first batch size (what speedup is computed on)."""
+    batch = batch if batch is not None else _first_batch(c)
+    values = [float(per[batch]) for per in c.latency_ms.values() if batch in per and per[batch]]
+    return min(values) if values else None
 
 
 def speedup(c: Candidate, baseline: Candidate) -> float | None:
-    """Baseline latency over candidate latency on the same backend and batch."""
-    for backend, per_batch in baseline.latency_ms.items():
-        for batch, ms in per_batch.items():
-            other = c.latency_ms.get(backend, {}).get(batch)
-            if other:
-                return float(ms) / float(other)
-            return None
-    return None
+    """The original model's latency on its fastest runtime over the candidate's on its fastest, at the first batch size.
+
+    Comparing best with best keeps the claim honest when candidates run on different
+    runtimes (an INT8 model on ONNX Runtime against the original on Paddle and ONNX Runtime).
+    """
+    batch = _first_batch(baseline)
+    before, after = primary_latency(baseline, batch), primary_latency(c, batch)
+    if before is None or not after:
+        return None
+    return before / after
 
 
 __all__.append("speedup")

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,30 +26,31 @@ from typing import Any
 import numpy as np
 
 from slim_auto.act import ActTranslation, load_any_recipe
-from slim_auto.candidates import Candidate, meets_target, metric_ok, pareto_front, select_best, speedup, unmet_reasons
-from slim_auto.measure import Measurement, export_state, measure_candidate, measure_latency, predictor_for
-from slim_auto.recipe import Recipe, StageSpec, TargetConfig, TrainConfig
-from slim_auto.report import RunSummary, before_after_markdown, write_report
-from slim_auto.stages import ModelState, StageContext, check_recipe, get_stage
+from slim_auto.candidates import Candidate, meets_target, metric_ok, speedup, unmet_reasons
+from slim_auto.measure import Measurement, evaluate, export_formats, export_state, measure_candidate, time_side_by_side
+from slim_auto.plans import Plan, PlanRunner, error_line
+from slim_auto.recipe import Recipe, TargetConfig, TrainConfig
+from slim_auto.report import RunSummary, before_after_markdown, speed_text, write_report
+from slim_auto.routes import ROUTES, routes_for
+from slim_auto.runstore import RunStore
+from slim_auto.selection import Selection
+from slim_auto.stages import ModelState, StageContext, check_recipe
 from slim_core import (
     Batches,
     ConfigError,
     DataError,
     ModelLoadError,
-    OutputExistsError,
     SlimError,
-    atomic_dir,
-    atomic_write,
     load_inference_model,
     require_paddle,
     to_numpy,
 )
+from slim_core.log import get_logger
 from slim_core.model_io import resolve_model_path
 
 __all__ = ["AutoCompression", "CompressionResult", "CompressionRunError", "accuracy_eval"]
 
-_STATE = "state.json"
-_CKPT = "checkpoints"
+log = get_logger(__name__)
 _MIN_FREE_FACTOR = 6  # free disk needed, in multiples of the model's parameter bytes
 
 
@@ -129,35 +128,21 @@ class CompressionResult:
             return []
         return self.summary.unmet() if self.summary is not None else unmet_reasons(self.best, self.baseline, self.target)
 
+    @property
+    def failures(self) -> list[Candidate]:
+        """The candidates that failed (each with its one-line error)."""
+        return [c for c in self.candidates if c.status == "failed"]
+
     def to_markdown(self) -> str:
         """The before/after table (as printed by ``slim compress`` and ``slim demo``)."""
         assert self.summary is not None
-        head = f"target: {self.target.describe()} -> {'met' if self.target_met else 'NOT met (' + '; '.join(self.unmet_reasons) + ')'}\n"
+        if not self.target.is_set:
+            head = "target: none set -> the fastest candidate is delivered\n"
+        else:
+            head = (
+                f"target: {self.target.describe()} -> {'met' if self.target_met else 'NOT met (' + '; '.join(self.unmet_reasons) + ')'}\n"
+            )
         return head + f"best: #{self.best.id} {self.best.name}\n\n" + before_after_markdown(self.summary)
-
-
-@dataclass
-class _Plan:
-    name: str
-    recipe: Recipe
-    done: int = 0
-    status: str = "pending"
-    chosen: list[dict[str, Any]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "recipe": self.recipe.to_dict(),
-            "done": self.done,
-            "status": self.status,
-            "chosen": self.chosen,
-            "records": self.records,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> _Plan:
-        return cls(d["name"], Recipe.from_dict(d["recipe"]), d["done"], d["status"], d["chosen"], d.get("records", []))
 
 
 def _as_list(x: Any) -> list[Any]:
@@ -167,13 +152,18 @@ def _as_list(x: Any) -> list[Any]:
 class AutoCompression:
     """Compress a model to a target with a recipe (or a strategy chosen from the model and target).
 
+    The engine normalises the inputs and drives the run; the pieces it uses have one job each:
+    :class:`~slim_auto.runstore.RunStore` (the output directory: ownership, lock, checkpoints),
+    :class:`~slim_auto.plans.PlanRunner` (stages of a plan into measured candidates),
+    :class:`~slim_auto.selection.Selection` (the delivered best), and the report.
+
     Args:
         model: a dygraph ``paddle.nn.Layer`` (never modified: the run works on a copy), or the
             path of an inference model (PIR ``.json`` or legacy ``.pdmodel``; only read).
         train_data: batches for calibration and fine-tuning: a DataLoader, a list of
             ``(x, label)`` / ``x`` / dicts. Labels are optional (distillation needs none).
         eval_fn: ``eval_fn(predict) -> float`` where ``predict(*numpy_arrays) -> numpy`` runs a
-            model; it is called with the exported model (Paddle Inference) for every candidate.
+            model; it is called with the exported model on its runtime for every candidate.
             Higher is better unless ``target.higher_is_better`` is False.
         config: a recipe (YAML path, YAML text, dict or :class:`Recipe`), a PaddleSlim ACT
             recipe (translated), or None to let slim choose the strategy.
@@ -182,22 +172,29 @@ class AutoCompression:
             dimension is kept dynamic in exports. Taken from ``train_data`` when omitted.
         input_spec: Paddle ``InputSpec`` list instead of ``example_inputs``.
         out_dir: output directory (model, metrics.json, report.md, report.html, checkpoints).
+            Relative paths are taken from the current directory at construction. It must be new,
+            empty or an earlier slim run's (slim writes a ``.slim-auto.json`` marker), unless ``overwrite``.
         max_time: time budget in seconds; the best result so far is delivered when it runs out.
-        backends: latency backends (``"paddle"``, ``"onnxruntime"``); the first gives the speedup.
+        backends: runtimes allowed (``"paddle"``: Paddle Inference with oneDNN, ``"onnxruntime"``;
+            see :data:`slim_auto.routes.ROUTES`). Default: ``("paddle",)`` for a Layer, every
+            installed runtime for an inference model (its PTQ is tried on each, a failing runtime
+            is a failed candidate). The original model is timed on each; speedups compare the
+            fastest runtime of each model.
         batch_sizes: batch sizes to time; the first gives the speedup.
         threads: CPU threads for inference.
         calib_batches: batches of ``train_data`` used for calibration.
         resume: continue from the checkpoints in ``out_dir`` when they match this run (same
             model, recipe, target and input shapes); False starts over (needs ``overwrite``
             when checkpoints exist).
-        overwrite: allow replacing what ``out_dir`` holds (checkpoints of another run, or
-            results whose checkpoints were removed).
+        overwrite: allow writing into a non-empty directory slim did not create, and replacing
+            what an earlier run left there.
         title: heading of the report.
 
     Raises:
-        ConfigError: malformed recipe (line and key), unavailable stage, bad target.
+        ConfigError: malformed recipe (line and key), unavailable stage, bad target, unknown runtime.
         ModelLoadError: the model path does not hold a model.
-        OutputExistsError / SlimError: ``out_dir`` not writable or its disk too full, before any work.
+        OutputExistsError / SlimError: ``out_dir`` not slim's, busy with another run, not writable
+            or its disk too full, before any work.
     """
 
     def __init__(
@@ -212,7 +209,7 @@ class AutoCompression:
         input_spec: list[Any] | None = None,
         out_dir: str | os.PathLike[str] = "slim-auto-out",
         max_time: float | None = None,
-        backends: Iterable[str] = ("paddle",),
+        backends: Iterable[str] | None = None,
         batch_sizes: Iterable[int] = (1,),
         threads: int = 2,
         calib_batches: int = 8,
@@ -229,29 +226,28 @@ class AutoCompression:
             raise ConfigError(f"calib_batches={calib_batches} must be >= 1")
         self.eval_fn = eval_fn
         self.max_time = max_time
-        self.backends = list(backends)
         self.batch_sizes = [int(b) for b in batch_sizes]
-        if not self.backends or not self.batch_sizes:
-            raise ConfigError("backends and batch_sizes need at least one entry each")
         self.threads = int(threads)
-        self.resume = resume
-        self.overwrite = overwrite
         self.title = title
-        self.out_dir = Path(out_dir)
+        out = Path(os.path.abspath(os.fspath(out_dir)))  # relative paths behave as absolute ones, whatever links libraries make
         rank = int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0)
         if rank > 0:  # under paddle.distributed.launch only rank 0 writes out_dir itself
-            self.out_dir = self.out_dir / f"rank-{rank}"
+            out = out / f"rank-{rank}"
+        self.store = RunStore(out, resume=resume, overwrite=overwrite)
+        self.out_dir = self.store.out_dir
         # --- the model (never modified) --------------------------------------------------
         self._source_files: dict[str, str] = {}
         if isinstance(model, (str, os.PathLike)):
-            prefix, _ = resolve_model_path(model)
+            prefix, _ = resolve_model_path(os.path.abspath(os.fspath(model)))
             loaded = load_inference_model(prefix)  # proves it loads; raises ModelLoadError otherwise
             self.model_path: Path | None = prefix
             self.model_layer = None
+            self.model_format = loaded.format
             self.input_names = list(loaded.input_names)
             self._source_files = {str(p): _sha(p) for p in prefix.parent.iterdir() if p.name.startswith(prefix.name + ".")}
         elif isinstance(model, paddle.nn.Layer):
             self.model_path = None
+            self.model_format = "layer"
             try:
                 self.model_layer = copy.deepcopy(model)
             except Exception as exc:
@@ -260,6 +256,12 @@ class AutoCompression:
             self.input_names = None  # type: ignore[assignment]
         else:
             raise ModelLoadError(f"model must be a paddle.nn.Layer or an inference model path, got {type(model).__name__}")
+        if backends is None:
+            backends = ["paddle"] if self.model_layer is not None else [r.name for r in routes_for(list(ROUTES))]
+        self.backends = list(backends)
+        if not self.backends or not self.batch_sizes:
+            raise ConfigError("backends and batch_sizes need at least one entry each")
+        routes_for(self.backends)  # unknown runtime names fail here, before any work
         # --- recipe -----------------------------------------------------------------------
         self.translation: ActTranslation | None = None
         if config is None:
@@ -285,7 +287,11 @@ class AutoCompression:
         if self.recipe is not None and self.recipe.stages:
             check_recipe(self.recipe, has_layer=self.model_layer is not None, has_train_data=train_data is not None)
         # --- output directory, before any work --------------------------------------------
-        self._check_out_dir()
+        self.store.check(self._param_bytes() * _MIN_FREE_FACTOR + 1024 * 1024)
+        self.candidates: list[Candidate] = []
+        self.plans: list[Plan] = []
+        self._deadline: float | None = None
+        self._fp = ""
 
     # ------------------------------------------------------------------ setup helpers
     def _inputs(self, example_inputs: Any, input_spec: list[Any] | None) -> tuple[list[np.ndarray], list[Any]]:
@@ -327,47 +333,19 @@ class AutoCompression:
             out.append([inputs[n] for n in self.input_names] if len(self.input_names) > 1 else inputs[self.input_names[0]])
         return out
 
-    def _check_out_dir(self) -> None:
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise OutputExistsError(f"output path {out} exists and is not a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SlimError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
-        probe = out / ".slim-write-probe"
-        try:
-            with open(probe, "wb") as fh:
-                fh.write(b"0" * 4096)
-                fh.flush()
-                os.fsync(fh.fileno())
-            probe.unlink()
-        except OSError as exc:
-            raise SlimError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
-        need = self._param_bytes() * _MIN_FREE_FACTOR + 1024 * 1024
-        free = shutil.disk_usage(out).free
-        if free < need:
-            raise SlimError(f"not enough free disk space in {out}: {free:,} bytes free, about {need:,} needed for checkpoints and outputs")
-        state = out / _CKPT / _STATE
-        finished = (out / "metrics.json").exists() and not state.exists()
-        if state.exists() and not self.resume and not self.overwrite:
-            raise OutputExistsError(
-                f"{out} holds checkpoints of an earlier run; pass resume=True to continue it or overwrite=True to start over"
-            )
-        if finished and not self.overwrite:
-            raise OutputExistsError(f"{out} holds the results of a finished run; pass overwrite=True or choose another out_dir")
-
     def _param_bytes(self) -> int:
         if self.model_layer is not None:
             return int(sum(int(np.prod(p.shape)) * 4 for p in self.model_layer.parameters()))
         assert self.model_path is not None
-        return int(Path(str(self.model_path) + ".pdiparams").stat().st_size)
+        params = Path(str(self.model_path) + ".pdiparams")
+        return int(params.stat().st_size) if params.exists() else 0
 
     def _fingerprint(self) -> str:
-        h = hashlib.sha256()
+        h = hashlib.sha256(b"slim-auto state v2")
         h.update((self.recipe.fingerprint() if self.recipe is not None else "auto").encode())
         h.update(json.dumps(self.target.to_dict(), sort_keys=True).encode())
         h.update(json.dumps([list(a.shape) for a in self.example_inputs]).encode())
+        h.update(json.dumps(self.backends).encode())
         if self.model_layer is not None:
             for name, value in sorted(self.model_layer.state_dict().items()):
                 h.update(name.encode())
@@ -376,117 +354,20 @@ class AutoCompression:
             h.update("".join(sorted(self._source_files.values())).encode())
         return h.hexdigest()[:24]
 
-    # ------------------------------------------------------------------ state
-    @property
-    def _ckpt_dir(self) -> Path:
-        return self.out_dir / _CKPT
+    # ------------------------------------------------------------------ services for the plan runner
+    def save(self) -> None:
+        """Checkpoint the plans and candidates."""
+        self.store.save(self._fp, [p.to_dict() for p in self.plans], [c.to_dict() for c in self.candidates])
 
-    def _save_state(self) -> None:
-        data = {
-            "version": 1,
-            "fingerprint": self._fp,
-            "plans": [p.to_dict() for p in self._plans],
-            "candidates": [c.to_dict() for c in self._candidates],
-        }
-        with atomic_write(self._ckpt_dir / _STATE) as fh:
-            json.dump(data, fh, indent=1, default=str)
-
-    def _load_state(self) -> bool:
-        path = self._ckpt_dir / _STATE
-        if not (self.resume and path.exists()):
-            return False
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SlimError(f"cannot read the checkpoint state {path}: {exc}; pass overwrite=True and resume=False to start over") from exc
-        if data.get("fingerprint") != self._fp:
-            if not self.overwrite:
-                raise OutputExistsError(
-                    f"{self.out_dir} holds checkpoints of a different run (other model, recipe or target); "
-                    "pass overwrite=True to start over or choose another out_dir"
-                )
-            return False
-        self._plans = [_Plan.from_dict(p) for p in data["plans"]]
-        self._candidates = [Candidate.from_dict(c) for c in data["candidates"]]
-        return True
-
-    # ------------------------------------------------------------------ the run
-    def compress(self) -> CompressionResult:
-        """Run the recipe or the strategy; always delivers the best model found.
-
-        Returns:
-            :class:`CompressionResult`; the model, ``metrics.json``, ``report.md`` and
-            ``report.html`` are in ``out_dir``.
-        """
-        paddle = require_paddle()
-        t0 = time.monotonic()
-        self._deadline = None if self.max_time is None else t0 + self.max_time
-        self._fp = self._fingerprint()
-        self._plans: list[_Plan] = []
-        self._candidates: list[Candidate] = []
-        resumed = self._load_state()
-        if not resumed:
-            if self._ckpt_dir.exists():
-                shutil.rmtree(self._ckpt_dir)
-            self._ckpt_dir.mkdir(parents=True)
-        teacher = None
-        if self.model_layer is not None:
-            teacher = copy.deepcopy(self.model_layer)
-            teacher.eval()
-            for p in teacher.parameters():
-                p.stop_gradient = True
-        self._teacher = teacher
-        # baseline ------------------------------------------------------------------------
-        if not self._candidates:
-            self._baseline_candidate()
-        baseline = self._candidates[0]
-        self._best = select_best(self._candidates, baseline, self.target)
-        self._deliver()
-        stopped = "done"
-        strategy = None
-        if self.recipe is None or not self.recipe.stages:
-            from slim_auto.strategy import AutoStrategy
-
-            strategy = AutoStrategy(self)
-        elif not self._plans:
-            self._plans.append(_Plan("recipe", self.recipe))
-            self._save_state()
-        i = 0
-        while True:
-            if self._time_up():
-                stopped = "time"
-                break
-            if self._best.id != baseline.id and meets_target(self._best, baseline, self.target) and strategy is not None:
-                stopped = "target"
-                break
-            if i >= len(self._plans):
-                if strategy is None:
-                    break
-                nxt = strategy.next_plan(self._plans, self._candidates, baseline)
-                if nxt is None:
-                    break
-                self._plans.append(_Plan(nxt[0], nxt[1]))
-                self._save_state()
-            plan = self._plans[i]
-            if plan.status in ("pending", "running", "time"):  # "time": cut short by an earlier run's budget
-                paddle.disable_static()
-                self._run_plan(i, plan)
-                if plan.status == "time":
-                    stopped = "time"
-                    break
-            i += 1
-
-        return self._finish(stopped, time.monotonic() - t0)
-
-    def _time_up(self) -> bool:
+    def time_up(self) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline
 
-    def _context(self, train: TrainConfig, work: Path) -> StageContext:
-        baseline = self._candidates[0]
+    def context(self, train: TrainConfig, work: Path) -> StageContext:
+        """Everything a stage gets from the engine: data, eval function, target, deadline, scratch directory."""
+        baseline = self.candidates[0]
 
         def reached(metric: float) -> bool:
-            c = Candidate(id=-1, name="probe", metric=metric)
-            return metric_ok(c, baseline, self.target)
+            return metric_ok(Candidate(id=-1, name="probe", metric=metric), baseline, self.target)
 
         has_metric_target = self.target.max_metric_drop is not None or self.target.min_metric is not None
         return StageContext(
@@ -502,16 +383,23 @@ class AutoCompression:
             deadline=self._deadline,
             work_dir=work,
             max_metric_drop=self.target.max_metric_drop,
+            higher_is_better=self.target.higher_is_better,
+            threads=self.threads,
         )
 
-    def _fresh_state(self) -> ModelState:
+    def fresh_state(self) -> ModelState:
+        """A new copy of the original model."""
         if self.model_layer is not None:
             layer = copy.deepcopy(self.model_layer)
             layer.eval()
             return ModelState(layer=layer)
         return ModelState(path=self.model_path)
 
-    def _measure(self, state: ModelState, model_dir: Path) -> Measurement:
+    def measure(self, state: ModelState, rel: str, metric: float | None = None) -> Measurement:
+        """Export ``state`` into the candidate directory ``rel`` and measure it there."""
+        import shutil
+
+        model_dir = self.out_dir / rel
         if model_dir.exists():
             shutil.rmtree(model_dir)
         return measure_candidate(
@@ -523,173 +411,135 @@ class AutoCompression:
             backends=self.backends,
             batch_sizes=self.batch_sizes,
             threads=self.threads,
+            metric=metric,
         )
 
-    def _baseline_candidate(self) -> None:
-        rel = f"{_CKPT}/cand-000-baseline"
+    def export_and_evaluate(self, state: ModelState, model_dir: Path) -> float:
+        """Export a search trial into its own directory and evaluate it there (on its runtime)."""
+        backends = [state.runtime] if state.runtime else self.backends
+        export_state(state, model_dir, self.input_spec, threads=self.threads, formats=export_formats(backends))
+        return evaluate(model_dir, self.eval_fn, backends[0], self.threads)
+
+    def fill(self, c: Candidate, m: Measurement) -> None:
+        """Copy a measurement into a candidate."""
+        c.metric, c.flops, c.params, c.size_bytes = m.metric, m.flops, m.params, m.size_bytes
+        c.latency_ms = m.latency_ms
+        c.notes.extend(m.notes)
+
+    def describe(self, c: Candidate) -> str:
+        """One line: metric, drop, speedup."""
+        base = self.candidates[0]
+        parts = [f"metric {c.metric:.4f}" if c.metric is not None else "metric n/a"]
+        if c.metric is not None and base.metric is not None and c.id != base.id:
+            parts.append(f"drop {base.metric - c.metric:+.4f}")
+        sp = speedup(c, base)
+        if sp is not None and c.id != base.id:
+            parts.append(speed_text(sp))
+        return ", ".join(parts)
+
+    def update_best(self) -> None:
+        self._selection.update(self.candidates)
+
+    # ------------------------------------------------------------------ the run
+    def compress(self) -> CompressionResult:
+        """Run the recipe or the strategy; always delivers the best model found.
+
+        Returns:
+            :class:`CompressionResult`; the model, ``metrics.json``, ``report.md`` and
+            ``report.html`` are in ``out_dir``.
+
+        Raises:
+            OutputExistsError: another run holds ``out_dir``.
+            CompressionRunError: the original model cannot be evaluated.
+        """
+        t0 = time.monotonic()
+        self._deadline = None if self.max_time is None else t0 + self.max_time
+        self._fp = self._fingerprint()
+        data = self.store.open(self._fp)
         try:
-            m = self._measure(self._fresh_state(), self.out_dir / rel)
+            self.plans = [Plan.from_dict(p) for p in data["plans"]] if data else []
+            self.candidates = [Candidate.from_dict(c) for c in data["candidates"]] if data else []
+            if data:
+                log.info("resuming the run in %s (%d candidates measured)", self.out_dir, len(self.candidates))
+            return self._run(t0)
+        finally:
+            self.store.unlock()
+
+    def _run(self, t0: float) -> CompressionResult:
+        paddle = require_paddle()
+        teacher = None
+        if self.model_layer is not None:
+            teacher = copy.deepcopy(self.model_layer)
+            teacher.eval()
+            for p in teacher.parameters():
+                p.stop_gradient = True
+        self._teacher = teacher
+        self._selection = Selection(self.store, self.target, on_change=lambda: self._write_report("running", 0.0))
+        if not self.candidates:
+            self._baseline_candidate()
+        baseline = self.candidates[0]
+        self._selection.update(self.candidates, force=True)
+        runner = PlanRunner(self)
+        stopped = "done"
+        strategy = None
+        if self.recipe is None or not self.recipe.stages:
+            from slim_auto.strategy import AutoStrategy
+
+            strategy = AutoStrategy(self)
+        elif not self.plans:
+            self.plans.append(Plan("recipe", self.recipe))
+            self.save()
+        i = 0
+        while True:
+            best = self._selection.best
+            assert best is not None
+            if self.time_up():
+                stopped = "time"
+                log.info("time budget used up")
+                break
+            if best.id != baseline.id and meets_target(best, baseline, self.target) and strategy is not None:
+                stopped = "target"
+                break
+            if i >= len(self.plans):
+                if strategy is None:
+                    break
+                nxt = strategy.next_plan(self.plans, self.candidates, baseline)
+                if nxt is None:
+                    break
+                self.plans.append(Plan(nxt[0], nxt[1]))
+                self.save()
+            plan = self.plans[i]
+            if plan.status in ("pending", "running", "time"):  # "time": cut short by an earlier run's budget
+                paddle.disable_static()
+                log.info("plan %s: %s", plan.name, " > ".join(s.label for s in plan.recipe.stages))
+                runner.run(i, plan)
+                if plan.status == "time":
+                    stopped = "time"
+                    break
+            i += 1
+        return self._finish(stopped, time.monotonic() - t0)
+
+    def _baseline_candidate(self) -> None:
+        rel = self.store.candidate_rel(0, "baseline")
+        log.info("measuring the original model")
+        try:
+            m = self.measure(self.fresh_state(), rel)
         except SlimError:
             raise
         except Exception as exc:
-            raise CompressionRunError(f"the original model could not be evaluated: {type(exc).__name__}: {exc}") from exc
+            raise CompressionRunError(f"the original model could not be evaluated: {error_line(exc)}") from exc
         c = Candidate(id=0, name="baseline", model_dir=rel, seconds=m.eval_seconds)
-        _fill(c, m)
-        self._candidates.append(c)
-        self._save_state()
-
-    def _ckpt_path(self, plan: int, stage: int) -> Path:
-        return self._ckpt_dir / f"p{plan}-s{stage}.pdparams"
-
-    def _save_weights(self, state: ModelState, plan: int, stage: int) -> None:
-        if state.layer is None:
-            return  # inference-model stages: the exported candidate is the checkpoint
-        paddle = require_paddle()
-        buf = io.BytesIO()
-        paddle.save(state.layer.state_dict(), buf)
-        with atomic_write(self._ckpt_path(plan, stage), "wb") as fh:
-            fh.write(buf.getvalue())
-
-    def _load_weights(self, state: ModelState, plan: int, stage: int) -> None:
-        if state.layer is None:
-            return
-        paddle = require_paddle()
-        path = self._ckpt_path(plan, stage)
-        if not path.exists():
-            raise SlimError(f"checkpoint {path} is missing; pass overwrite=True and resume=False to start over")
-        sd = paddle.load(str(path))
-        missing, unexpected = state.layer.set_state_dict(sd)
-        if missing or unexpected:
-            raise SlimError(
-                f"checkpoint {path} does not match the rebuilt model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-            )
-
-    def _replay(self, pi: int, plan: _Plan, state: ModelState) -> ModelState:
-        """Rebuild the model after ``plan.done`` finished stages (resume)."""
-        for si in range(plan.done):
-            spec = plan.recipe.stages[si]
-            stage = get_stage(spec.kind)
-            if state.layer is None:
-                cand = next(c for c in self._candidates if c.plan == pi and c.stage == si and c.status == "ok")
-                state.path = self.out_dir / cand.model_dir
-                state.quantized = stage.kind in ("ptq", "qat", "weight_only")
-                continue
-            if si > 0:
-                self._load_weights(state, pi, si - 1)
-            ctx = self._context(plan.recipe.train_for(spec), self._ckpt_dir / f"work-p{pi}-s{si}")
-            ctx.record = dict(plan.records[si]) if si < len(plan.records) else {}
-            self._seed(pi, si, ctx.train)
-            state = stage.rebuild(state, stage.make_config(plan.chosen[si]), ctx)
-        self._load_weights(state, pi, plan.done - 1)
-        return state
-
-    def _seed(self, pi: int, si: int, train: TrainConfig) -> None:
-        paddle = require_paddle()
-        paddle.seed(train.seed + 1000 * pi + si)
-        np.random.seed((train.seed + 1000 * pi + si) % 2**32)
-
-    def _run_plan(self, pi: int, plan: _Plan) -> None:
-        state = self._fresh_state()
-        if plan.done:
-            state = self._replay(pi, plan, state)
-        plan.status = "running"
-        self._save_state()
-        baseline = self._candidates[0]
-        for si in range(plan.done, len(plan.recipe.stages)):
-            if self._time_up():
-                plan.status = "time"
-                self._save_state()
-                return
-            spec = plan.recipe.stages[si]
-            stage = get_stage(spec.kind)
-            train = plan.recipe.train_for(spec)
-            work = self._ckpt_dir / f"work-p{pi}-s{si}"
-            ctx = self._context(train, work)
-            ctx.max_trials = spec.max_trials
-            names = [s.label for s in plan.recipe.stages[: si + 1]]
-            cid = len(self._candidates)
-            rel = f"{_CKPT}/cand-{cid:03d}"
-            cand = Candidate(id=cid, name=" > ".join(names), plan=pi, stage=si)
-            cand.train = train.to_dict() if stage.trains else {}
-            t0 = time.monotonic()
-            n_applied = len(state.applied)
-            try:
-                self._seed(pi, si, train)
-                if spec.search:
-                    state, settings, trials = self._search(state, spec, stage, ctx)
-                    cand.trials = trials
-                else:
-                    settings = dict(spec.settings)
-                    state = stage.run(state, stage.make_config(settings), ctx)
-                cand.settings = settings
-                for entry in state.applied[n_applied:]:
-                    if entry.get("stage") == "ptq-skipped-layers":
-                        cand.notes.append(f"kept in float by sensitivity: {entry['layers']}; metrics {entry.get('metrics')}")
-                if ctx.outcome is not None:
-                    cand.notes.append(f"trained {ctx.outcome.steps} steps (stopped: {ctx.outcome.stopped})")
-                    if ctx.outcome.stopped == "time":
-                        cand.status = "time"
-                m = self._measure(state, self.out_dir / rel)
-                _fill(cand, m)
-                cand.model_dir = rel
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # a failing stage or eval_fn ends this plan; earlier results stay
-                cand.status = "failed"
-                cand.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-                cand.seconds = time.monotonic() - t0
-                self._candidates.append(cand)
-                plan.status = "failed"
-                self._save_state()
-                return
-            cand.seconds = time.monotonic() - t0
-            if cand.status == "time":  # a stage cut short by the budget still gives a measured model
-                cand.status = "ok"
-                cand.notes.append("cut short by max_time")
-                self._candidates.append(cand)
-                self._update_best(baseline)
-                plan.status = "time"
-                self._save_state()
-                return
-            self._save_weights(state, pi, si)
-            plan.done = si + 1
-            plan.chosen.append(settings)
-            plan.records.append(json.loads(json.dumps(ctx.record, default=str)))
-            self._candidates.append(cand)
-            self._update_best(baseline)
-            self._save_state()
-            shutil.rmtree(work, ignore_errors=True)
-        plan.status = "done"
-        self._save_state()
-
-    def _search(
-        self, state: ModelState, spec: StageSpec, stage: Any, ctx: StageContext
-    ) -> tuple[ModelState, dict[str, Any], list[dict[str, Any]]]:
-        """Try settings of the stage's search space on copies of ``state``; keep the best by metric."""
-        from slim_auto.search import search_settings
-
-        return search_settings(self, state, spec, stage, ctx)
-
-    def _update_best(self, baseline: Candidate) -> None:
-        best = select_best(self._candidates, baseline, self.target)
-        if best.id != self._best.id:
-            self._best = best
-            self._deliver()
-
-    def _deliver(self) -> None:
-        """Copy the best candidate's exported model to ``out_dir/model`` and refresh the report."""
-        src = self.out_dir / self._best.model_dir
-        with atomic_dir(self.out_dir / "model", overwrite=True) as tmp:
-            for f in src.iterdir():
-                if f.is_file():
-                    shutil.copy2(f, tmp / f.name)
-        self._write_report("running", 0.0)
+        self.fill(c, m)
+        self.candidates.append(c)
+        log.info("original model: %s", self.describe(c))
+        self.save()
 
     def _summary(self, stopped: str, seconds: float) -> RunSummary:
+        assert self._selection.best is not None
         return RunSummary(
-            baseline=self._candidates[0],
-            best=self._best,
-            candidates=list(self._candidates),
+            baseline=self.candidates[0],
+            best=self._selection.best,
+            candidates=list(self.candidates),
             target=self.target,
             stopped=stopped,
             seconds=seconds,
@@ -703,55 +553,25 @@ class AutoCompression:
         write_report(s, self.out_dir)
         return s
 
-    def _remeasure_final(self) -> None:
-        """Time the original, the delivered model and the other Pareto candidates again, alternating,
-        so the final choice and the before/after latencies come from the same machine load
-        (fastest of two rounds each); the best is chosen again on these numbers."""
-        baseline = self._candidates[0]
-        if len([c for c in self._candidates if c.status == "ok"]) < 2:
-            return
-        front = pareto_front(self._candidates, self.target)
-        chosen = {baseline.id: baseline, self._best.id: self._best}
-        for c in front:
-            if len(chosen) >= 6:
-                break
-            chosen.setdefault(c.id, c)
-        rounds: dict[int, list[dict[str, dict[str, float]]]] = {cid: [] for cid in chosen}
-        for _ in range(2):
-            for cid, c in chosen.items():
-                m = Measurement()
-                measure_latency(self.out_dir / c.model_dir, self.example_inputs, self.backends, self.batch_sizes, self.threads, m)
-                rounds[cid].append(m.latency_ms)
-        for cid, c in chosen.items():
-            merged: dict[str, dict[str, float]] = {}
-            for lat in rounds[cid]:
-                for backend, per_batch in lat.items():
-                    for batch, ms in per_batch.items():
-                        old = merged.setdefault(backend, {}).get(batch)
-                        merged[backend][batch] = ms if old is None else min(old, ms)
-            if merged:
-                c.notes.append(f"latency during the search: {c.latency_ms}; re-measured at the end next to the other finalists")
-                c.latency_ms = merged
-        best = select_best(self._candidates, baseline, self.target)
-        if best.id != self._best.id:
-            self._best = best
-            self._deliver()
-        self._save_state()
+    def _time(self, cands: list[Candidate]) -> dict[int, dict[str, dict[str, float]]]:
+        models = {c.id: (self.out_dir / c.model_dir, [c.runtime] if c.runtime else list(self.backends)) for c in cands}
+        return time_side_by_side(models, self.example_inputs, self.batch_sizes, self.threads)
 
     def _finish(self, stopped: str, seconds: float) -> CompressionResult:
-        self._remeasure_final()
-        baseline = self._candidates[0]
-        if stopped == "target" and not (self._best.id != baseline.id and meets_target(self._best, baseline, self.target)):
+        best = self._selection.remeasure(self.candidates, self._time)
+        self.save()
+        baseline = self.candidates[0]
+        if stopped == "target" and not (best.id != baseline.id and meets_target(best, baseline, self.target)):
             stopped = "done"  # the final timing showed the candidate that stopped the run is not faster after all
         summary = self._write_report(stopped, seconds)
         self._check_inputs_unchanged()
-        for p in self._ckpt_dir.glob("work-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        baseline = self._candidates[0]
+        self.store.clean_work()
+        verdict = "met" if summary.target_met else ("not set" if not self.target.is_set else "NOT met")
+        log.info("target %s: delivered #%d %s (%s) in %s", verdict, best.id, best.name, self.describe(best), self.out_dir / "model")
         return CompressionResult(
-            best=self._best,
+            best=best,
             baseline=baseline,
-            candidates=list(self._candidates),
+            candidates=list(self.candidates),
             target=self.target,
             target_met=summary.target_met,
             stopped=stopped,
@@ -766,21 +586,6 @@ class AutoCompression:
         for path, digest in self._source_files.items():
             if _sha(Path(path)) != digest:  # pragma: no cover - would be a bug in a stage
                 raise SlimError(f"input model file {path} changed during the run")
-
-    # ------------------------------------------------------------------ helpers for strategies
-    def predict_original(self) -> Callable[..., np.ndarray]:
-        """A numpy predict function of the original model's export."""
-        return predictor_for(self.out_dir / self._candidates[0].model_dir, self.backends[0], self.threads)
-
-    def export(self, state: ModelState, model_dir: Path) -> Path:
-        """Export ``state`` into ``model_dir`` the way candidates are exported."""
-        return export_state(state, model_dir, self.input_spec, threads=self.threads)
-
-
-def _fill(c: Candidate, m: Measurement) -> None:
-    c.metric, c.flops, c.params, c.size_bytes = m.metric, m.flops, m.params, m.size_bytes
-    c.latency_ms = m.latency_ms
-    c.notes.extend(m.notes)
 
 
 def _sha(path: Path) -> str:

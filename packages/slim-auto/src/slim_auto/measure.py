@@ -17,10 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from slim_auto.routes import ROUTES
 from slim_auto.stages import ModelState
 from slim_core import require_paddle
+from slim_core.log import native_output
 
-__all__ = ["Measurement", "export_state", "predictor_for", "measure_candidate", "measure_latency", "model_files"]
+__all__ = [
+    "Measurement",
+    "export_state",
+    "export_formats",
+    "evaluate",
+    "predictor_for",
+    "measure_candidate",
+    "measure_latency",
+    "model_files",
+]
 
 
 @dataclass
@@ -41,12 +52,15 @@ def model_files(model_dir: Path) -> list[Path]:
     return sorted(p for p in Path(model_dir).iterdir() if p.is_file())
 
 
-def export_state(state: ModelState, model_dir: Path, input_spec: list[Any], *, threads: int = 2) -> Path:
+def export_state(
+    state: ModelState, model_dir: Path, input_spec: list[Any], *, threads: int = 2, formats: tuple[str, ...] = ("paddle",)
+) -> Path:
     """Write the deployable model of ``state`` into the directory ``model_dir`` (with a ``slim.json`` manifest).
 
-    A quantized Layer goes through :func:`slim_quant.export` (the INT8 program Paddle
-    Inference runs with oneDNN, int8 weights on disk); any other Layer through
-    :func:`slim_deploy.export` (PIR program, outputs verified against the Layer).
+    A quantized Layer goes through :func:`slim_quant.export` in ``formats`` (the INT8
+    program Paddle Inference runs with oneDNN, int8 weights on disk; ONNX QDQ); any other
+    Layer through :func:`slim_deploy.export` (outputs verified against the Layer). A state
+    already exported (a search trial's directory) is copied.
 
     Returns:
         ``model_dir``.
@@ -55,6 +69,9 @@ def export_state(state: ModelState, model_dir: Path, input_spec: list[Any], *, t
 
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
+    if state.export_dir is not None and Path(state.export_dir).is_dir():
+        shutil.copytree(state.export_dir, model_dir, dirs_exist_ok=True)
+        return model_dir
     if state.layer is None:
         assert state.path is not None
         src = Path(state.path)
@@ -66,10 +83,11 @@ def export_state(state: ModelState, model_dir: Path, input_spec: list[Any], *, t
                 if f.is_file() and f.name.startswith(src.name + "."):
                     shutil.copy2(f, model_dir / f.name)
         return model_dir
-    if state.quantized:
+    if state.int8:
         import slim_quant
 
-        slim_quant.export(state.layer, str(model_dir), overwrite=True, latency_guard=False, threads=threads)
+        with native_output():  # oneDNN's INT8 pass report goes to the debug log
+            slim_quant.export(state.layer, str(model_dir), formats=formats, overwrite=True, latency_guard=False, threads=threads)
         return model_dir
     compression = {"stages": [dict(a) for a in state.applied]} if state.applied else None
     deploy_export(state.layer, str(model_dir), input_spec=input_spec, format="paddle", compression=compression, overwrite=True)
@@ -128,38 +146,120 @@ def _size(model_dir: Path, m: Measurement) -> None:
         m.size_bytes = int(sum(f.stat().st_size for f in model_files(model_dir) if f.name != "slim.json"))
 
 
+def _bench_format(arts: dict[str, Any], manifest: Any, backend: str) -> str | None:
+    """The slim-deploy benchmark format that runs ``backend`` on these artifacts, or None when none can."""
+    route = ROUTES.get(backend)
+    bench = route.bench if route is not None else backend
+    if bench == "paddle":
+        return next((f for f, a in arts.items() if a.runtime == "paddle"), None)
+    if bench == "onnx" and manifest is not None and manifest.int8 and "onnx" not in arts:
+        return None  # converting a Paddle INT8 program to ONNX aborts paddle2onnx: never try it in this process
+    return bench
+
+
+def time_side_by_side(
+    models: dict[int, tuple[Path, list[str]]],
+    example_inputs: list[np.ndarray],
+    batch_sizes: list[int],
+    threads: int,
+    *,
+    budget_s: float = 4.0,
+    min_rounds: int = 20,
+    max_rounds: int = 300,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Median latency of several exported models timed in alternation, one run each per round.
+
+    A load change on a shared machine then hits every model alike, so their ratios hold
+    (timing one model after the other lets a load spike decide the comparison).
+
+    Args:
+        models: ``{id: (model_dir, runtimes)}``.
+        budget_s: seconds per runtime and batch size (at least ``min_rounds`` rounds).
+
+    Returns:
+        ``{id: {runtime: {batch: median ms}}}``.
+    """
+    from slim_deploy.manifest import locate_artifacts
+
+    out: dict[int, dict[str, dict[str, float]]] = {cid: {} for cid in models}
+    for backend in dict.fromkeys(b for _, bs in models.values() for b in bs):
+        preds: dict[int, Any] = {}
+        for cid, (model_dir, backends) in models.items():
+            if backend not in backends:
+                continue
+            try:
+                arts, manifest = locate_artifacts(model_dir)
+                if _bench_format(arts, manifest, backend) is None:
+                    continue
+                with native_output():
+                    preds[cid] = predictor_for(model_dir, _backend(backend), threads)
+            except Exception:  # a model this runtime cannot run keeps its earlier timing
+                continue
+        try:
+            for batch in batch_sizes:
+                x = [np.repeat(a[:1], batch, axis=0) for a in example_inputs]
+                times: dict[int, list[float]] = {cid: [] for cid in preds}
+                with native_output():
+                    for p in preds.values():
+                        for _ in range(3):
+                            p(*x)
+                    end = time.perf_counter() + budget_s
+                    for r in range(max_rounds):
+                        if r >= min_rounds and time.perf_counter() > end:
+                            break
+                        for cid, p in preds.items():
+                            t0 = time.perf_counter()
+                            p(*x)
+                            times[cid].append(time.perf_counter() - t0)
+                for cid, ts in times.items():
+                    out[cid].setdefault(backend, {})[str(batch)] = float(np.median(ts) * 1e3)
+        finally:
+            for p in preds.values():
+                if hasattr(p, "close"):
+                    p.close()
+    return out
+
+
 def measure_latency(
     model_dir: Path, example_inputs: list[np.ndarray], backends: list[str], batch_sizes: list[int], threads: int, m: Measurement
 ) -> None:
-    """Median latency per backend and batch size, measured by :func:`slim_deploy.benchmark` on the exported files."""
+    """Median latency per runtime and batch size, measured by :func:`slim_deploy.benchmark` on the exported files."""
     from slim_deploy.benchmark import benchmark
     from slim_deploy.manifest import locate_artifacts
 
-    arts, _ = locate_artifacts(model_dir)
+    arts, manifest = locate_artifacts(model_dir)
     shape = [int(d) for d in example_inputs[0].shape[1:]]
     for backend in backends:
-        if backend == "paddle":
-            fmt = next((f for f, a in arts.items() if a.runtime == "paddle"), None)
-        else:
-            fmt = "onnx"
+        fmt = _bench_format(arts, manifest, backend)
         if fmt is None:
             m.notes.append(f"latency on {backend}: no model for this runtime in the export")
             continue
         try:
-            rep = benchmark(
-                str(model_dir),
-                input_shape=shape,
-                batch_sizes=list(batch_sizes),
-                threads=threads,
-                backends=[fmt],
-                warmup=5,
-                repeat=40,
-                max_seconds=8.0,
-            )
+            with native_output():
+                rep = benchmark(
+                    str(model_dir),
+                    input_shape=shape,
+                    batch_sizes=list(batch_sizes),
+                    threads=threads,
+                    backends=[fmt],
+                    warmup=5,
+                    repeat=40,
+                    max_seconds=8.0,
+                )
         except Exception as exc:  # a runtime that cannot run this model is reported, not fatal
             m.notes.append(f"latency on {backend}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
             continue
         m.latency_ms[backend] = {str(r.batch_size): float(r.latency.median_ms) for r in rep.rows}
+
+
+def _backend(name: str) -> str:
+    route = ROUTES.get(name)
+    return route.backend if route is not None else name
+
+
+def export_formats(backends: list[str]) -> tuple[str, ...]:
+    """The slim-quant export formats the allowed runtimes need (``("paddle", "onnx")`` for both)."""
+    return tuple(dict.fromkeys(ROUTES[b].format if b in ROUTES else "paddle" for b in backends)) or ("paddle",)
 
 
 def measure_candidate(
@@ -172,25 +272,36 @@ def measure_candidate(
     backends: list[str],
     batch_sizes: list[int],
     threads: int,
-    exported: bool = False,
+    metric: float | None = None,
 ) -> Measurement:
-    """Export ``state`` to ``prefix`` (unless ``exported``), then evaluate and measure it.
+    """Export ``state`` to ``prefix``, then evaluate it on the first runtime and time it on each.
+
+    A state converted for one runtime (``state.runtime``, an inference model's route) is
+    evaluated and timed on that runtime only. ``metric``: already measured on these very
+    files (a search trial), so not evaluated again.
 
     Raises:
         Exception: whatever ``eval_fn`` raises (the engine marks the stage failed).
     """
-    if not exported:
-        export_state(state, prefix, input_spec, threads=threads)
+    if state.runtime:
+        backends = [state.runtime]
+    export_state(state, prefix, input_spec, threads=threads, formats=export_formats(backends))
     m = Measurement()
     t0 = time.perf_counter()
-    predictor = predictor_for(prefix, backends[0] if backends else "paddle", threads)
-    try:
-        m.metric = float(eval_fn(predictor))
-    finally:
-        if hasattr(predictor, "close"):
-            predictor.close()
+    m.metric = metric if metric is not None else evaluate(prefix, eval_fn, backends[0] if backends else "paddle", threads)
     m.eval_seconds = time.perf_counter() - t0
     _flops_params(state, prefix, example_inputs, m)
     _size(prefix, m)
     measure_latency(prefix, example_inputs, backends, batch_sizes, threads, m)
     return m
+
+
+def evaluate(model_dir: Path, eval_fn: Callable[[Callable[..., np.ndarray]], float], backend: str, threads: int) -> float:
+    """``eval_fn`` on the exported model running on ``backend`` (a runtime name)."""
+    with native_output():
+        predictor = predictor_for(model_dir, _backend(backend), threads)
+    try:
+        return float(eval_fn(predictor))
+    finally:
+        if hasattr(predictor, "close"):
+            predictor.close()

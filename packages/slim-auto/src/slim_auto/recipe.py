@@ -123,6 +123,11 @@ class TargetConfig(SlimConfig):
         check_range("TargetConfig.min_speedup", self.min_speedup, 0.0, lo_open=True)
         check_range("TargetConfig.max_size", self.max_size, 1)
 
+    @property
+    def is_set(self) -> bool:
+        """Whether any part constrains the result (a recipe without a target has none)."""
+        return any(v is not None for v in (self.max_metric_drop, self.min_metric, self.min_speedup, self.max_size))
+
     def describe(self) -> str:
         """One line such as ``metric drop <= 0.005, speedup >= 1.5x``."""
         parts = []

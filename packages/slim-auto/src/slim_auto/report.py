@@ -17,7 +17,16 @@ from slim_auto.candidates import Candidate, meets_target, pareto_front, primary_
 from slim_auto.recipe import TargetConfig
 from slim_core import atomic_write
 
-__all__ = ["RunSummary", "before_after_rows", "before_after_markdown", "write_report", "svg_scatter"]
+__all__ = [
+    "RunSummary",
+    "before_after_rows",
+    "before_after_markdown",
+    "write_report",
+    "svg_scatter",
+    "speed_text",
+    "sentence",
+    "chosen_stages",
+]
 
 
 @dataclass
@@ -38,10 +47,12 @@ class RunSummary:
 
     @property
     def target_met(self) -> bool:
-        """Whether a compressed candidate (not the original) meets the whole target."""
-        return self.best.id != self.baseline.id and meets_target(self.best, self.baseline, self.target)
+        """Whether a compressed candidate (not the original) meets the whole target (never without a target)."""
+        return self.target.is_set and self.best.id != self.baseline.id and meets_target(self.best, self.baseline, self.target)
 
     def unmet(self) -> list[str]:
+        if not self.target.is_set:
+            return ["no target was set"]
         if self.best.id == self.baseline.id:
             return ["no compressed candidate beat the original model under the target, so the original model is delivered"]
         return unmet_reasons(self.best, self.baseline, self.target)
@@ -59,6 +70,31 @@ def _fmt_size(v: int | None) -> str:
 
 def _fmt_metric(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
+
+
+def speed_text(ratio: float | None) -> str:
+    """``"2.50x faster"`` or ``"1.25x slower"`` (never ``"0.80x faster"``).
+
+    Example:
+        >>> speed_text(0.8)
+        '1.25x slower'
+    """
+    if ratio is None or ratio <= 0:
+        return ""
+    if 1 / 1.005 < ratio < 1.005:
+        return "same speed"
+    return f"{ratio:.2f}x faster" if ratio >= 1.0 else f"{1.0 / ratio:.2f}x slower"
+
+
+def sentence(text: str, limit: int = 400) -> str:
+    """``text`` as a sentence: capitalised, ending with a full stop, cut at a word boundary with an ellipsis."""
+    text = " ".join(str(text).split())
+    if not text:
+        return ""
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "…", "!", "?")) else text + "."
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -84,7 +120,7 @@ def before_after_rows(s: RunSummary) -> list[tuple[str, str, str, str]]:
     for backend, per_batch in b.latency_ms.items():
         for batch, ms in per_batch.items():
             after = a.latency_ms.get(backend, {}).get(batch)
-            sp = f"{ms / after:.2f}x faster" if after else ""
+            sp = speed_text(ms / after) if after else ""
             rows.append((f"latency {backend} batch {batch}", f"{ms:.3f} ms", "n/a" if after is None else f"{after:.3f} ms", sp))
     return rows
 
@@ -112,20 +148,28 @@ def _candidate_rows(s: RunSummary) -> list[list[str]]:
                 _fmt_metric(c.metric),
                 "" if drop is None else f"{drop:+.4f}",
                 "n/a" if lat is None else f"{lat:.3f}",
-                "" if sp is None else f"{sp:.2f}x",
+                "" if sp is None or c.id == s.baseline.id else speed_text(sp),
                 _fmt_size(c.size_bytes),
                 f"{c.seconds:.1f}",
                 mark.strip(),
-                (c.error or "; ".join(c.notes))[:200],
+                " ".join(sentence(n) for n in ([c.error] if c.error else []) + list(c.notes)),
             ]
         )
     return rows
 
 
-_CAND_HEAD = ["#", "candidate", "status", "metric", "drop", "latency ms", "speedup", "size", "stage s", "", "notes"]
+_CAND_HEAD = ["#", "candidate", "status", "metric", "drop", "latency ms", "speed", "size", "stage s", "", "notes"]
+
+
+def _verdict_class(s: RunSummary) -> str:
+    return "ok" if s.target_met else ("info" if not s.target.is_set else "bad")
 
 
 def _verdict(s: RunSummary) -> str:
+    if not s.target.is_set:
+        drop = None if s.best.metric is None or s.baseline.metric is None else s.baseline.metric - s.best.metric
+        change = "" if drop is None else f" Its metric is {abs(drop):.4f} {'below' if drop > 0 else 'above'} the original's."
+        return f"No target was set, so the fastest candidate is delivered (#{s.best.id} {s.best.name}).{change}"
     if s.target_met:
         return f"Target met ({s.target.describe()})."
     reasons = "; ".join(s.unmet()) or "no candidate met it"
@@ -171,7 +215,13 @@ def svg_scatter(s: RunSummary, width: int = 640, height: int = 400) -> str:
         yv = y0 + (y1 - y0) * i / 4
         out.append(f'<text x="{sx(xv):.1f}" y="{height - m + 16}" text-anchor="middle">{xv:.3g}</text>')
         out.append(f'<text x="{m - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
-    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">latency (ms, first backend, first batch size)</text>')
+    out.append(
+        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">latency (ms, batch {_first_batch_label(s)}, fastest runtime)</text>'
+    )
+    legend = [("#555", "original"), ("#2f6fde", "candidate"), ("#1a7f37", "delivered")]
+    for i, (color, label) in enumerate(legend):
+        out.append(f'<circle cx="{width - m - 90}" cy="{m + 14 * i}" r="4" fill="{color}"/>')
+        out.append(f'<text x="{width - m - 80}" y="{m + 14 * i + 4}">{label}</text>')
     out.append(f'<text x="14" y="{height / 2}" text-anchor="middle" transform="rotate(-90 14 {height / 2})">metric</text>')
     front = pareto_front(s.candidates, s.target)
     if len(front) > 1:
@@ -191,6 +241,13 @@ def svg_scatter(s: RunSummary, width: int = 640, height: int = 400) -> str:
     return "\n".join(out)
 
 
+def _first_batch_label(s: RunSummary) -> str:
+    for per in s.baseline.latency_ms.values():
+        for batch in per:
+            return str(batch)
+    return "1"
+
+
 def _plot_png(s: RunSummary, path: Path) -> bool:
     """Draw the scatter with matplotlib when installed; return whether it did."""
     try:
@@ -202,14 +259,26 @@ def _plot_png(s: RunSummary, path: Path) -> bool:
         return False
     pts = [(c, primary_latency(c), c.metric) for c in s.candidates if c.status == "ok" and c.metric is not None and primary_latency(c)]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    groups = {
+        "original": ([p for p in pts if p[0].id == s.baseline.id], "tab:gray", 40),
+        "candidates": ([p for p in pts if p[0].id not in (s.baseline.id, s.best.id)], "tab:blue", 20),
+        "delivered": ([p for p in pts if p[0].id == s.best.id and p[0].id != s.baseline.id], "tab:green", 50),
+    }
+    for label, (group, color, size) in groups.items():
+        if group:
+            ax.scatter([p[1] for p in group], [p[2] for p in group], c=color, s=size, label=label)
     for c, x, y in pts:
-        ax.scatter([x], [y], c="tab:green" if c.id == s.best.id else "tab:blue", s=40 if c.id == s.best.id else 20)
         ax.annotate(f"{c.id}: {c.name[:28]}", (x, y), fontsize=7)
     front = pareto_front(s.candidates, s.target)
     if len(front) > 1:
-        ax.plot([primary_latency(c) for c in front], [c.metric for c in front], "--", color="gray")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("metric")
+        ax.plot([primary_latency(c) for c in front], [c.metric for c in front], "--", color="gray", label="Pareto front")
+    if s.baseline.metric is not None and s.target.max_metric_drop is not None:
+        sign = -1 if s.target.higher_is_better else 1
+        ax.axhline(s.baseline.metric + sign * s.target.max_metric_drop, color="tab:red", ls=":", label="target (allowed drop)")
+    ax.set_xlabel(f"latency (ms, batch {_first_batch_label(s)}, fastest runtime)")
+    ax.set_ylabel("metric (your eval function)")
+    ax.set_title("Metric vs latency of every candidate")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=120)
@@ -235,8 +304,15 @@ def _sensitivity_svg(curves: dict[str, list[tuple[float, float]]], width: int = 
             f"{m + (x - x0) / (x1 - x0) * (width - 2 * m):.1f},{height - m - (y - y0) / (y1 - y0) * (height - 2 * m):.1f}" for x, y in curve
         )
         out.append(f'<polyline points="{p}" fill="none" stroke="{colors[i % len(colors)]}"><title>{html.escape(name)}</title></polyline>')
-    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">trial ({x0:.3g} .. {x1:.3g})</text>')
-    out.append(f'<text x="{m}" y="{m - 8}">metric ({y0:.4g} .. {y1:.4g})</text>')
+    for i, name in enumerate(curves):
+        y = m + 14 * i
+        color = colors[i % len(colors)]
+        out.append(f'<line x1="{width - m - 200}" y1="{y}" x2="{width - m - 185}" y2="{y}" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{width - m - 180}" y="{y + 4}">{html.escape(name[:40])}</text>')
+    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">trial number ({x0:.3g} .. {x1:.3g})</text>')
+    out.append(
+        f'<text x="14" y="{height / 2}" text-anchor="middle" transform="rotate(-90 14 {height / 2})">metric ({y0:.4g} .. {y1:.4g})</text>'
+    )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -307,8 +383,7 @@ def write_report(s: RunSummary, out_dir: str | Path) -> dict[str, Path]:
                 md.append(f"- #{c.id} trial {i}: `{json.dumps(t['settings'], default=str)}` -> {value}")
         md.append("")
     md += ["## Stages of the chosen model", ""]
-    chosen = [c for c in s.candidates if c.plan == s.best.plan and 0 <= c.stage <= s.best.stage and c.status == "ok"]
-    md += [f"- `{c.name}`: `{json.dumps(c.settings, default=str)}`" for c in chosen] or ["- none (the original model is the best result)"]
+    md += [f"- `{name}`: `{settings}`" for name, settings in chosen_stages(s)] or ["- none (the original model is the best result)"]
     md.append("")
     if s.translation is not None:
         md.append(s.translation.to_markdown())
@@ -318,6 +393,18 @@ def write_report(s: RunSummary, out_dir: str | Path) -> dict[str, Path]:
     with atomic_write(paths["html"]) as fh:
         fh.write(paths_html)
     return paths
+
+
+def chosen_stages(s: RunSummary) -> list[tuple[str, str]]:
+    """``(stage name, settings as JSON)`` of each stage that made the delivered model."""
+    if s.best.id == s.baseline.id:
+        return []
+    kept = [c for c in s.candidates if c.plan == s.best.plan and 0 <= c.stage < s.best.stage and c.status == "ok"]
+    by_stage: dict[int, Candidate] = {}
+    for c in kept:  # one per stage: the route the plan continued from is the best metric of that stage
+        if c.stage not in by_stage or (c.metric or 0) > (by_stage[c.stage].metric or 0):
+            by_stage[c.stage] = c
+    return [(c.name, json.dumps(c.settings, default=str)) for c in [*by_stage.values(), s.best]]
 
 
 def _table_html(head: list[str], rows: list[list[str]] | list[tuple[str, ...]]) -> str:
@@ -330,18 +417,20 @@ def _html(s: RunSummary, svg: str, sens_svg: str) -> str:
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        ".ok{color:#1a7f37}.bad{color:#c33}"
+        ".ok{color:#1a7f37}.bad{color:#c33}.info{color:#225}"
     )
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(s.title)}</title><style>{style}</style></head><body>",
         f"<h1>{html.escape(s.title)}</h1>",
-        f"<p class='{'ok' if s.target_met else 'bad'}'>{html.escape(_verdict(s))}</p>",
+        f"<p class='{_verdict_class(s)}'>{html.escape(_verdict(s))}</p>",
         f"<p>Stopped: {html.escape(s.stopped)}. Wall time: {s.seconds:.1f} s. Model: <code>{html.escape(s.model_path)}</code></p>",
         "<h2>Before / after</h2>",
         _table_html(["", "original", "compressed", "change"], before_after_rows(s)),
         "<h2>Candidates</h2>",
         _table_html(_CAND_HEAD, _candidate_rows(s)),
+        "<h2>Stages of the chosen model</h2>",
+        _table_html(["stage", "settings"], chosen_stages(s)) if chosen_stages(s) else "<p>None: the original model is the best result.</p>",
         "<h2>Metric vs latency</h2>",
         svg,
     ]

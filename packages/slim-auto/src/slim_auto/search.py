@@ -1,15 +1,33 @@
-"""Settings search inside one stage (e.g. the PTQ calibrator): grid, or Optuna TPE when installed."""
+"""Settings search inside one stage (e.g. the PTQ calibrator): grid, or Optuna TPE when installed.
+
+Every trial writes its own directory; the state returned for the best trial points at
+that trial's export, so the candidate the engine keeps is exactly the model whose
+metric was measured.
+"""
 
 from __future__ import annotations
 
-import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from slim_auto.measure import predictor_for
 from slim_auto.stages import ModelState, Stage, StageContext, settings_grid
+from slim_core.log import get_logger
 
-__all__ = ["search_settings"]
+__all__ = ["search_settings", "SearchResult"]
+
+log = get_logger(__name__)
+
+#: ``(state, model_dir) -> metric``: export ``state`` into ``model_dir`` and evaluate it there
+Evaluate = Callable[[ModelState, Path], float]
+
+
+class SearchResult:
+    """The best trial: its state (``export_dir`` set to the trial's export), settings, metric and every trial."""
+
+    def __init__(self, state: ModelState, settings: dict[str, Any], metric: float, trials: list[dict[str, Any]]) -> None:
+        self.state, self.settings, self.metric, self.trials = state, settings, metric, trials
 
 
 def _optuna_order(spec: Any, n: int, seed: int) -> list[dict[str, Any]] | None:
@@ -23,19 +41,18 @@ def _optuna_order(spec: Any, n: int, seed: int) -> list[dict[str, Any]] | None:
     proposals = []
     for _ in range(n):
         trial = study.ask()
-        proposals.append((trial, {**spec.settings, **{k: trial.suggest_categorical(k, list(v)) for k, v in spec.search.items()}}))
-    return [p for _, p in proposals] if proposals else None
+        proposals.append({**spec.settings, **{k: trial.suggest_categorical(k, list(v)) for k, v in spec.search.items()}})
+    return proposals or None
 
 
 def search_settings(
-    engine: Any, state: ModelState, spec: Any, stage: Stage, ctx: StageContext
-) -> tuple[ModelState, dict[str, Any], list[dict[str, Any]]]:
+    state: ModelState, spec: Any, stage: Stage, ctx: StageContext, evaluate: Evaluate, *, higher_is_better: bool = True
+) -> SearchResult:
     """Run ``stage`` with each searched setting on a copy of ``state``; return the best.
 
-    The metric of each trial is measured by ``eval_fn`` on the exported trial model.
-
-    Returns:
-        ``(best state, its settings, trials)`` where trials are ``{"settings", "metric"}`` or ``{"settings", "error"}``.
+    Args:
+        evaluate: exports a trial's state into its own directory and returns the metric
+            measured there (the engine's eval function on the runtime).
 
     Raises:
         Exception: the last trial's error when every trial failed.
@@ -45,44 +62,39 @@ def search_settings(
     order = _optuna_order(spec, n, ctx.train.seed) if n < len(grid) else None
     if order is None:
         order = grid[:n]
-    sign = 1.0 if engine.target.higher_is_better else -1.0
-    best: tuple[float, ModelState, dict[str, Any]] | None = None
+    sign = 1.0 if higher_is_better else -1.0
+    best: SearchResult | None = None
     trials: list[dict[str, Any]] = []
     last_error: Exception | None = None
     seen: list[dict[str, Any]] = []
-    for k, settings in enumerate(order):
+    for settings in order:
         if settings in seen:
             continue
         seen.append(settings)
         if best is not None and ctx.time_left() <= 0:
             break
-        trial_state = state.copy()
         t0 = time.monotonic()
         try:
-            trial_state = stage.run(trial_state, stage.make_config(settings), ctx)
-            assert ctx.work_dir is not None
-            model_dir = ctx.work_dir / f"trial-{k}"
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            engine.export(trial_state, model_dir)
-            predictor = predictor_for(model_dir, engine.backends[0], engine.threads)
-            try:
-                metric = float(engine.eval_fn(predictor))
-            finally:
-                if hasattr(predictor, "close"):
-                    predictor.close()
+            trial_state = stage.run(state.copy(), stage.make_config(settings), ctx)
+            model_dir = ctx.new_dir("trial")
+            metric = float(evaluate(trial_state, model_dir))
+            trial_state.export_dir = model_dir
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad setting does not end the search
             last_error = exc
-            trials.append({"settings": settings, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            msg = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            trials.append({"settings": settings, "error": msg})
+            log.info("  trial %s failed: %s", settings, msg)
             continue
         trials.append({"settings": settings, "metric": metric, "seconds": round(time.monotonic() - t0, 3)})
-        if best is None or sign * metric > sign * best[0]:
-            best = (metric, trial_state, settings)
+        log.info("  trial %s: metric %.4f", settings, metric)
+        if best is None or sign * metric > sign * best.metric:
+            best = SearchResult(trial_state, settings, metric, trials)
         if ctx.reached is not None and ctx.reached(metric):
             break  # good enough: the target's metric part is met
     if best is None:
         assert last_error is not None
         raise last_error
-    return best[1], best[2], trials
+    best.trials = trials
+    return best

@@ -1,22 +1,28 @@
 """Stage runners: each recipe stage calls the package that owns the algorithm.
 
 A stage turns a :class:`ModelState` into a new one. The algorithms live in
-slim-prune, slim-quant, slim-distill and slim-nas; this module only builds their
-configs from the recipe (``XConfig.from_dict(settings)``), calls their one verb,
-and, for training stages, runs :func:`slim_auto.training.finetune`.
+slim-prune, slim-quant, slim-distill and slim-nas; this module builds their
+configs from the recipe (``XConfig.from_dict(settings)``) and calls their verb.
 
-Users add stages with :data:`STAGES`::
+Stages that only apply a config (``prune``, ``ptq``, ``weight_only``) are one
+generic :class:`ApplyStage`, dispatched through :data:`APPLY_HANDLERS`, a registry
+keyed by config type (the way torchao's ``quantize_`` dispatches on its config
+classes). A handler returns one result type, :class:`Applied` (``model, applied,
+needs_training``). Stages that train (``sparsity``, ``distill``, ``qat``, ``nas``)
+have their own classes.
 
-    @STAGES.register("my_stage")
-    class MyStage(Stage):
-        kind = "my_stage"
-        def run(self, state, cfg, ctx): ...
+Users add config handlers and stages::
+
+    @register_apply(MyConfig)
+    def apply_mine(state, cfg, ctx): return Applied(model=..., applied={"stage": "mine"})
+
+    STAGES.register("mine")(type("MineStage", (ApplyStage,), {"kind": "mine", "config_cls": MyConfig}))
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +31,21 @@ from typing import Any
 
 import numpy as np
 
+import slim_distill
+import slim_nas
+import slim_prune
+import slim_quant
 from slim_auto.recipe import STAGE_KINDS, Recipe, StageSpec, TrainConfig, stage_where
+from slim_auto.routes import ROUTES, Route, save_calibration
 from slim_auto.training import DEFAULT_DISTILL, TrainOutcome, finetune, layer_predict
 from slim_core import ConfigError, Registry, SlimConfig, SlimError
+from slim_core.log import get_logger, native_output
 
 __all__ = [
     "STAGES",
+    "APPLY_HANDLERS",
+    "Applied",
+    "ApplyStage",
     "Stage",
     "ModelState",
     "StageContext",
@@ -39,9 +54,11 @@ __all__ = [
     "known_kinds",
     "check_recipe",
     "get_stage",
+    "register_apply",
 ]
 
 STAGES = Registry("stage")
+log = get_logger(__name__)
 
 
 class StageUnavailableError(ConfigError):
@@ -54,28 +71,36 @@ class ModelState:
 
     Attributes:
         layer: the dygraph Layer (None when the input is an inference model that no stage turned into a Layer).
-        path: prefix of an inference model when ``layer`` is None.
+        path: prefix or directory of an inference model when ``layer`` is None.
         applied: compression applied so far, for the manifest and the report (``{"stage": ..., ...}``).
-        quantized: whether the layer holds quantization (export goes through slim-quant's path).
+        int8: whether the model holds INT8 quantization (a Layer is exported through :func:`slim_quant.export`).
+        export_dir: a directory already holding this state's export (a search trial's), reused instead of exporting again.
+        runtime: the route (runtime) an inference model was converted for.
     """
 
     layer: Any = None
     path: Path | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)
-    quantized: bool = False
+    int8: bool = False
+    export_dir: Path | None = None
+    runtime: str = ""
 
     def copy(self) -> ModelState:
         return ModelState(
             layer=copy.deepcopy(self.layer) if self.layer is not None else None,
             path=self.path,
             applied=[dict(a) for a in self.applied],
-            quantized=self.quantized,
+            int8=self.int8,
+            runtime=self.runtime,
         )
+
+
+_dir_counter = itertools.count()
 
 
 @dataclass
 class StageContext:
-    """What a stage may use besides the model.
+    """What a stage may use besides the model; every field comes from the engine.
 
     Attributes:
         teacher: the original model, frozen (None for an inference-model input).
@@ -92,7 +117,11 @@ class StageContext:
         record: what a stage decided beyond its settings (e.g. the chosen subnet); saved with the
             checkpoint and given back to :meth:`Stage.rebuild` on resume.
         max_metric_drop: the target's allowed drop (for stages that choose among variants).
+        higher_is_better: the metric's direction.
         max_trials: the recipe's ``max_trials`` for the stage (searches inside a stage).
+        route: the runtime an inference model is converted for (PTQ of inference models).
+        proven_routes: routes whose converter already ran without crashing in this run.
+        threads: CPU threads for runtimes.
     """
 
     teacher: Any
@@ -109,10 +138,72 @@ class StageContext:
     outcome: TrainOutcome | None = None
     record: dict[str, Any] = field(default_factory=dict)
     max_metric_drop: float | None = None
+    higher_is_better: bool = True
     max_trials: int = 0
+    route: Route | None = None
+    proven_routes: set[str] = field(default_factory=set)
+    threads: int = 2
 
     def time_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def new_dir(self, label: str) -> Path:
+        """A directory of its own under ``work_dir`` (trials never share an output directory)."""
+        assert self.work_dir is not None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            d = self.work_dir / f"{label}-{next(_dir_counter)}"
+            if not d.exists():
+                return d
+
+    def calib_dicts(self) -> list[dict[str, np.ndarray]]:
+        """The calibration batches as ``{input name: array}``."""
+        out = []
+        for b in self.calib_data:
+            arrays = b if isinstance(b, (list, tuple)) else [b]
+            out.append({n: np.asarray(a) for n, a in zip(self.input_names, arrays)})
+        return out
+
+
+@dataclass
+class Applied:
+    """What applying a config did: the one result type of every config handler.
+
+    Attributes:
+        model: the new model (a Layer, or the path of an inference model).
+        applied: the manifest/report entry (``{"stage": kind, **settings, ...}``).
+        needs_training: the model should be fine-tuned before it is used (e.g. after heavy pruning).
+        int8: the model now holds INT8 quantization.
+        extra: further manifest entries (e.g. layers kept in float).
+    """
+
+    model: Any
+    applied: dict[str, Any]
+    needs_training: bool = False
+    int8: bool = False
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: config type -> ``handler(state, cfg, ctx) -> Applied``
+APPLY_HANDLERS: dict[type, Callable[[ModelState, Any, StageContext], Applied]] = {}
+
+
+def register_apply(config_cls: type) -> Callable[[Callable[..., Applied]], Callable[..., Applied]]:
+    """Register the handler that applies configs of type ``config_cls`` (subclasses included)."""
+
+    def deco(fn: Callable[..., Applied]) -> Callable[..., Applied]:
+        APPLY_HANDLERS[config_cls] = fn
+        return fn
+
+    return deco
+
+
+def handler_for(cfg: Any) -> Callable[[ModelState, Any, StageContext], Applied]:
+    """The handler of ``cfg``'s type (the closest registered base class)."""
+    for cls in type(cfg).__mro__:
+        if cls in APPLY_HANDLERS:
+            return APPLY_HANDLERS[cls]
+    raise StageUnavailableError(f"no handler applies a {type(cfg).__name__}; register one with slim_auto.stages.register_apply")
 
 
 class Stage:
@@ -120,39 +211,27 @@ class Stage:
 
     Class attributes:
         kind: the recipe name.
-        config: ``"package:ClassName"`` of the settings' config class.
+        config_cls: the settings' config class.
         structural: True when the stage changes the architecture; on resume it is replayed
             (:meth:`rebuild`) before the checkpointed weights are loaded.
         trains: True when the stage fine-tunes (needs ``train_data``).
         needs_layer: False when the stage also works on an inference model path.
+        per_route: True when, on an inference model, the stage runs once per allowed runtime.
     """
 
     kind = ""
-    config = ""
+    config_cls: type[SlimConfig] = SlimConfig
     structural = True
     trains = False
     needs_layer = True
+    per_route = False
 
     def config_class(self) -> type[SlimConfig]:
-        """The settings' config class; raises :class:`StageUnavailableError` when the package lacks it."""
-        mod_name, _, cls_name = self.config.partition(":")
-        try:
-            mod = importlib.import_module(mod_name)
-            cls = getattr(mod, cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise StageUnavailableError(f"stage {self.kind!r} is not available in this version ({mod_name}.{cls_name} is missing)") from exc
-        return cls
-
-    def api(self, module: str, name: str) -> Any:
-        """A function of a sibling package; :class:`StageUnavailableError` when missing."""
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise StageUnavailableError(f"stage {self.kind!r} is not available in this version ({module}.{name} is missing)") from exc
+        """The settings' config class."""
+        return self.config_cls
 
     def check_available(self) -> None:
-        """Raise :class:`StageUnavailableError` unless every API the stage calls exists."""
-        self.config_class()
+        """Raise :class:`StageUnavailableError` unless the stage can run in this installation."""
 
     def make_config(self, settings: dict[str, Any]) -> SlimConfig:
         return self.config_class().from_dict(settings)
@@ -163,6 +242,21 @@ class Stage:
     def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         """Rebuild the architecture after this stage (for resume); weights are loaded afterwards."""
         return self.run(state, cfg, ctx)
+
+
+class ApplyStage(Stage):
+    """A stage that applies one config through its type's handler in :data:`APPLY_HANDLERS`."""
+
+    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
+        res = handler_for(cfg)(state, cfg, ctx)
+        if state.layer is not None or res.model is None or hasattr(res.model, "parameters"):
+            state.layer = res.model if res.model is not None else state.layer
+        else:
+            state.path = Path(res.model)
+        state.int8 = state.int8 or res.int8
+        state.applied.extend(res.extra)
+        state.applied.append(res.applied)
+        return state
 
 
 def _layer(state: ModelState, kind: str) -> Any:
@@ -194,29 +288,128 @@ def _train_with_distill(
     )
 
 
+def _as_layer(result: Any, layer: Any) -> Any:
+    """The verbs return the model (or None when they work in place)."""
+    return result if result is not None and hasattr(result, "parameters") else layer
+
+
+# ------------------------------------------------------------------ config handlers
+@register_apply(slim_prune.PruneConfig)
+def apply_prune(state: ModelState, cfg: Any, ctx: StageContext) -> Applied:
+    """Structured pruning with :func:`slim_prune.prune_` (channels removed physically)."""
+    import paddle
+
+    layer = _layer(state, "prune")
+    result = slim_prune.prune_(layer, cfg, example_inputs=[paddle.to_tensor(a) for a in ctx.example_inputs])
+    info: dict[str, Any] = {"stage": "prune", **cfg.to_dict()}
+    for key in ("flops_before", "flops_after", "params_before", "params_after"):
+        if hasattr(result, key):
+            info[key] = int(getattr(result, key))
+    return Applied(model=layer, applied=info)
+
+
+@register_apply(slim_quant.WeightOnlyConfig)
+def apply_weight_only(state: ModelState, cfg: Any, ctx: StageContext) -> Applied:
+    """Weight-only int8/int4 quantization of Linear layers (packed layers dequantize in Paddle ops)."""
+    layer = _layer(state, "weight_only")
+    result = slim_quant.quantize_weight_only_(layer, cfg, ctx.calib_data, input_names=ctx.input_names)
+    return Applied(model=_as_layer(result, layer), applied={"stage": "weight_only", **cfg.to_dict()})
+
+
+@register_apply(slim_quant.PTQConfig)
+def apply_ptq(state: ModelState, cfg: Any, ctx: StageContext) -> Applied:
+    """PTQ: :func:`slim_quant.quantize_` on a Layer; on an inference model, the context's route."""
+    if state.layer is None:
+        return _ptq_inference(state, cfg, ctx)
+    eval_fn = None
+    if cfg.max_metric_drop is not None:
+        user_eval = ctx.eval_fn
+
+        def eval_fn(model: Any) -> float:  # slim-quant evaluates Layers; the user's eval_fn takes a predict function
+            return float(user_eval(layer_predict(model)))
+
+    result = slim_quant.quantize_(state.layer, cfg, calib_data=ctx.calib_data, eval_fn=eval_fn, input_names=ctx.input_names)
+    layer = _as_layer(result, state.layer)
+    extra = []
+    qstate = getattr(layer, "slim_quant_state", None)
+    skipped = dict(getattr(qstate, "skipped", None) or {})
+    if skipped:
+        extra.append({"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(getattr(qstate, "metrics", {}) or {})})
+    return Applied(model=layer, applied={"stage": "ptq", **cfg.to_dict()}, int8=True, extra=extra)
+
+
+def _ptq_inference(state: ModelState, cfg: Any, ctx: StageContext) -> Applied:
+    """An inference model: convert for the context's route in a child process (a native crash fails only
+    this route); with ``max_metric_drop`` the layer-skipping search then runs here with the engine's eval_fn."""
+    from slim_auto.isolate import run_isolated
+
+    route = ctx.route or ROUTES["paddle"]
+    out = ctx.new_dir(f"ptq-{route.name}")
+    settings = cfg.to_dict()
+    if cfg.max_metric_drop is None or route.name not in ctx.proven_routes:
+        assert ctx.work_dir is not None
+        calib = save_calibration(ctx.calib_dicts(), ctx.work_dir / "calib.npz")
+        info = run_isolated(
+            route.converter,
+            {
+                "source": str(state.path),
+                "config": {**settings, "max_metric_drop": None},
+                "calib": calib,
+                "out": str(out),
+                "format": route.format,
+                "backend": route.backend,
+                "threads": ctx.threads,
+            },
+            timeout=route.timeout,
+            work_dir=ctx.work_dir,
+        )
+        ctx.proven_routes.add(route.name)
+        log.debug("route %s converted: %s", route.name, info)
+    extra = []
+    if cfg.max_metric_drop is not None:
+        with native_output():
+            res = slim_quant.quantize_inference_model(
+                str(state.path),
+                cfg,
+                ctx.calib_dicts(),
+                str(out),
+                formats=(route.format,),
+                eval_fn=ctx.eval_fn,
+                overwrite=True,
+                latency_guard=False,
+                threads=ctx.threads,
+            )
+        skipped = dict(res.skipped.get(route.format) or {})
+        if skipped:
+            extra.append({"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(res.metrics)})
+    state.runtime = route.name
+    return Applied(model=out, applied={"stage": "ptq", "runtime": route.name, **settings}, int8=True, extra=extra)
+
+
 @STAGES.register("prune")
-class PruneStage(Stage):
+class PruneStage(ApplyStage):
     """Structured pruning with :func:`slim_prune.prune_` (channels removed physically)."""
 
     kind = "prune"
-    config = "slim_prune:PruneConfig"
+    config_cls = slim_prune.PruneConfig
 
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_prune", "prune_")
 
-    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        import paddle
+@STAGES.register("ptq")
+class PTQStage(ApplyStage):
+    """Post-training quantization: :func:`slim_quant.quantize_` on a Layer, or per runtime route on an inference model."""
 
-        prune_ = self.api("slim_prune", "prune_")
-        layer = _layer(state, self.kind)
-        result = prune_(layer, cfg, example_inputs=[paddle.to_tensor(a) for a in ctx.example_inputs])
-        info: dict[str, Any] = {"stage": "prune", **cfg.to_dict()}
-        for key in ("flops_before", "flops_after", "params_before", "params_after"):
-            if hasattr(result, key):
-                info[key] = int(getattr(result, key))
-        state.applied.append(info)
-        return state
+    kind = "ptq"
+    config_cls = slim_quant.PTQConfig
+    needs_layer = False
+    per_route = True
+
+
+@STAGES.register("weight_only")
+class WeightOnlyStage(ApplyStage):
+    """Weight-only int8/int4 quantization of Linear layers with :func:`slim_quant.quantize_weight_only_`."""
+
+    kind = "weight_only"
+    config_cls = slim_quant.WeightOnlyConfig
 
 
 @STAGES.register("sparsity")
@@ -225,27 +418,18 @@ class SparsityStage(Stage):
     with slim-prune, then fine-tuning with distillation while the masks keep the zeros."""
 
     kind = "sparsity"
-    config = "slim_prune:SparsityConfig"
+    config_cls = slim_prune.SparsityConfig
     trains = True
 
-    def _nm(self, settings: dict[str, Any]) -> bool:
-        return "n" in settings or "m" in settings
-
     def make_config(self, settings: dict[str, Any]) -> SlimConfig:
-        if self._nm(settings):
-            mod_cfg = self.api("slim_prune", "NMConfig")
-            return mod_cfg.from_dict(settings)
+        if "n" in settings or "m" in settings:
+            return slim_prune.NMConfig.from_dict(settings)
         return super().make_config(settings)
-
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_prune", "sparsify_")
-        self.api("slim_prune", "sparsify_nm_")
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         layer = _layer(state, self.kind)
-        nm = type(cfg).__name__ == "NMConfig"
-        masks = self.api("slim_prune", "sparsify_nm_" if nm else "sparsify_")(layer, cfg)
+        sparsify = slim_prune.sparsify_nm_ if isinstance(cfg, slim_prune.NMConfig) else slim_prune.sparsify_
+        masks = sparsify(layer, cfg)
         if ctx.train_data is not None:
             ctx.outcome = _train_with_distill(state, ctx, None, "sparsity fine-tune", optimizer_hook=masks.attach)
             masks.apply()  # the zeros hold after the last step too
@@ -262,13 +446,9 @@ class DistillStage(Stage):
     """Fine-tuning with distillation from the original model (slim-distill's Distiller)."""
 
     kind = "distill"
-    config = "slim_distill:DistillConfig"
+    config_cls = slim_distill.DistillConfig
     structural = False
     trains = True
-
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_distill", "Distiller")
 
     def make_config(self, settings: dict[str, Any]) -> SlimConfig:
         return super().make_config(settings or DEFAULT_DISTILL)
@@ -284,73 +464,21 @@ class DistillStage(Stage):
         return state
 
 
-@STAGES.register("ptq")
-class PTQStage(Stage):
-    """Post-training quantization with :func:`slim_quant.quantize_` (or ``quantize_inference_model`` for a path)."""
-
-    kind = "ptq"
-    config = "slim_quant:PTQConfig"
-    needs_layer = False
-
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_quant", "quantize_")
-
-    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        if state.layer is None:
-            qim = self.api("slim_quant", "quantize_inference_model")
-            assert ctx.work_dir is not None
-            out = ctx.work_dir / "ptq-model"
-            qim(str(state.path), cfg, ctx.calib_data, str(out), overwrite=True, latency_guard=False)
-            state.path = out
-        else:
-            quantize_ = self.api("slim_quant", "quantize_")
-            eval_fn = None
-            if getattr(cfg, "max_metric_drop", None) is not None:
-                user_eval = ctx.eval_fn
-
-                def eval_fn(model: Any) -> float:  # slim-quant evaluates Layers; the user's eval_fn takes a predict function
-                    return float(user_eval(layer_predict(model)))
-
-            result = quantize_(state.layer, cfg, calib_data=ctx.calib_data, eval_fn=eval_fn, input_names=ctx.input_names)
-            if result is not None and hasattr(result, "parameters"):
-                state.layer = result
-            qstate = getattr(state.layer, "slim_quant_state", None)
-            skipped = dict(getattr(qstate, "skipped", None) or {})
-            if skipped:
-                state.applied.append(
-                    {"stage": "ptq-skipped-layers", "layers": skipped, "metrics": dict(getattr(qstate, "metrics", {}) or {})}
-                )
-        state.quantized = True
-        state.applied.append({"stage": "ptq", **cfg.to_dict()})
-        return state
-
-
 @STAGES.register("qat")
 class QATStage(Stage):
     """Quantization-aware training: :func:`slim_quant.prepare_qat`, fine-tuning with distillation, :func:`slim_quant.convert`."""
 
     kind = "qat"
-    config = "slim_quant:QATConfig"
+    config_cls = slim_quant.QATConfig
     trains = True
 
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_quant", "prepare_qat")
-        self.api("slim_quant", "convert")
-
     def _prepare(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> None:
-        prepare_qat = self.api("slim_quant", "prepare_qat")
-        res = prepare_qat(_layer(state, self.kind), cfg, ctx.calib_data, input_names=ctx.input_names)
-        if res is not None and hasattr(res, "parameters"):
-            state.layer = res
+        layer = _layer(state, self.kind)
+        state.layer = _as_layer(slim_quant.prepare_qat(layer, cfg, ctx.calib_data, input_names=ctx.input_names), layer)
 
     def _convert(self, state: ModelState, cfg: SlimConfig) -> None:
-        convert = self.api("slim_quant", "convert")
-        res = convert(state.layer)
-        if res is not None and hasattr(res, "parameters"):
-            state.layer = res
-        state.quantized = True
+        state.layer = _as_layer(slim_quant.convert(state.layer), state.layer)
+        state.int8 = True
         state.applied.append({"stage": "qat", **cfg.to_dict()})
 
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
@@ -362,29 +490,6 @@ class QATStage(Stage):
     def rebuild(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         self._prepare(state, cfg, ctx)
         self._convert(state, cfg)
-        return state
-
-
-@STAGES.register("weight_only")
-class WeightOnlyStage(Stage):
-    """Weight-only int8/int4 quantization of Linear layers with :func:`slim_quant.quantize_weight_only_`.
-
-    The packed layers dequantize in Paddle ops, so the model exports as a normal Layer.
-    """
-
-    kind = "weight_only"
-    config = "slim_quant:WeightOnlyConfig"
-
-    def check_available(self) -> None:
-        super().check_available()
-        self.api("slim_quant", "quantize_weight_only_")
-
-    def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
-        quantize = self.api("slim_quant", "quantize_weight_only_")
-        result = quantize(_layer(state, self.kind), cfg, ctx.calib_data, input_names=ctx.input_names)
-        if result is not None and hasattr(result, "parameters"):
-            state.layer = result
-        state.applied.append({"stage": "weight_only", **cfg.to_dict()})
         return state
 
 
@@ -401,17 +506,12 @@ class NASStage(Stage):
     """
 
     kind = "nas"
-    config = "slim_nas:OFAConfig"
+    config_cls = slim_nas.OFAConfig
     trains = True
-
-    def check_available(self) -> None:
-        super().check_available()
-        for name in ("OFA", "Supernet", "search", "recalibrate_bn"):
-            self.api("slim_nas", name)
 
     def _supernet(self, state: ModelState) -> Any:
         layer = _layer(state, self.kind)
-        if not isinstance(layer, self.api("slim_nas", "Supernet")):
+        if not isinstance(layer, slim_nas.Supernet):
             raise ConfigError(
                 f"stage 'nas' needs a slim_nas.Supernet (OFAResNet, OFAMobileNetV2 or a Supernet subclass) as the model, "
                 f"got {type(layer).__name__}; build the supernet with slim_nas and pass it to AutoCompression"
@@ -433,26 +533,25 @@ class NASStage(Stage):
     def run(self, state: ModelState, cfg: SlimConfig, ctx: StageContext) -> ModelState:
         import paddle
 
+        from slim_analysis import flops
+
         supernet = self._supernet(state)
         if ctx.train_data is None:
             raise ConfigError("stage 'nas' trains the supernet and needs train_data")
         batches = self._batches(ctx)
-        ofa = self.api("slim_nas", "OFA")(supernet, cfg)
+        ofa = slim_nas.OFA(supernet, cfg)
         history = ofa.train(batches)
-        recalibrate = self.api("slim_nas", "recalibrate_bn")
         example = [paddle.to_tensor(a) for a in ctx.example_inputs]
 
         def measure(config: dict[str, Any]) -> tuple[float, float]:
             sub = supernet.export(config)
-            recalibrate(sub, batches)
+            slim_nas.recalibrate_bn(sub, batches)
             sub.eval()
-            from slim_analysis import flops
-
             return float(ctx.eval_fn(layer_predict(sub))), float(flops(sub, example_inputs=example))
 
         largest = ofa.space().largest()
         top_metric, top_flops = measure(largest)
-        result = self.api("slim_nas", "search")(
+        result = slim_nas.search(
             measure, ofa.space(), strategy="random", n_trials=ctx.max_trials or 12, directions=["maximize", "minimize"], seed=ctx.train.seed
         )
         drop = ctx.max_metric_drop if ctx.max_metric_drop is not None else 0.0
@@ -462,7 +561,7 @@ class NASStage(Stage):
         chosen = min(ok, key=lambda t: (t[1][1], -t[1][0]))[0]
         ctx.record = {"subnet": chosen, "trials": [{"config": c, "metric": v[0], "flops": v[1]} for c, v in trials]}
         state.layer = supernet.export(chosen)
-        recalibrate(state.layer, batches)
+        slim_nas.recalibrate_bn(state.layer, batches)
         state.layer.eval()
         state.applied.append({"stage": "nas", "subnet": chosen, "phases": [h["phase"] for h in history]})
         return state

@@ -51,6 +51,11 @@ def describe_model(layer: Any) -> dict[str, Any]:
     return {"transformer": transformer or share > 0.8 and total > 1_000_000, "params": total, "linear_share": share}
 
 
+def _base_name(c: Candidate) -> str:
+    """``"ptq"`` for ``"ptq [onnxruntime]"``: the plan's stage name without the runtime."""
+    return c.name.split(" [", 1)[0]
+
+
 def _available(kind: str) -> bool:
     try:
         get_stage(kind).check_available()
@@ -92,7 +97,7 @@ class AutoStrategy:
         return config_fields("ptq") or []
 
     def _best_ptq_settings(self, candidates: list[Candidate]) -> dict[str, Any]:
-        ptq = [c for c in candidates if c.status == "ok" and c.name.startswith("ptq") and c.metric is not None]
+        ptq = [c for c in candidates if c.status == "ok" and _base_name(c) in ("ptq", "ptq-skip") and c.metric is not None]
         if not ptq:
             return {}
         sign = 1 if self.engine.target.higher_is_better else -1
@@ -122,7 +127,7 @@ class AutoStrategy:
         ):
             # Linear-heavy models (transformers): int4 weights cut the size where INT8 activations cannot
             return "weight_only", Recipe(stages=(StageSpec(kind="weight_only", settings={"bits": 4}),), train=train, target=target)
-        ptq_ran = [c for c in candidates if c.name in ("ptq", "ptq-skip")]
+        ptq_ran = [c for c in candidates if _base_name(c) in ("ptq", "ptq-skip")]
         ptq_broken = bool(ptq_ran) and all(c.status == "failed" for c in ptq_ran)  # an error, not a metric problem
         if not ok and not ptq_broken:  # QAT exports like PTQ: after a PTQ error it would fail the same way
             if (
@@ -131,12 +136,16 @@ class AutoStrategy:
                 and "max_metric_drop" in self._ptq_fields()
                 and target.max_metric_drop is not None
             ):
-                settings = {**self._best_ptq_settings(candidates), "max_metric_drop": target.max_metric_drop}
+                settings = {
+                    **self._best_ptq_settings(candidates),
+                    "max_metric_drop": target.max_metric_drop,
+                    "higher_is_better": target.higher_is_better,
+                }
                 return "ptq-skip", Recipe(stages=(StageSpec(kind="ptq", settings=settings, name="ptq-skip"),), train=train, target=target)
             if "qat" not in done and self.has_layer and self.has_train and _available("qat") and _available("distill"):
                 return "qat", Recipe(stages=(StageSpec(kind="qat"),), train=train, target=target)
         if not fast_enough and "prune" not in done and self.has_layer and self.has_train and _available("prune") and _available("distill"):
-            quant = [c for c in ok if c.name.startswith(("ptq", "qat"))]
+            quant = [c for c in ok if _base_name(c).startswith(("ptq", "qat"))]
             s_q = max((speedup(c, baseline) or 0.0) for c in quant) if quant else 0.0
             need = want / max(s_q, 1.0)
             flops_ratio = float(min(0.75, max(0.2, 1.0 - 1.0 / max(need, 1.0))))

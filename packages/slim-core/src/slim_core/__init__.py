@@ -6,6 +6,9 @@ Example:
     <class 'slim_core.errors.SlimError'>
 """
 
+import os as _os
+import sys as _sys
+
 from slim_core.__about__ import __version__
 from slim_core._paddle import require_paddle
 from slim_core.atomic import atomic_dir, atomic_write, check_writable
@@ -34,7 +37,10 @@ from slim_core.model_io import (
 from slim_core.progress import progress, quiet, set_quiet
 from slim_core.registry import Registry
 
-require_paddle()
+# The `slim` command must answer --version and doctor without a working Paddle (that is when a user
+# needs them); its subcommands that need Paddle say so when run. Everything else fails here, clearly.
+if _os.path.basename(_sys.argv[0] or "") not in ("slim", "slim.exe"):
+    require_paddle()
 
 __all__ = [
     "__version__",

@@ -16,7 +16,8 @@ from importlib.metadata import distributions, entry_points
 from typing import Any
 
 from slim_core.__about__ import __version__
-from slim_core.errors import SlimError
+from slim_core.errors import PaddleVersionError, SlimError
+from slim_core.log import configure, get_logger, quiet_native_defaults
 
 __all__ = ["main", "build_parser", "installed_packages", "ENTRY_POINT_GROUP"]
 
@@ -98,18 +99,48 @@ def _register_demo(sub: Any) -> None:
 _BUILTIN: dict[str, Callable[[Any], None]] = {"doctor": _register_doctor, "demo": _register_demo}
 
 
+def _unavailable(name: str, reason: BaseException) -> Callable[[Any], None]:
+    """A stand-in subcommand for a package that cannot load without Paddle: it explains instead of warning on every call."""
+
+    def run(args: argparse.Namespace) -> int:
+        raise SlimError(f"`slim {name}` needs Paddle: {reason}")
+
+    def register(sub: Any) -> None:
+        p = sub.add_parser(name, help=f"(needs Paddle: not available) {name}", add_help=True)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=run)
+
+    return register
+
+
+def _is_level_flag(a: str) -> bool:
+    return a in ("-q", "--quiet", "--verbose") or (len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"})
+
+
+def _level_flags_first(argv: Sequence[str] | None) -> list[str]:
+    """``-v``/``-q`` are accepted anywhere (``slim compress ... -v``): move them before the subcommand."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return [a for a in args if _is_level_flag(a)] + [a for a in args if not _is_level_flag(a)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with built-in and entry-point subcommands."""
     parser = argparse.ArgumentParser(
         prog="slim", description="slim: model compression for PaddlePaddle 3.x", formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=_version_text())
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and results only, no progress bars")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="debug log lines, with Paddle/oneDNN/glog output (hidden by default)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     registrars: dict[str, Callable[[Any], None]] = dict(_BUILTIN)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             registrars[ep.name] = ep.load()  # a package's command replaces the built-in of the same name
+        except PaddleVersionError as exc:  # Paddle missing: `slim --version` and `slim doctor` still work
+            if ep.name not in registrars:
+                registrars[ep.name] = _unavailable(ep.name, exc)
         except Exception as exc:  # a broken plugin must not break the whole CLI
             print(f"slim: warning: could not load subcommand {ep.name!r} from {ep.value}: {exc}", file=sys.stderr)
     for name in sorted(registrars):
@@ -119,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slim`` console script."""
+    argv = _level_flags_first(argv)
+    quiet_native_defaults(verbose=any(a not in ("-q", "--quiet") for a in argv if _is_level_flag(a)))  # before Paddle loads
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure(1 if args.verbose else (-1 if args.quiet else 0))
     if args.quiet:
         from slim_core.progress import set_quiet
 
@@ -131,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SlimError as exc:
+        get_logger("slim.cli").debug("error details", exc_info=True)
         print(f"slim {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
