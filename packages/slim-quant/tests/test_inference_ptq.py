@@ -76,8 +76,8 @@ def test_max_metric_drop_keeps_the_most_sensitive_ops_in_float(fmt, legacy_digit
     manifest = json.loads((tmp_path / "tight" / "slim.json").read_text())
     record = manifest["compression"]["quantization"]["export"][fmt]
     assert record["skipped_weights"] == kept and record["metrics"]["int8"] == res.metrics[f"{fmt}_int8"]
-    if fmt == "paddle":
-        assert not {o.split(":")[1] for o in res.quantized_ops} & set(kept)
+    assert not {o.split(":")[1] for o in res.quantized_ops[fmt]} & set(kept)
+    assert record["int8_ops"] == res.int8_ops[fmt] == len(res.quantized_ops[fmt])
 
 
 def test_quant_sensitivity_of_an_inference_model(legacy_digits, digits, calib, tmp_path):

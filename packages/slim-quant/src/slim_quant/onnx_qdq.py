@@ -106,6 +106,26 @@ def _constants_to_initializers(gr: _Graph) -> None:
     gr.reindex()
 
 
+def _drop_identities(gr: _Graph) -> int:
+    """Remove the ``Identity`` nodes paddle2onnx writes after many PIR ops (they hide conv -> bias -> act chains)."""
+    done = 0
+    for n in list(gr.g.node):
+        if n.op_type != "Identity" or len(n.input) != 1:
+            continue
+        src, dst = n.input[0], n.output[0]
+        if dst in gr.outputs:
+            prod = gr.producer.get(src)
+            if prod is None or src in gr.outputs or len(gr.consumers.get(src, [])) != 1:
+                continue
+            prod.output[list(prod.output).index(src)] = dst
+        else:
+            _rename_input(gr, dst, src)
+        gr.remove(n)
+        gr.reindex()
+        done += 1
+    return done
+
+
 def _rename_input(gr: _Graph, old: str, new: str) -> None:
     for n in gr.g.node:
         for k, v in enumerate(n.input):
@@ -348,6 +368,7 @@ def quantize_onnx_model(
     model = onnx.load(str(src))
     gr = _Graph(model)
     _constants_to_initializers(gr)
+    _drop_identities(gr)
     _fold_conv_bias_and_bn(gr)
     _fold_constant_affine(gr)
     weight_codes = weight_codes or {}
