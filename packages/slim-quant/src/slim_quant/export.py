@@ -107,7 +107,13 @@ class ExportResult:
         qdq = info["qdq_tensors"] if "qdq_tensors" in info else len(info.get("activations", [])) + len(info.get("observed", []))
         self.quantized_ops[fmt], self.int8_ops[fmt], self.qdq_tensors[fmt] = ops, len(ops), int(qdq)
         rec = {"quantized_ops": ops, "int8_ops": len(ops), "qdq_tensors": int(qdq)}
-        rec.update({k: v for k, v in info.items() if k not in ("ops", "quantized_ops", "qdq_tensors", "activations", "observed", "weights", "sites")})
+        rec.update(
+            {
+                k: v
+                for k, v in info.items()
+                if k not in ("ops", "quantized_ops", "qdq_tensors", "activations", "observed", "weights", "sites")
+            }
+        )
         return rec
 
 
@@ -422,7 +428,13 @@ def export(
     layers = quanted_layers(model)
     weight_codes = {q.inner.weight.name: (q.w_codes, q.channel_thresholds()) for q in layers.values()}
     act_thr = {q.inner.weight.name: float(q.act_threshold) for q in layers.values()}
-    kw = dict(calibrator=cfg.calibrator, percentile=cfg.percentile, weight_codes=weight_codes, act_thresholds=act_thr, only_weights=set(weight_codes))
+    kw = dict(
+        calibrator=cfg.calibrator,
+        percentile=cfg.percentile,
+        weight_codes=weight_codes,
+        act_thresholds=act_thr,
+        only_weights=set(weight_codes),
+    )
     result = ExportResult(path=out, formats=[])
     example = [batch0[n][:1] for n in names]
     refs = {}
@@ -440,7 +452,9 @@ def export(
             try:
                 from slim_quant.onnx_qdq import quantize_onnx_from_paddle
 
-                info = quantize_onnx_from_paddle(work / "fp32_pir" / "model", tmp / "model.onnx", state.calib, fp32_onnx=work / "fp32_onnx" / "model.onnx", **kw)
+                info = quantize_onnx_from_paddle(
+                    work / "fp32_pir" / "model", tmp / "model.onnx", state.calib, fp32_onnx=work / "fp32_onnx" / "model.onnx", **kw
+                )
                 records["onnx"] = result.record("onnx", info)
             except ExportError as exc:
                 result.skipped_formats["onnx"] = str(exc).splitlines()[0]
@@ -449,7 +463,11 @@ def export(
             try:
                 _save_fp32(model, work / "fp32_raw" / "model_legacy", specs, legacy=True)
                 info = quantize_legacy_program(
-                    work / "fp32_raw" / "model_legacy", tmp / "model_legacy", state.calib, float_out_prefix=work / "fp32" / "model_legacy", **kw
+                    work / "fp32_raw" / "model_legacy",
+                    tmp / "model_legacy",
+                    state.calib,
+                    float_out_prefix=work / "fp32" / "model_legacy",
+                    **kw,
                 )
                 records["paddle"] = result.record("paddle", info)
             except ExportError as exc:
