@@ -37,7 +37,15 @@ from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import quanted_layers
-from slim_quant.paddle_int8 import QUANT_OP_SLOTS, activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
+from slim_quant.paddle_int8 import (
+    QUANT_OP_SLOTS,
+    activation_vars,
+    calibrate_program,
+    find_sites,
+    fold_affine_blocks,
+    fuse_bias_reshapes,
+    rewrite_program,
+)
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
 
 __all__ = [
@@ -133,87 +141,6 @@ def _legacy(scope: Any) -> Iterator[None]:
         yield
 
 
-def _fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
-    """Fold scalar ``elementwise_mul``/``elementwise_add`` parameters around a biased conv into its filter and bias.
-
-    PP-LCNet (PP-OCR) follows every conv with a learnable affine block (``conv + bias -> *a + b -> hard_swish ->
-    *c + d``); as separate ops they stop oneDNN from fusing the INT8 conv with its activation. ``conv -> *a + b``
-    becomes ``conv(w * a, bias * a + b)``; ``*c + d -> conv`` without padding becomes ``conv(w * c, bias + d * sum(w))``.
-    Exact in float. Filters in ``keep`` (int8 codes computed elsewhere) are left alone. Returns the folded convs.
-    """
-    block = program.global_block()
-    pers = {v.name for v in program.list_vars() if v.persistable}
-    uses: dict[str, int] = {}
-    for op in block.ops:
-        for v in op.input_arg_names:
-            uses[v] = uses.get(v, 0) + 1
-
-    def value(name: str) -> np.ndarray:
-        return np.array(scope.find_var(name).get_tensor(), dtype="float64")
-
-    def sole_consumer(var: str) -> Any:
-        cons = [op for op in block.ops if var in op.input_arg_names]
-        return cons[0] if len(cons) == 1 else None
-
-    def scalar_op(op: Any, kind: str, var: str) -> str | None:
-        """The size-1 parameter of ``elementwise_{kind}(var, param)``, or None."""
-        if op is None or op.type != f"elementwise_{kind}":
-            return None
-        xs, ys = op.input("X"), op.input("Y")
-        other = ys[0] if xs == [var] else (xs[0] if ys == [var] and kind == "mul" else None)
-        if other is None or other not in pers or int(np.prod(block.var(other).shape)) != 1 or uses.get(other, 0) != 1:
-            return None
-        return other
-
-    done = 0
-    for conv in [op for op in block.ops if op.type in ("conv2d", "depthwise_conv2d")]:
-        wname = conv.input("Filter")[0]
-        if wname not in pers or wname in keep or uses.get(wname, 0) != 1:
-            continue
-        add = sole_consumer(conv.output("Output")[0])
-        if add is None or add.type != "elementwise_add" or add.input("X") != conv.output("Output"):
-            continue
-        bname = add.input("Y")[0]
-        if bname not in pers or uses.get(bname, 0) != 1 or list(block.var(bname).shape) != [block.var(wname).shape[0]]:
-            continue
-        w, b, changed = value(wname), value(bname), False
-        out = add.output("Out")[0]
-        mul = sole_consumer(out)
-        a = scalar_op(mul, "mul", out)
-        nxt = sole_consumer(mul.output("Out")[0]) if a is not None else None
-        c = scalar_op(nxt, "add", mul.output("Out")[0]) if a is not None else None
-        if a is not None and c is not None:
-            w, b = w * value(a).item(), b * value(a).item() + value(c).item()
-            add._rename_output(out, nxt.output("Out")[0])
-            for op in (nxt, mul):
-                block._remove_op(list(block.ops).index(op))
-            changed = True
-        pre_add = next((op for op in block.ops if conv.input("Input")[0] in op.output_arg_names), None)
-        pads = list(conv.attr("paddings")) if conv.has_attr("paddings") else [1]
-        if pre_add is not None and pre_add.type == "elementwise_add" and not any(pads) and conv.attr("padding_algorithm") != "SAME":
-            src = pre_add.input("X")[0]
-            d = scalar_op(pre_add, "add", src)
-            pre_mul = next((op for op in block.ops if src in op.output_arg_names), None)
-            act, cval = None, None
-            if pre_mul is not None and pre_mul.type == "elementwise_mul":
-                act = pre_mul.input("Y")[0] if pre_mul.input("X")[0] in pers else pre_mul.input("X")[0]
-                cval = scalar_op(pre_mul, "mul", act)
-            if d is not None and cval is not None and uses.get(src, 0) == 1 and uses.get(conv.input("Input")[0], 0) == 1:
-                b = b + value(d).item() * w.reshape(w.shape[0], -1).sum(1)
-                w = w * value(cval).item()
-                conv._rename_input(conv.input("Input")[0], act)
-                for op in (pre_add, pre_mul):
-                    block._remove_op(list(block.ops).index(op))
-                changed = True
-        if changed:
-            scope.var(wname).get_tensor().set(w.astype("float32"), paddle.CPUPlace())
-            scope.var(bname).get_tensor().set(b.astype("float32"), paddle.CPUPlace())
-            done += 1
-    if done:
-        program._sync_with_cpp()
-    return done
-
-
 def quantize_legacy_program(
     src_prefix: str | os.PathLike[str],
     out_prefix: str | os.PathLike[str],
@@ -257,7 +184,7 @@ def quantize_legacy_program(
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
         fuse_bias_reshapes(prog)
-        _fold_affine_blocks(prog, scope, set(weight_codes or {}))
+        fold_affine_blocks(prog, scope, set(weight_codes or {}))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
             paddle.static.save_inference_model(str(float_out_prefix), feeds, src.fetch_targets, exe, program=prog.clone(), clip_extra=False)
