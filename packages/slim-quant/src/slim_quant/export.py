@@ -2,13 +2,20 @@
 
 :func:`export` takes a model quantized by :func:`slim_quant.quantize_` (or by
 QAT, as long as it carries ``QuantedLayer`` wrappers and a ``slim_quant_state``)
-and writes an export directory in slim-deploy's layout:
+and writes an export directory in slim-deploy's layout. The float model is
+exported through PIR first (every architecture Paddle 3 runs exports this way):
 
-- ``model_legacy.pdmodel`` + ``model_legacy.pdiparams``: the INT8 Paddle model,
-  int8 weights on disk, run by Paddle Inference with oneDNN INT8;
-- ``model.onnx``: the same quantization as ONNX QuantizeLinear/DequantizeLinear
-  (u8 activations, s8 per-channel weights);
-- ``slim.json``: slim-deploy's manifest, with what was quantized and skipped.
+- ``model.onnx``: paddle2onnx's conversion of the PIR program with QuantizeLinear/
+  DequantizeLinear inserted from the same :class:`~slim_quant.graph_passes.QuantPlan`
+  (the fake-quant layers' int8 codes and input thresholds, by parameter name;
+  u8 activations, s8 per-channel weights);
+- ``model_legacy.pdmodel`` + ``model_legacy.pdiparams``: the INT8 Paddle model for
+  Paddle Inference's oneDNN INT8 (int8 weights on disk), built only for the
+  ``"paddle"`` format and only when the model traces into a legacy program
+  (with :func:`slim_quant.legacy_trace.legacy_ops`); otherwise that format is
+  skipped with a one-line reason and the other one is still written;
+- ``slim.json``: slim-deploy's manifest, with what was quantized and skipped, the
+  INT8 op count per format and the agreement with the reference and FP32.
 
 :func:`quantize_inference_model` does PTQ on an existing inference model file.
 
@@ -34,8 +41,8 @@ from slim_core.atomic import atomic_dir, check_writable
 from slim_core.errors import ConfigError, DataError, ExportError
 from slim_core.model_io import load_inference_model, static_mode
 from slim_core.registry import closest
-from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
+from slim_quant.graph_passes import QuantPlan
 from slim_quant.layers import quanted_layers
 from slim_quant.paddle_int8 import (
     QUANT_OP_SLOTS,
@@ -145,16 +152,11 @@ def quantize_legacy_program(
     src_prefix: str | os.PathLike[str],
     out_prefix: str | os.PathLike[str],
     batches: Sequence[dict[str, np.ndarray]],
+    plan: QuantPlan | None = None,
     *,
-    calibrator: str = "percentile",
-    percentile: float = 99.99,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    act_thresholds: dict[str, float] | None = None,
-    only_weights: set[str] | None = None,
-    skip_weights: set[str] | None = None,
-    weight_method: str = "abs_max",
     float_out_prefix: str | os.PathLike[str] | None = None,
     calibration: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Turn a float legacy inference model into the INT8 form oneDNN runs.
 
@@ -162,12 +164,8 @@ def quantize_legacy_program(
         src_prefix: the float legacy model (``prefix.pdmodel`` + ``prefix.pdiparams``).
         out_prefix: where to write the INT8 model.
         batches: calibration feeds ``{input name: array}`` for the activation ranges.
-        calibrator / percentile: the activation calibrator.
-        weight_codes: int8 codes and per-channel thresholds by weight name (from the dygraph layers).
-        act_thresholds: input thresholds by weight name (the quantized op's input), overriding calibration.
-        only_weights: quantize only ops whose weight is in this set.
-        skip_weights: never quantize ops with these weights.
-        weight_method: per-channel threshold method for weights not in ``weight_codes``.
+        plan: what to quantize and how (:class:`~slim_quant.graph_passes.QuantPlan`, weights by parameter
+            name); ``options`` (its fields) build one when it is None.
         float_out_prefix: also write the float program after the bias clean-up (the fair FP32 reference).
         calibration: a cache of the activation calibrators: filled on the first call, reused (no
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
@@ -175,6 +173,7 @@ def quantize_legacy_program(
     Returns:
         The rewrite summary (quantized ops, observed tensors).
     """
+    plan = plan or QuantPlan(**options)
     src = load_inference_model(src_prefix)
     if src.format != "legacy":
         raise ExportError(
@@ -184,7 +183,7 @@ def quantize_legacy_program(
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
         fuse_bias_reshapes(prog)
-        fold_affine_blocks(prog, scope, set(weight_codes or {}))
+        fold_affine_blocks(prog, scope, set(plan.weight_codes))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
             paddle.static.save_inference_model(str(float_out_prefix), feeds, src.fetch_targets, exe, program=prog.clone(), clip_extra=False)
@@ -200,15 +199,12 @@ def quantize_legacy_program(
         if calibration:
             cals = calibration
         else:
-            cals = calibrate_program(run, batches, names, lambda: make_calibrator(calibrator, percentile=percentile))
+            cals = calibrate_program(run, batches, names, plan.new_calibrator)
             if calibration is not None:
                 calibration.update(cals)
     thresholds = {n: c.threshold() for n, c in cals.items()}
-    if only_weights is not None:
-        sites = [s for s in sites if s.weight in only_weights]
-    if skip_weights:
-        sites = [s for s in sites if s.weight not in skip_weights]
-    by_weight = act_thresholds or {}
+    sites = [s for s in sites if plan.selects(s.weight)]
+    by_weight = plan.act_thresholds
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
     observed = dict(thresholds)
     kept = {s.op_index for s in sites}
@@ -224,9 +220,8 @@ def quantize_legacy_program(
             scope,
             sites,
             site_thr,
-            weight_codes=weight_codes,
+            plan=plan,
             observer_thresholds=observed,
-            weight_method=weight_method,
             non_negative={n for n, c in cals.items() if c.non_negative},
         )
         feeds = [prog.global_block().var(n) for n in src.input_names]
@@ -324,22 +319,25 @@ def export(
         model: a model returned by :func:`slim_quant.quantize_`.
         path: the export directory (created atomically).
         formats: ``"paddle"`` (legacy INT8 program, int8 weights) and/or ``"onnx"`` (QDQ).
-        overwrite: replace an existing directory.
+        overwrite: replace an existing export directory (one with a ``slim.json``; never another directory).
         latency_guard: time FP32 vs INT8 on each written backend (batch 1) and warn when INT8 is not faster.
         threads: CPU threads for the latency guard.
 
     Returns:
-        An :class:`ExportResult` (files, quantized ops, agreement with the fake-quant layer, latency).
+        An :class:`ExportResult` (files, INT8 ops per format, skipped formats, agreement with the
+        fake-quant layer and with FP32, latency). :class:`ExportQualityWarning` says when a format was
+        skipped, a format has no INT8 op, an INT8 weights file is larger than its FP32 source, or the
+        output differs from FP32 by more than :data:`REL_ERR_WARN` (relative, calibration inputs).
 
     Raises:
         ConfigError: the model was not quantized, or an unknown format.
-        ExportError: the model cannot be exported with 8-bit codes, or the export fails.
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        ExportError: the model cannot be exported with 8-bit codes, or no requested format could be written.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or it is not a slim export directory.
 
     Example:
         >>> res = export(qmodel, "out/resnet18_int8", formats=("paddle", "onnx"))   # doctest: +SKIP
-        >>> res.latency_ms                                                           # doctest: +SKIP
-        {'paddle_fp32': 18.3, 'paddle_int8': 5.2, ...}
+        >>> res.int8_ops, res.skipped_formats                                        # doctest: +SKIP
+        ({'paddle': 21, 'onnx': 21}, {})
     """
     state = getattr(model, "slim_quant_state", None)
     if state is None or not quanted_layers(model):
@@ -355,7 +353,7 @@ def export(
     layers = quanted_layers(model)
     weight_codes = {q.inner.weight.name: (q.w_codes, q.channel_thresholds()) for q in layers.values()}
     act_thr = {q.inner.weight.name: float(q.act_threshold) for q in layers.values()}
-    kw = dict(
+    plan = QuantPlan(
         calibrator=cfg.calibrator,
         percentile=cfg.percentile,
         weight_codes=weight_codes,
@@ -380,7 +378,7 @@ def export(
                 from slim_quant.onnx_qdq import quantize_onnx_from_paddle
 
                 info = quantize_onnx_from_paddle(
-                    work / "fp32_pir" / "model", tmp / "model.onnx", state.calib, fp32_onnx=work / "fp32_onnx" / "model.onnx", **kw
+                    work / "fp32_pir" / "model", tmp / "model.onnx", state.calib, fp32_onnx=work / "fp32_onnx" / "model.onnx", plan=plan
                 )
                 records["onnx"] = result.record("onnx", info)
             except ExportError as exc:
@@ -394,7 +392,7 @@ def export(
                     tmp / "model_legacy",
                     state.calib,
                     float_out_prefix=work / "fp32" / "model_legacy",
-                    **kw,
+                    plan=plan,
                 )
                 records["paddle"] = result.record("paddle", info)
             except ExportError as exc:
@@ -571,7 +569,7 @@ class _RuntimeBuilder:
     def build(self, skip: set[str], out_dir: Path) -> dict[str, Any]:
         """Write the INT8 model with the ops whose weight is in ``skip`` kept in float into ``out_dir``."""
         cfg = self.config
-        kw = dict(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
+        plan = QuantPlan(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
         self.builds += 1
         if self.fmt == "paddle":
             first = not (self.fp32_dir / LEGACY[0]).exists()
@@ -581,11 +579,11 @@ class _RuntimeBuilder:
                 self.batches,
                 float_out_prefix=self.fp32_dir / "model_legacy" if first else None,
                 calibration=self.calibration,
-                **kw,
+                plan=plan,
             )
         from slim_quant.onnx_qdq import quantize_onnx_model
 
-        return quantize_onnx_model(self.fp32_dir / "model.onnx", out_dir / "model.onnx", self.batches, calibration=self.calibration, **kw)
+        return quantize_onnx_model(self.fp32_dir / "model.onnx", out_dir / "model.onnx", self.batches, plan, calibration=self.calibration)
 
     def predictor(self, model_dir: Path, int8: bool = True) -> Any:
         from slim_deploy.predictor import Predictor
@@ -730,7 +728,8 @@ def quantize_inference_model(
 
     Args:
         path: the float inference model (prefix, file or directory). ``"paddle"`` output needs the
-            legacy format (``.pdmodel``); ``"onnx"`` output also takes PIR (``.json``) models.
+            legacy format (``.pdmodel``); from a PIR (``.json``) model it is skipped with the reason in
+            :attr:`ExportResult.skipped_formats` while ``"onnx"`` is written (an error when it is the only format).
         config: a :class:`PTQConfig`. ``skip_layers`` names weight parameters (e.g. ``"conv2d_3.w_0"``)
             or op output tensors; ``skip_types`` names program op types (e.g. ``"matmul_v2"``).
             Reconstruction and bias correction need a dygraph model and are rejected here.
@@ -746,7 +745,7 @@ def quantize_inference_model(
 
     Raises:
         ConfigError: a bad config, unknown ``skip_layers``, ``max_metric_drop`` without ``eval_fn``.
-        ExportError: a PIR model with ``"paddle"`` output, weights other than 8 bits, a failed export.
+        ExportError: a PIR model with only ``"paddle"`` output, weights other than 8 bits, no format written.
         UnsupportedOpError: nothing to quantize.
 
     Example:

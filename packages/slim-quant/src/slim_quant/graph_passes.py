@@ -1,9 +1,11 @@
-"""INT8 rewrite passes written once, over a small backend interface (the NNCF shape).
+"""INT8 rewrite plan and passes written once, over a small backend interface (the NNCF shape).
 
 The Paddle legacy program (oneDNN INT8, :mod:`slim_quant.paddle_int8`) and the ONNX graph (QDQ,
-:mod:`slim_quant.onnx_qdq`) are rewritten by the same algorithms; each backend only reads and edits
-its own IR through the methods of :class:`AffineIR`:
+:mod:`slim_quant.onnx_qdq`) are rewritten from one :class:`QuantPlan` by the same algorithms; each
+backend only reads and edits its own IR (through the methods of :class:`AffineIR` for the folds):
 
+- :class:`QuantPlan`: which weights are quantized, their int8 codes and thresholds (from the dygraph
+  fake-quant layers or computed here), the input thresholds they learned, the activation calibrator;
 - :func:`weight_axis`: the output-channel axis of a quantized op's weight, for every IR;
 - :func:`fold_affine`: learnable affine blocks next to a convolution (PP-LCNet's ``conv -> *a + b`` and
   ``*c + d -> conv 1x1``) folded exactly into the conv's filter and bias.
@@ -15,11 +17,62 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["AffineIR", "fold_affine", "weight_axis", "WEIGHT_KINDS"]
+from slim_core.errors import ExportError
+from slim_quant.calibrators import Calibrator, make_calibrator
+from slim_quant.primitives import quantize_np, weight_thresholds
+
+__all__ = ["QuantPlan", "AffineIR", "fold_affine", "weight_axis", "WEIGHT_KINDS"]
+
+
+@dataclass
+class QuantPlan:
+    """What an INT8 rewrite does, decided once and handed to every backend.
+
+    Attributes:
+        calibrator / percentile: the calibrator of the activations whose range is measured on the graph.
+        weight_codes: int8 codes and per-channel thresholds by weight name (computed by the dygraph
+            fake-quant layers, reconstruction or QAT); other weights are quantized per channel here.
+        act_thresholds: input thresholds by weight name (what the fake-quant layer learned), overriding calibration.
+        only_weights / skip_weights: quantize only the ops with these weights / never the ops with these.
+        weight_method: per-channel threshold method for weights not in ``weight_codes``.
+    """
+
+    calibrator: str = "percentile"
+    percentile: float = 99.99
+    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    act_thresholds: dict[str, float] = field(default_factory=dict)
+    only_weights: set[str] | None = None
+    skip_weights: set[str] = field(default_factory=set)
+    weight_method: str = "abs_max"
+
+    def __post_init__(self) -> None:
+        self.weight_codes = dict(self.weight_codes or {})
+        self.act_thresholds = dict(self.act_thresholds or {})
+        self.skip_weights = set(self.skip_weights or ())
+
+    def selects(self, weight: str) -> bool:
+        """Whether the op reading ``weight`` is quantized."""
+        return (self.only_weights is None or weight in self.only_weights) and weight not in self.skip_weights
+
+    def new_calibrator(self) -> Calibrator:
+        return make_calibrator(self.calibrator, percentile=self.percentile)
+
+    def int8_weight(self, name: str, w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """The int8 codes of weight ``name`` (value ``w`` in the IR) and its per-channel thresholds along ``axis``."""
+        if name in self.weight_codes:
+            codes, thr = self.weight_codes[name]
+        else:
+            thr = weight_thresholds(w, axis, method=self.weight_method)  # type: ignore[arg-type]
+            codes = quantize_np(w, thr, 8, axis)
+        if codes.shape != w.shape:
+            raise ExportError(f"weight codes for {name} have shape {list(codes.shape)} but the exported weight is {list(w.shape)}")
+        return np.ascontiguousarray(codes.astype("int8")), np.asarray(thr, "float32").reshape(-1)
+
 
 #: op kinds with a quantizable weight (the backends map their op types onto these)
 WEIGHT_KINDS = ("conv", "conv_transpose", "matmul")

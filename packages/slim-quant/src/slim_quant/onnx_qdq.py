@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 
 from slim_core.errors import ExportError
-from slim_quant.calibrators import Calibrator, make_calibrator
-from slim_quant.graph_passes import fold_affine, weight_axis
-from slim_quant.primitives import quantize_np, weight_thresholds
+from slim_quant.calibrators import Calibrator
+from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS"]
 
@@ -356,15 +355,10 @@ def quantize_onnx_model(
     src: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
     batches: Sequence[dict[str, np.ndarray]],
+    plan: QuantPlan | None = None,
     *,
-    calibrator: str = "percentile",
-    percentile: float = 99.99,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    act_thresholds: dict[str, float] | None = None,
-    only_weights: set[str] | None = None,
-    skip_weights: set[str] | None = None,
-    weight_method: str = "abs_max",
     calibration: dict[str, Calibrator] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Insert QDQ into a float ONNX model (see the module docstring).
 
@@ -372,11 +366,8 @@ def quantize_onnx_model(
         src: the float ``.onnx`` file.
         out_file: the quantized ``.onnx`` to write.
         batches: calibration feeds by ONNX input name.
-        calibrator / percentile: activation calibrator.
-        weight_codes: int8 codes and per-channel thresholds by weight (initializer) name.
-        act_thresholds: input thresholds by weight name, overriding calibration.
-        only_weights / skip_weights: restrict which ops are quantized, by weight name.
-        weight_method: threshold method for weights not in ``weight_codes``.
+        plan: what to quantize and how (weights by initializer name, which the PIR/legacy parameter
+            names become in paddle2onnx's output); ``options`` build one when it is None.
         calibration: a cache of the activation calibrators: filled on the first call, reused (no
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
@@ -386,18 +377,17 @@ def quantize_onnx_model(
     onnx, _ = _require_onnx()
     from onnx import helper
 
+    plan = plan or QuantPlan(**options)
     model = onnx.load(str(src))
     gr = _Graph(model)
-    weight_codes = weight_codes or {}
-    _clean_up(gr, set(weight_codes))
-    act_thresholds = act_thresholds or {}
+    _clean_up(gr, set(plan.weight_codes))
     # 1. which compute nodes are quantized
     qnodes = []
     for n in gr.g.node:
         if n.op_type not in COMPUTE_OPS or len(n.input) < 2 or n.input[1] not in gr.inits or n.input[0] in gr.inits:
             continue
         w = n.input[1]
-        if gr.inits[w].ndim not in (2, 4) or (only_weights is not None and w not in only_weights) or (skip_weights and w in skip_weights):
+        if gr.inits[w].ndim not in (2, 4) or not plan.selects(w):
             continue
         qnodes.append(n)
     qset = {id(n) for n in qnodes}
@@ -406,7 +396,7 @@ def quantize_onnx_model(
     if calibration:
         cals = calibration
     else:
-        cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+        cals = _calibrate(model, gr, acts, batches, plan.new_calibrator)
         if calibration is not None:
             calibration.update(cals)
     # 3. drop Relu / Clip(0, c) right after a quantized op: the u8 code clamps the same way
@@ -470,7 +460,7 @@ def quantize_onnx_model(
     qparams: dict[str, tuple[float, int]] = {}  # tensor -> (scale, u8 zero point)
     for t in qdq:
         thr = float(cals[t].threshold()) if t in cals else 0.0
-        given = [float(act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in act_thresholds]
+        given = [float(plan.act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in plan.act_thresholds]
         thr = given[-1] if given else thr
         nonneg = (t in cals and cals[t].non_negative) or t in clamp
         if t in clamp:
@@ -492,14 +482,7 @@ def quantize_onnx_model(
         w_name = n.input[1]
         w = gr.inits[w_name]
         axis = _weight_axis(n)
-        if w_name in weight_codes:
-            codes, wthr = weight_codes[w_name]
-            wthr = np.asarray(wthr, "float32").reshape(-1)
-        else:
-            wthr = np.asarray(weight_thresholds(w, axis, method=weight_method), "float32").reshape(-1)  # type: ignore[arg-type]
-            codes = quantize_np(w, wthr, 8, axis)
-        if codes.shape != w.shape:
-            raise ExportError(f"weight codes for {w_name} have shape {list(codes.shape)} but the ONNX weight is {list(w.shape)}")
+        codes, wthr = plan.int8_weight(w_name, w, axis)
         w_scale = (wthr / 127.0).astype("float32")
         qw = f"{w_name}_quantized"
         gr.set_init(qw, codes.astype("int8"))

@@ -17,8 +17,8 @@ Thresholds follow Paddle's convention: ``@scale`` holds the clipping value
 (abs-max like), the integer step is ``threshold / 127``.
 
 This module is the INT8 export path shared by PTQ and QAT: both hand
-:func:`rewrite_program` the program, per-weight int8 codes and per-tensor
-thresholds.
+:func:`rewrite_program` the program, a :class:`~slim_quant.graph_passes.QuantPlan`
+(per-weight int8 codes) and per-tensor thresholds.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import fold_affine, weight_axis
-from slim_quant.primitives import quantize_np, weight_thresholds
+from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
 
 __all__ = [
     "QuantSite",
@@ -385,9 +384,8 @@ def rewrite_program(
     sites: list[QuantSite],
     act_thresholds: dict[str, float],
     *,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    plan: QuantPlan | None = None,
     observer_thresholds: dict[str, float] | None = None,
-    weight_method: str = "abs_max",
     non_negative: set[str] | None = None,
 ) -> dict[str, Any]:
     """Insert quantize/dequantize ops into ``program`` in place and store int8 weights in ``scope``.
@@ -397,10 +395,8 @@ def rewrite_program(
         scope: the scope holding its parameters.
         sites: the ops to quantize (from :func:`find_sites`, filtered by the caller).
         act_thresholds: clipping threshold for each quantized op's activation input.
-        weight_codes: ``{weight name: (int8 codes, per-channel thresholds)}`` computed elsewhere
-            (reconstruction, bias correction); missing weights are quantized here per channel.
+        plan: the int8 weights (:meth:`QuantPlan.int8_weight`: codes computed elsewhere, or per channel here).
         observer_thresholds: thresholds of other activations (observer pairs for oneDNN).
-        weight_method: per-channel threshold method for weights quantized here.
         non_negative: activations calibration saw no negative value in (unknown ones count as signed).
 
     Returns:
@@ -408,7 +404,7 @@ def rewrite_program(
         ``leaky_relu(alpha=0)`` (see :func:`signed_residual_relus_to_leaky`).
     """
     block = program.global_block()
-    weight_codes = dict(weight_codes or {})
+    plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
     persistable = {v.name for v in program.list_vars() if v.persistable}
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
@@ -452,14 +448,8 @@ def rewrite_program(
         at = site.op_index
         # weight
         if site.weight not in quantized_weights:
-            w = np.array(scope.find_var(site.weight).get_tensor())
-            if site.weight in weight_codes:
-                codes, thr = weight_codes[site.weight]
-            else:
-                thr = weight_thresholds(w, site.axis, method=weight_method)  # type: ignore[arg-type]
-                codes = quantize_np(w, thr, 8, site.axis)
-            _set_tensor(scope, site.weight, np.ascontiguousarray(codes.astype("int8")))
-            thr = np.asarray(thr, "float32").reshape(-1)
+            codes, thr = plan.int8_weight(site.weight, np.array(scope.find_var(site.weight).get_tensor()), site.axis)
+            _set_tensor(scope, site.weight, codes)
             wsname = f"{site.weight}@scale"
             wzname = f"{site.weight}.quantized.dequantized@zero_point"
             _new_var(block, wsname, [thr.size], "float32", True)
