@@ -58,12 +58,14 @@ def test_zoo_model_quantizes_and_exports_int8(name, tmp_path):
         "int8_ops",
         "qdq_tensors",
     }
-    # int8 weights: the parameter file is smaller than the FP32 one; the ONNX file also holds the graph, whose
-    # QDQ nodes can outweigh the int8 savings of a model this tiny, and the export then says so
+    # int8 weights; a model this tiny is mostly graph, whose q/dq ops can outweigh the int8 savings: the export
+    # then says so (the PP-OCR direction classifier: 2.07 MB FP32 -> 0.46 MB INT8 Paddle, see test_export)
+    files = {"paddle": ("model_legacy.pdmodel", "model_legacy.pdiparams"), "onnx": ("model.onnx",)}
+    for f in res.formats:
+        larger = sum(res.file_bytes[n] for n in files[f]) > res.fp32_bytes[f]
+        assert larger == any(f"the {f} INT8 model files" in str(w.message) for w in caught)
     if "paddle" in res.formats:
-        assert 0 < res.file_bytes["model_legacy.pdiparams"] < res.fp32_bytes["paddle"]
-    larger = res.file_bytes["model.onnx"] > res.fp32_bytes["onnx"]
-    assert larger == any("model.onnx" in str(w.message) and "larger" in str(w.message) for w in caught)
+        assert res.file_bytes["model_legacy.pdiparams"] < res.fp32_bytes["paddle"]
 
 
 class _SumPool(paddle.nn.Layer):

@@ -332,7 +332,11 @@ def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "probe.onnx")
         onnx.save(probe, path)
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ExportError(f"ONNX Runtime cannot load the float ONNX model (paddle2onnx's conversion): {first}") from exc
         inputs = [i.name for i in sess.get_inputs()]
         cals = {t: make() for t in names}
         for b in batches:
