@@ -204,13 +204,11 @@ def fold_float_onnx(src: Path, out: Path) -> None:
     """The float ONNX model with the exact clean-up our QDQ export applies (BN, biases and affine blocks folded), no INT8."""
     import onnx
 
-    from slim_quant.onnx_qdq import _constants_to_initializers, _fold_constant_affine, _fold_conv_bias_and_bn, _Graph
+    from slim_quant.onnx_qdq import _clean_up, _Graph
 
     model = onnx.load(str(src))
     gr = _Graph(model)
-    _constants_to_initializers(gr)
-    _fold_conv_bias_and_bn(gr)
-    _fold_constant_affine(gr)
+    _clean_up(gr)
     onnx.save(model, str(out))
 
 
@@ -219,13 +217,13 @@ def fold_float_paddle(src: Path, out_prefix: Path) -> None:
     import paddle
 
     from slim_core.model_io import load_inference_model
-    from slim_quant.export import _fold_affine_blocks, _legacy
-    from slim_quant.paddle_int8 import fuse_bias_reshapes
+    from slim_quant.export import _legacy
+    from slim_quant.paddle_int8 import fold_affine_blocks, fuse_bias_reshapes
 
     m = load_inference_model(src)
     with _legacy(m.scope):
         fuse_bias_reshapes(m.program)
-        _fold_affine_blocks(m.program, m.scope, set())
+        fold_affine_blocks(m.program, m.scope, set())
         feeds = [m.program.global_block().var(n) for n in m.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, m.fetch_targets, m.executor, program=m.program, clip_extra=False)
 

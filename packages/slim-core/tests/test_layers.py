@@ -32,3 +32,26 @@ def test_get_and_set_by_path():
 def test_missing_path_names_the_part():
     with pytest.raises(KeyError, match="nope"):
         get_sublayer(_net(), "body.nope")
+
+
+def test_keys_with_dots_as_paddleclas_registers_blocks():
+    # PaddleClas EfficientNet: self.add_sublayer("_blocks." + str(idx) + ".", block) -> paths "_blocks.0..conv"
+    class Net(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.seq = [self.add_sublayer("_blocks." + str(i) + ".", paddle.nn.Sequential(paddle.nn.Linear(2, 2))) for i in range(2)]
+
+        def forward(self, x):
+            for b in self.seq:
+                x = b(x)
+            return x
+
+    net = Net()
+    paths = [n for n, _ in net.named_sublayers()]
+    assert "_blocks.1..0" in paths
+    for p in paths:
+        assert get_sublayer(net, p) is dict(net.named_sublayers())[p]
+    set_sublayer(net, "_blocks.1..0", paddle.nn.Identity())
+    assert isinstance(net.seq[1][0], paddle.nn.Identity)
+    with pytest.raises(KeyError, match="_blocks.2"):
+        get_sublayer(net, "_blocks.2..0")

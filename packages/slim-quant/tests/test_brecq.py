@@ -124,7 +124,7 @@ def test_brecq_model_exports_with_int8_weights(tmp_path):
     model, batches = _model("mobilenet")
     q = quantize(model, PTQConfig(reconstruction=ReconstructionConfig(method="brecq", iters=20, batches=1)), batches)
     res = export(q, tmp_path / "out", formats=("paddle", "onnx"), latency_guard=False)
-    assert len(res.quantized_ops) == 8
+    assert len(res.quantized_ops["paddle"]) == 8
     recs = read_params_file(tmp_path / "out" / "model_legacy.pdiparams")
     assert sum(r.dtype == "int8" for r in recs) == 8  # every conv/linear weight on disk as int8
     assert [r for r in recs if r.dtype != "int8" and len(r.shape) > 1] == []  # and no float copy of one

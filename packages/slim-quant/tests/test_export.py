@@ -42,7 +42,7 @@ def test_export_writes_int8_weights_and_manifest(digits_export, tmp_path):
     qrec = manifest["compression"]["quantization"]
     assert sorted(qrec["quantized_layers"]) == ["conv1", "conv2", "fc1", "fc2"]
     assert len(qrec["export"]["paddle"]["quantized_ops"]) == 4
-    assert res.observed_tensors > 0
+    assert res.qdq_tensors["paddle"] > 0 and res.int8_ops == {"paddle": 4}
 
 
 def test_onednn_predictor_agrees_with_fake_quant_layer(digits, digits_export):
@@ -74,9 +74,11 @@ def test_export_of_resnet18_round_trip(tmp_path):
     batches = [rng.random((2, 3, 32, 32)).astype("float32") for _ in range(2)]
     q = quantize(model, PTQConfig(calibrator="abs_max"), batches)
     res = export(q, tmp_path / "r18", latency_guard=False)
-    assert len(res.quantized_ops) == 21
+    assert len(res.quantized_ops["paddle"]) == 21
     frac, _ = _int8_fraction(tmp_path / "r18" / "model_legacy.pdiparams")
     assert frac > 0.95
+    # the whole INT8 program (q/dq ops, scales, no op_callstack text) is far smaller than the FP32 one
+    assert res.file_bytes["model_legacy.pdmodel"] + res.file_bytes["model_legacy.pdiparams"] < 0.3 * res.fp32_bytes["paddle"]
     # recording scales on intermediates of fused conv -> bias -> act chains made oneDNN drift 27% from the simulation
     assert res.agreement["paddle_rel_err"] < 0.05
     # the projection shortcuts of layer2-4 are signed: their blocks' ReLUs (and those after them) become
@@ -132,14 +134,14 @@ def test_quantize_inference_model_on_a_legacy_file(digits, calib, tmp_path):
     with paddle.pir_utils.OldIrGuard():
         paddle.jit.save(model, str(src), input_spec=[paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")])
     res = quantize_inference_model(src, PTQConfig(fold_bn=False, skip_types=("mul",)), calib, tmp_path / "q", latency_guard=False)
-    assert len(res.quantized_ops) == 4  # conv2d x2 + matmul_v2 x2
+    assert len(res.quantized_ops["paddle"]) == 4  # conv2d x2 + matmul_v2 x2
     pred = Predictor(tmp_path / "q", threads=2)
     acc = (pred.run([digits[4]])[0].argmax(1) == digits[5]).mean()
     assert acc >= digits[1] - 0.02
     with pytest.raises(ConfigError, match="skip_layers names 'nope'"):
         quantize_inference_model(src, PTQConfig(skip_layers=("nope",)), calib, tmp_path / "q2")
     res2 = quantize_inference_model(src, PTQConfig(skip_types=("conv2d",)), calib, tmp_path / "q3", latency_guard=False)
-    assert [o.split(":")[0] for o in res2.quantized_ops] == ["matmul_v2", "matmul_v2"]
+    assert [o.split(":")[0] for o in res2.quantized_ops["paddle"]] == ["matmul_v2", "matmul_v2"]
 
 
 def test_quantize_inference_model_rejects_pir_for_paddle_int8(digits, calib, tmp_path):

@@ -161,7 +161,7 @@ def test_converted_model_exports_int8_like_ptq(digits_model, tmp_path):
     model, _, x, y, _, _ = digits_model
     qmodel = _train(prepare_qat(model, QATConfig(freeze_bn_after=3), [x[:64], x[64:128]]), x, y, steps=5)
     result = slim_quant.export(convert(qmodel), tmp_path / "qat_int8", formats=("paddle",), latency_guard=False)
-    assert len(result.quantized_ops) == 4
+    assert len(result.quantized_ops["paddle"]) == 4
     assert result.agreement["paddle_top1_agreement"] >= 0.9
     fp32_bytes = sum(int(np.prod(p.shape)) * 4 for p in model.parameters())
     assert result.file_bytes["model_legacy.pdiparams"] < 0.4 * fp32_bytes  # int8 weights on disk

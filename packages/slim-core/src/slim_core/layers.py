@@ -20,18 +20,38 @@ from typing import Any
 __all__ = ["get_sublayer", "set_sublayer"]
 
 
+def _resolve(model: Any, path: str) -> tuple[Any, str]:
+    """The parent layer of dotted ``path`` and the child's key in its ``_sub_layers``.
+
+    A key may itself contain dots: PaddleClas registers blocks with ``add_sublayer("_blocks.3.", block)``
+    (EfficientNet), so ``named_sublayers()`` yields ``"_blocks.3..conv"``. At each level the longest run of
+    parts that is a registered key wins.
+    """
+    parts = path.split(".")
+    parent, i = model, 0
+    while True:
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if key in parent._sub_layers:
+                if j == len(parts):
+                    return parent, key
+                parent, i = parent._sub_layers[key], j
+                break
+        else:
+            raise KeyError(f"{'.'.join(parts[i:]) or path!r} is not a sublayer of {type(parent).__name__} (path {path!r})")
+
+
 def get_sublayer(model: Any, path: str) -> Any:
     """The sublayer at dotted ``path`` (``""`` is the model itself); KeyError names the missing part."""
-    layer = model
-    for part in path.split(".") if path else []:
-        layer = layer._sub_layers[part]
-    return layer
+    if not path:
+        return model
+    parent, key = _resolve(model, path)
+    return parent._sub_layers[key]
 
 
 def set_sublayer(model: Any, path: str, new: Any) -> None:
     """Replace the sublayer at dotted ``path`` by ``new`` in place."""
-    parent_path, _, name = path.rpartition(".")
-    parent = get_sublayer(model, parent_path)
+    parent, name = _resolve(model, path)
     parent._sub_layers[name] = new
     # keep a plain attribute (if any) pointing at the same object as the registry entry
     if name in parent.__dict__:

@@ -87,7 +87,15 @@ def paddle_to_onnx(
             model_file, params_file = Path(str(prefix) + ".json"), Path(str(prefix) + ".pdiparams")
         try:
             with _quiet_fds():
-                p2o.export(str(model_file), str(params_file), str(out_file), opset_version=opset, verbose=False, enable_onnx_checker=True)
+                p2o.export(
+                    str(model_file),
+                    str(params_file),
+                    str(out_file),
+                    opset_version=opset,
+                    verbose=False,
+                    enable_onnx_checker=True,
+                    optimize_tool="None",  # the default ("polygraphy") pip-installs onnx_graphsurgeon at run time
+                )
         except Exception as exc:
             first = summarize(exc)
             raise ExportError(f"paddle2onnx could not convert {model_file}: {first}") from exc

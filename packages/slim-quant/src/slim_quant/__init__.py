@@ -8,7 +8,7 @@ require_paddle()
 # --- PTQ (issue 5) ---
 from slim_quant.calibrators import CALIBRATORS, Calibrator, make_calibrator  # noqa: E402
 from slim_quant.config import PTQConfig, ReconstructionConfig  # noqa: E402
-from slim_quant.export import ExportResult, LatencyGuardWarning, export, quantize_inference_model  # noqa: E402
+from slim_quant.export import ExportQualityWarning, ExportResult, LatencyGuardWarning, export, quantize_inference_model  # noqa: E402
 from slim_quant.ptq import QuantState, quantize, quantize_  # noqa: E402
 from slim_quant.sensitivity import LayerSensitivity, SensitivityReport, quant_sensitivity  # noqa: E402
 
@@ -24,6 +24,7 @@ __all__ = [
     "QuantState",
     "export",
     "ExportResult",
+    "ExportQualityWarning",
     "LatencyGuardWarning",
     "quantize_inference_model",
     "quant_sensitivity",

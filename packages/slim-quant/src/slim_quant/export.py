@@ -2,13 +2,20 @@
 
 :func:`export` takes a model quantized by :func:`slim_quant.quantize_` (or by
 QAT, as long as it carries ``QuantedLayer`` wrappers and a ``slim_quant_state``)
-and writes an export directory in slim-deploy's layout:
+and writes an export directory in slim-deploy's layout. The float model is
+exported through PIR first (every architecture Paddle 3 runs exports this way):
 
-- ``model_legacy.pdmodel`` + ``model_legacy.pdiparams``: the INT8 Paddle model,
-  int8 weights on disk, run by Paddle Inference with oneDNN INT8;
-- ``model.onnx``: the same quantization as ONNX QuantizeLinear/DequantizeLinear
-  (u8 activations, s8 per-channel weights);
-- ``slim.json``: slim-deploy's manifest, with what was quantized and skipped.
+- ``model.onnx``: paddle2onnx's conversion of the PIR program with QuantizeLinear/
+  DequantizeLinear inserted from the same :class:`~slim_quant.graph_passes.QuantPlan`
+  (the fake-quant layers' int8 codes and input thresholds, by parameter name;
+  u8 activations, s8 per-channel weights);
+- ``model_legacy.pdmodel`` + ``model_legacy.pdiparams``: the INT8 Paddle model for
+  Paddle Inference's oneDNN INT8 (int8 weights on disk), built only for the
+  ``"paddle"`` format and only when the model traces into a legacy program
+  (with :func:`slim_quant.legacy_trace.legacy_ops`); otherwise that format is
+  skipped with a one-line reason and the other one is still written;
+- ``slim.json``: slim-deploy's manifest, with what was quantized and skipped, the
+  INT8 op count per format and the agreement with the reference and FP32.
 
 :func:`quantize_inference_model` does PTQ on an existing inference model file.
 
@@ -34,13 +41,30 @@ from slim_core.atomic import atomic_dir, check_writable
 from slim_core.errors import ConfigError, DataError, ExportError
 from slim_core.model_io import load_inference_model, static_mode
 from slim_core.registry import closest
-from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
+from slim_quant.graph_passes import QuantPlan
 from slim_quant.layers import quanted_layers
-from slim_quant.paddle_int8 import QUANT_OP_SLOTS, activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
+from slim_quant.paddle_int8 import (
+    QUANT_OP_SLOTS,
+    activation_vars,
+    calibrate_program,
+    find_sites,
+    fold_affine_blocks,
+    fuse_bias_reshapes,
+    rewrite_program,
+)
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
 
-__all__ = ["export", "quantize_inference_model", "quantize_legacy_program", "ExportResult", "LatencyGuardWarning", "latency_check"]
+__all__ = [
+    "export",
+    "quantize_inference_model",
+    "quantize_legacy_program",
+    "ExportResult",
+    "ExportQualityWarning",
+    "LatencyGuardWarning",
+    "latency_check",
+    "REL_ERR_WARN",
+]
 
 Format = Literal["paddle", "onnx"]
 LEGACY = ("model_legacy.pdmodel", "model_legacy.pdiparams")
@@ -50,30 +74,62 @@ class LatencyGuardWarning(UserWarning):
     """The INT8 model is not faster than FP32 on the measured backend."""
 
 
+class ExportQualityWarning(UserWarning):
+    """The export is not what "INT8" promises: no INT8 op, a file larger than FP32, or a large error vs FP32."""
+
+
+#: relative output error (||int8 - fp32|| / ||fp32||, calibration inputs) above which the export warns
+REL_ERR_WARN = 0.1
+
+
 @dataclass
 class ExportResult:
-    """What :func:`export` / :func:`quantize_inference_model` wrote and measured.
+    """What :func:`export` / :func:`quantize_inference_model` wrote and measured; the same keys for every format.
 
     Attributes:
-        path / formats / file_bytes: the export directory, its formats and file sizes.
-        quantized_ops: ``"op_type:weight"`` of the quantized ops of the Paddle model.
-        observed_tensors: activations given an observer pair (oneDNN INT8 ranges).
-        latency_ms / agreement: the latency guard's timings and the outputs' agreement with the reference.
-        skipped: per format, the weights of ops kept in float by :func:`quantize_inference_model`
-            and why (``skip_layers``/``skip_types``, or ``max_metric_drop`` with the metric gain).
-        metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` (every op
-            quantized) and ``"{format}_int8"`` (the exported model), measured by ``eval_fn`` on the runtime.
+        path: the export directory.
+        formats: the formats written (``"paddle"``: legacy program for oneDNN INT8, ``"onnx"``: QDQ).
+        skipped_formats: requested formats that were not written, with the one-line reason.
+        quantized_ops: per format, ``"op_type:weight"`` of the ops that run in INT8.
+        int8_ops: per format, how many ops run in INT8 (0: the file is float, a warning says so).
+        qdq_tensors: per format, activations carrying a quantize/dequantize (or observer) pair.
+        file_bytes: bytes of every written file; ``fp32_bytes``: per format, bytes of its FP32 source's model
+            files (``.pdmodel`` + ``.pdiparams`` / ``.onnx``), which the INT8 ones are checked not to exceed.
+        agreement: per format ``{f}_rel_err`` / ``{f}_max_abs_err`` / ``{f}_max_rel_err`` / ``{f}_cosine``
+            (and ``{f}_top1_agreement`` for classifiers) against the reference (the fake-quant Layer, or the
+            float model for :func:`quantize_inference_model`), and ``{f}_rel_err_fp32`` against FP32.
+        latency_ms: the latency guard's timings.
+        skipped: per format, the weights of ops kept in float and why.
+        metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``.
     """
 
     path: Path
     formats: list[str]
-    quantized_ops: list[str] = field(default_factory=list)
-    observed_tensors: int = 0
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    agreement: dict[str, float] = field(default_factory=dict)
+    skipped_formats: dict[str, str] = field(default_factory=dict)
+    quantized_ops: dict[str, list[str]] = field(default_factory=dict)
+    int8_ops: dict[str, int] = field(default_factory=dict)
+    qdq_tensors: dict[str, int] = field(default_factory=dict)
     file_bytes: dict[str, int] = field(default_factory=dict)
+    fp32_bytes: dict[str, int] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def record(self, fmt: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Store one format's rewrite summary (paddle or onnx form) under the common keys; returns the slim.json record."""
+        ops = list(info.get("ops", info.get("quantized_ops", [])))
+        qdq = info["qdq_tensors"] if "qdq_tensors" in info else len(info.get("activations", [])) + len(info.get("observed", []))
+        self.quantized_ops[fmt], self.int8_ops[fmt], self.qdq_tensors[fmt] = ops, len(ops), int(qdq)
+        rec = {"quantized_ops": ops, "int8_ops": len(ops), "qdq_tensors": int(qdq)}
+        rec.update(
+            {
+                k: v
+                for k, v in info.items()
+                if k not in ("ops", "quantized_ops", "qdq_tensors", "activations", "observed", "weights", "sites")
+            }
+        )
+        return rec
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:
@@ -92,101 +148,15 @@ def _legacy(scope: Any) -> Iterator[None]:
         yield
 
 
-def _fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
-    """Fold scalar ``elementwise_mul``/``elementwise_add`` parameters around a biased conv into its filter and bias.
-
-    PP-LCNet (PP-OCR) follows every conv with a learnable affine block (``conv + bias -> *a + b -> hard_swish ->
-    *c + d``); as separate ops they stop oneDNN from fusing the INT8 conv with its activation. ``conv -> *a + b``
-    becomes ``conv(w * a, bias * a + b)``; ``*c + d -> conv`` without padding becomes ``conv(w * c, bias + d * sum(w))``.
-    Exact in float. Filters in ``keep`` (int8 codes computed elsewhere) are left alone. Returns the folded convs.
-    """
-    block = program.global_block()
-    pers = {v.name for v in program.list_vars() if v.persistable}
-    uses: dict[str, int] = {}
-    for op in block.ops:
-        for v in op.input_arg_names:
-            uses[v] = uses.get(v, 0) + 1
-
-    def value(name: str) -> np.ndarray:
-        return np.array(scope.find_var(name).get_tensor(), dtype="float64")
-
-    def sole_consumer(var: str) -> Any:
-        cons = [op for op in block.ops if var in op.input_arg_names]
-        return cons[0] if len(cons) == 1 else None
-
-    def scalar_op(op: Any, kind: str, var: str) -> str | None:
-        """The size-1 parameter of ``elementwise_{kind}(var, param)``, or None."""
-        if op is None or op.type != f"elementwise_{kind}":
-            return None
-        xs, ys = op.input("X"), op.input("Y")
-        other = ys[0] if xs == [var] else (xs[0] if ys == [var] and kind == "mul" else None)
-        if other is None or other not in pers or int(np.prod(block.var(other).shape)) != 1 or uses.get(other, 0) != 1:
-            return None
-        return other
-
-    done = 0
-    for conv in [op for op in block.ops if op.type in ("conv2d", "depthwise_conv2d")]:
-        wname = conv.input("Filter")[0]
-        if wname not in pers or wname in keep or uses.get(wname, 0) != 1:
-            continue
-        add = sole_consumer(conv.output("Output")[0])
-        if add is None or add.type != "elementwise_add" or add.input("X") != conv.output("Output"):
-            continue
-        bname = add.input("Y")[0]
-        if bname not in pers or uses.get(bname, 0) != 1 or list(block.var(bname).shape) != [block.var(wname).shape[0]]:
-            continue
-        w, b, changed = value(wname), value(bname), False
-        out = add.output("Out")[0]
-        mul = sole_consumer(out)
-        a = scalar_op(mul, "mul", out)
-        nxt = sole_consumer(mul.output("Out")[0]) if a is not None else None
-        c = scalar_op(nxt, "add", mul.output("Out")[0]) if a is not None else None
-        if a is not None and c is not None:
-            w, b = w * value(a).item(), b * value(a).item() + value(c).item()
-            add._rename_output(out, nxt.output("Out")[0])
-            for op in (nxt, mul):
-                block._remove_op(list(block.ops).index(op))
-            changed = True
-        pre_add = next((op for op in block.ops if conv.input("Input")[0] in op.output_arg_names), None)
-        pads = list(conv.attr("paddings")) if conv.has_attr("paddings") else [1]
-        if pre_add is not None and pre_add.type == "elementwise_add" and not any(pads) and conv.attr("padding_algorithm") != "SAME":
-            src = pre_add.input("X")[0]
-            d = scalar_op(pre_add, "add", src)
-            pre_mul = next((op for op in block.ops if src in op.output_arg_names), None)
-            act, cval = None, None
-            if pre_mul is not None and pre_mul.type == "elementwise_mul":
-                act = pre_mul.input("Y")[0] if pre_mul.input("X")[0] in pers else pre_mul.input("X")[0]
-                cval = scalar_op(pre_mul, "mul", act)
-            if d is not None and cval is not None and uses.get(src, 0) == 1 and uses.get(conv.input("Input")[0], 0) == 1:
-                b = b + value(d).item() * w.reshape(w.shape[0], -1).sum(1)
-                w = w * value(cval).item()
-                conv._rename_input(conv.input("Input")[0], act)
-                for op in (pre_add, pre_mul):
-                    block._remove_op(list(block.ops).index(op))
-                changed = True
-        if changed:
-            scope.var(wname).get_tensor().set(w.astype("float32"), paddle.CPUPlace())
-            scope.var(bname).get_tensor().set(b.astype("float32"), paddle.CPUPlace())
-            done += 1
-    if done:
-        program._sync_with_cpp()
-    return done
-
-
 def quantize_legacy_program(
     src_prefix: str | os.PathLike[str],
     out_prefix: str | os.PathLike[str],
     batches: Sequence[dict[str, np.ndarray]],
+    plan: QuantPlan | None = None,
     *,
-    calibrator: str = "percentile",
-    percentile: float = 99.99,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    act_thresholds: dict[str, float] | None = None,
-    only_weights: set[str] | None = None,
-    skip_weights: set[str] | None = None,
-    weight_method: str = "abs_max",
     float_out_prefix: str | os.PathLike[str] | None = None,
     calibration: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Turn a float legacy inference model into the INT8 form oneDNN runs.
 
@@ -194,12 +164,8 @@ def quantize_legacy_program(
         src_prefix: the float legacy model (``prefix.pdmodel`` + ``prefix.pdiparams``).
         out_prefix: where to write the INT8 model.
         batches: calibration feeds ``{input name: array}`` for the activation ranges.
-        calibrator / percentile: the activation calibrator.
-        weight_codes: int8 codes and per-channel thresholds by weight name (from the dygraph layers).
-        act_thresholds: input thresholds by weight name (the quantized op's input), overriding calibration.
-        only_weights: quantize only ops whose weight is in this set.
-        skip_weights: never quantize ops with these weights.
-        weight_method: per-channel threshold method for weights not in ``weight_codes``.
+        plan: what to quantize and how (:class:`~slim_quant.graph_passes.QuantPlan`, weights by parameter
+            name); ``options`` (its fields) build one when it is None.
         float_out_prefix: also write the float program after the bias clean-up (the fair FP32 reference).
         calibration: a cache of the activation calibrators: filled on the first call, reused (no
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
@@ -207,6 +173,7 @@ def quantize_legacy_program(
     Returns:
         The rewrite summary (quantized ops, observed tensors).
     """
+    plan = plan or QuantPlan(**options)
     src = load_inference_model(src_prefix)
     if src.format != "legacy":
         raise ExportError(
@@ -216,7 +183,7 @@ def quantize_legacy_program(
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
         fuse_bias_reshapes(prog)
-        _fold_affine_blocks(prog, scope, set(weight_codes or {}))
+        fold_affine_blocks(prog, scope, set(plan.weight_codes))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
             paddle.static.save_inference_model(str(float_out_prefix), feeds, src.fetch_targets, exe, program=prog.clone(), clip_extra=False)
@@ -232,15 +199,12 @@ def quantize_legacy_program(
         if calibration:
             cals = calibration
         else:
-            cals = calibrate_program(run, batches, names, lambda: make_calibrator(calibrator, percentile=percentile))
+            cals = calibrate_program(run, batches, names, plan.new_calibrator)
             if calibration is not None:
                 calibration.update(cals)
     thresholds = {n: c.threshold() for n, c in cals.items()}
-    if only_weights is not None:
-        sites = [s for s in sites if s.weight in only_weights]
-    if skip_weights:
-        sites = [s for s in sites if s.weight not in skip_weights]
-    by_weight = act_thresholds or {}
+    sites = [s for s in sites if plan.selects(s.weight)]
+    by_weight = plan.act_thresholds
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
     observed = dict(thresholds)
     kept = {s.op_index for s in sites}
@@ -256,15 +220,26 @@ def quantize_legacy_program(
             scope,
             sites,
             site_thr,
-            weight_codes=weight_codes,
+            plan=plan,
             observer_thresholds=observed,
-            weight_method=weight_method,
             non_negative={n for n, c in cals.items() if c.non_negative},
         )
+        _drop_callstacks(prog)
         feeds = [prog.global_block().var(n) for n in src.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, src.fetch_targets, exe, program=prog, clip_extra=False)
     info["sites"] = [{"op": s.op_type, "weight": s.weight, "input": s.act} for s in sites]
     return info
+
+
+def _drop_callstacks(program: Any) -> None:
+    """Empty every op's ``op_callstack`` (the Python stack of the trace, kept by ``clip_extra=False``).
+
+    It is debug text only, and most of a legacy program file: 1.52 of the 1.62 MB of the PP-OCR direction
+    classifier's ``.pdmodel``, so an INT8 model whose weights shrank 2.7x still came out larger than its source.
+    """
+    for op in program.global_block().ops:
+        if op.has_attr("op_callstack"):
+            op._set_attr("op_callstack", [])
 
 
 def _time(fn: Any, repeat: int = 15) -> float:
@@ -302,14 +277,32 @@ def latency_check(
     return {f"{backend}_fp32": t_fp, f"{backend}_int8": t_q}
 
 
-def _save_fp32_legacy(model: Any, prefix: Path, specs: list[Any]) -> None:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Paddle's dy2static errors put the cause last ("TypeError: (InvalidType) multiply(): ...")
+    line = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[0] if lines else type(exc).__name__)
+    return line[:300]
+
+
+def _save_fp32(model: Any, prefix: Path, specs: list[Any], *, legacy: bool) -> None:
+    """Save the float model (every QuantedLayer in ``"float"`` mode) as a PIR program, or as a legacy one.
+
+    The legacy trace runs inside :func:`slim_quant.legacy_trace.legacy_ops`, so models calling
+    ``paddle.multiply``/``paddle.matmul``/``F.sigmoid``/``F.gelu`` (PaddleClas SE blocks, attention) trace too.
+    """
+    from slim_quant.legacy_trace import legacy_ops
+
     set_mode(model, "float")
     try:
-        with paddle.pir_utils.OldIrGuard():
+        if legacy:
+            with legacy_ops(), paddle.pir_utils.OldIrGuard():
+                paddle.jit.save(model, str(prefix), input_spec=specs)
+        else:
             paddle.jit.save(model, str(prefix), input_spec=specs)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"could not export {type(model).__name__} as a legacy program: {first}") from exc
+        kind = "a legacy program (Paddle oneDNN INT8)" if legacy else "a PIR program"
+        raise ExportError(f"could not export {type(model).__name__} as {kind}: {_first_line(exc)}") from exc
     finally:
         if not paddle.in_dynamic_mode():
             paddle.disable_static()
@@ -338,22 +331,25 @@ def export(
         model: a model returned by :func:`slim_quant.quantize_`.
         path: the export directory (created atomically).
         formats: ``"paddle"`` (legacy INT8 program, int8 weights) and/or ``"onnx"`` (QDQ).
-        overwrite: replace an existing directory.
+        overwrite: replace an existing export directory (one with a ``slim.json``; never another directory).
         latency_guard: time FP32 vs INT8 on each written backend (batch 1) and warn when INT8 is not faster.
         threads: CPU threads for the latency guard.
 
     Returns:
-        An :class:`ExportResult` (files, quantized ops, agreement with the fake-quant layer, latency).
+        An :class:`ExportResult` (files, INT8 ops per format, skipped formats, agreement with the
+        fake-quant layer and with FP32, latency). :class:`ExportQualityWarning` says when a format was
+        skipped, a format has no INT8 op, an INT8 weights file is larger than its FP32 source, or the
+        output differs from FP32 by more than :data:`REL_ERR_WARN` (relative, calibration inputs).
 
     Raises:
         ConfigError: the model was not quantized, or an unknown format.
-        ExportError: the model cannot be exported with 8-bit codes, or the export fails.
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        ExportError: the model cannot be exported with 8-bit codes, or no requested format could be written.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or it is not a slim export directory.
 
     Example:
         >>> res = export(qmodel, "out/resnet18_int8", formats=("paddle", "onnx"))   # doctest: +SKIP
-        >>> res.latency_ms                                                           # doctest: +SKIP
-        {'paddle_fp32': 18.3, 'paddle_int8': 5.2, ...}
+        >>> res.int8_ops, res.skipped_formats                                        # doctest: +SKIP
+        ({'paddle': 21, 'onnx': 21}, {})
     """
     state = getattr(model, "slim_quant_state", None)
     if state is None or not quanted_layers(model):
@@ -362,66 +358,66 @@ def export(
     cfg: PTQConfig = state.config
     if cfg.weight_bits != 8 or cfg.activation_bits != 8:
         raise ExportError(f"INT8 runtimes need 8-bit weights and activations; this model uses w{cfg.weight_bits}a{cfg.activation_bits}")
-    out = check_writable(path, overwrite=overwrite)
+    out = _check_out(path, overwrite)
     names = state.input_names
     batch0 = state.calib[0]
     specs = input_specs(batch0, names)
     layers = quanted_layers(model)
     weight_codes = {q.inner.weight.name: (q.w_codes, q.channel_thresholds()) for q in layers.values()}
     act_thr = {q.inner.weight.name: float(q.act_threshold) for q in layers.values()}
-    result = ExportResult(path=out, formats=formats)
+    plan = QuantPlan(
+        calibrator=cfg.calibrator,
+        percentile=cfg.percentile,
+        weight_codes=weight_codes,
+        act_thresholds=act_thr,
+        only_weights=set(weight_codes),
+    )
+    result = ExportResult(path=out, formats=[])
     example = [batch0[n][:1] for n in names]
-    set_mode(model, "quant")
+    refs = {}
     with paddle.no_grad():
-        ref = run_model(model, {n: batch0[n] for n in names}, names)
-    ref_np = np.asarray((ref[0] if isinstance(ref, (list, tuple)) else ref).numpy())
-    with tempfile.TemporaryDirectory(prefix="slim-quant-") as work, atomic_dir(out, overwrite=overwrite) as tmp:
-        fp32_dir = Path(work) / "fp32"
-        fp32_dir.mkdir()
-        raw_dir = Path(work) / "fp32_raw"
-        raw_dir.mkdir()
-        _save_fp32_legacy(model, raw_dir / "model_legacy", specs)
+        for mode in ("float", "quant"):
+            set_mode(model, mode)
+            y = run_model(model, {n: batch0[n] for n in names}, names)
+            refs[mode] = np.asarray((y[0] if isinstance(y, (list, tuple)) else y).numpy())
+    with tempfile.TemporaryDirectory(prefix="slim-quant-") as work_s, atomic_dir(out, overwrite=overwrite) as tmp:
+        work = Path(work_s)
         records: dict[str, Any] = {}
-        if "paddle" in formats:
-            info = quantize_legacy_program(
-                raw_dir / "model_legacy",
-                tmp / "model_legacy",
-                state.calib,
-                float_out_prefix=fp32_dir / "model_legacy",
-                calibrator=cfg.calibrator,
-                percentile=cfg.percentile,
-                weight_codes=weight_codes,
-                act_thresholds=act_thr,
-                only_weights=set(weight_codes),
-            )
-            result.quantized_ops = info["ops"]
-            result.observed_tensors = len(info["observed"])
-            records["paddle"] = {
-                "quantized_ops": info["ops"],
-                "observed_tensors": len(info["observed"]),
-                "residual_relus_as_leaky": info["residual_relus_as_leaky"],
-            }
+        # PIR first: every architecture Paddle 3 can run exports this way; the ONNX model is built from it
+        _save_fp32(model, work / "fp32_pir" / "model", specs, legacy=False)
         if "onnx" in formats:
-            from slim_quant.onnx_qdq import quantize_onnx_from_paddle
+            try:
+                from slim_quant.onnx_qdq import quantize_onnx_from_paddle
 
-            onnx_info = quantize_onnx_from_paddle(
-                raw_dir / "model_legacy",
-                tmp / "model.onnx",
-                state.calib,
-                calibrator=cfg.calibrator,
-                percentile=cfg.percentile,
-                weight_codes=weight_codes,
-                act_thresholds=act_thr,
-                only_weights=set(weight_codes),
-                fp32_onnx=Path(work) / "fp32_onnx" / "model.onnx",
-            )
-            records["onnx"] = onnx_info
-        _verify_and_measure(result, tmp, fp32_dir, Path(work), formats, [batch0[n] for n in names], ref_np, example, latency_guard, threads)
+                info = quantize_onnx_from_paddle(
+                    work / "fp32_pir" / "model", tmp / "model.onnx", state.calib, fp32_onnx=work / "fp32_onnx" / "model.onnx", plan=plan
+                )
+                records["onnx"] = result.record("onnx", info)
+            except ExportError as exc:
+                result.skipped_formats["onnx"] = str(exc).splitlines()[0]
+        if "paddle" in formats:
+            # the legacy program only for Paddle Inference's oneDNN INT8, and only when Paddle can trace it
+            try:
+                _save_fp32(model, work / "fp32_raw" / "model_legacy", specs, legacy=True)
+                info = quantize_legacy_program(
+                    work / "fp32_raw" / "model_legacy",
+                    tmp / "model_legacy",
+                    state.calib,
+                    float_out_prefix=work / "fp32" / "model_legacy",
+                    plan=plan,
+                )
+                records["paddle"] = result.record("paddle", info)
+            except ExportError as exc:
+                result.skipped_formats["paddle"] = str(exc).splitlines()[0]
+        result.formats = [f for f in formats if f in records]
+        if not result.formats:
+            raise ExportError("no format could be written: " + "; ".join(f"{f}: {r}" for f, r in result.skipped_formats.items()))
+        _verify_and_measure(result, tmp, work, [batch0[n] for n in names], refs["quant"], refs["float"], example, latency_guard, threads)
+        _check_quality(result)
         _write_manifest(
             tmp,
             _spec_dicts(specs),
-            formats,
-            {"quantization": {**state.to_dict(), "export": records}},
+            {"quantization": {**state.to_dict(), "export": records, "skipped_formats": dict(result.skipped_formats)}},
             result,
             "fake-quantized dygraph model",
         )
@@ -430,26 +426,46 @@ def export(
     return result
 
 
+def _check_out(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """``check_writable``, and with ``overwrite`` refuse to replace a non-empty directory slim did not write (no slim.json)."""
+    out = check_writable(path, overwrite=overwrite)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "slim.json").is_file())):
+        from slim_core.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out} exists and is not an export directory written by slim (no slim.json); refusing to replace it")
+    return out
+
+
+def _files(fmt: str) -> tuple[str, ...]:
+    return LEGACY if fmt == "paddle" else ("model.onnx",)
+
+
+def _fp32_dir(work: Path, fmt: str) -> Path:
+    return work / ("fp32" if fmt == "paddle" else "fp32_onnx")
+
+
 def _verify_and_measure(
     result: ExportResult,
     tmp: Path,
-    fp32_dir: Path,
     work: Path,
-    formats: list[str],
     feed: list[np.ndarray],
     ref: np.ndarray | None,
+    fp32_ref: np.ndarray | None,
     example: list[np.ndarray],
     latency_guard: bool,
     threads: int,
 ) -> None:
+    """Run each written format on its runtime: agreement with ``ref`` and FP32, file sizes vs FP32, latency."""
     from slim_deploy.predictor import Predictor
 
-    for f in formats:
+    for f in result.formats:
         sub = work / f"only_{f}"
         sub.mkdir()
-        files = LEGACY if f == "paddle" else ("model.onnx",)
-        for name in files:
-            os.symlink(tmp / name, sub / name)
+        for name in _files(f):
+            os.symlink((tmp / name).resolve(), sub / name)  # absolute: tmp is relative when the output path is
+        fp_dir = _fp32_dir(work, f)
+        result.file_bytes.update({n: (tmp / n).stat().st_size for n in _files(f)})
+        result.fp32_bytes[f] = sum((fp_dir / n).stat().st_size for n in _files(f))
         backend = "paddle" if f == "paddle" else "onnxruntime"
         pred = Predictor(sub, backend=backend, threads=threads, int8=(f == "paddle"))  # type: ignore[arg-type]
         got = pred.run(feed)[0]
@@ -458,32 +474,70 @@ def _verify_and_measure(
             err = float(np.abs(got - ref).max())
             scale = float(np.abs(ref).max()) or 1.0
             result.agreement[f"{f}_max_abs_err"] = err
-            result.agreement[f"{f}_rel_err"] = float(np.linalg.norm(got - ref) / (np.linalg.norm(ref) or 1.0))
+            result.agreement[f"{f}_rel_err"] = _rel(got, ref)
             result.agreement[f"{f}_max_rel_err"] = err / scale
+            result.agreement[f"{f}_cosine"] = _cosine(got, ref)
             if got.ndim == 2 and got.shape[1] > 1:
                 result.agreement[f"{f}_top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
+        if fp32_ref is not None:
+            result.agreement[f"{f}_rel_err_fp32"] = _rel(got, fp32_ref)
         if latency_guard:
-            if f == "paddle":
-                result.latency_ms.update(latency_check(fp32_dir, sub, example, backend="paddle", threads=threads))
-            else:
-                fp_onnx = work / "fp32_onnx"
-                result.latency_ms.update(latency_check(fp_onnx, sub, example, backend="onnxruntime", threads=threads))
+            result.latency_ms.update(latency_check(fp_dir, sub, example, backend=backend, threads=threads))
 
 
-def _write_manifest(
-    tmp: Path, inputs: list[dict[str, Any]], formats: list[str], compression: dict[str, Any], result: ExportResult, reference: str
-) -> None:
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) or 1.0))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, "float64").ravel(), np.asarray(b, "float64").ravel()
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / den) if den else float(np.array_equal(a, b))
+
+
+def _check_quality(result: ExportResult) -> None:
+    """Say loudly what makes an export less than the INT8 model it claims to be, and which format is skipped."""
+    for f, why in result.skipped_formats.items():
+        warnings.warn(f"format {f!r} was not written: {why}", ExportQualityWarning, stacklevel=3)
+    for f in result.formats:
+        if result.int8_ops.get(f, 0) == 0:
+            warnings.warn(
+                f"the {f} export has NO INT8 op: every op was kept in float (skip_layers/skip_types/max_metric_drop); "
+                "it is a float model in an INT8 export directory",
+                ExportQualityWarning,
+                stacklevel=3,
+            )
+        size, fp32 = sum(result.file_bytes.get(n, 0) for n in _files(f)), result.fp32_bytes.get(f, 0)
+        if fp32 and size > fp32:
+            warnings.warn(
+                f"the {f} INT8 model files {'/'.join(_files(f))} ({size} bytes) are larger than their FP32 source ({fp32} bytes)",
+                ExportQualityWarning,
+                stacklevel=3,
+            )
+        rel = result.agreement.get(f"{f}_rel_err_fp32")
+        if rel is not None and rel > REL_ERR_WARN:
+            warnings.warn(
+                f"the {f} INT8 output differs from FP32 by a relative error of {rel:.3f} on calibration inputs "
+                f"(> {REL_ERR_WARN}); check the accuracy on real data, and skip sensitive layers or try another calibrator",
+                ExportQualityWarning,
+                stacklevel=3,
+            )
+
+
+def _write_manifest(tmp: Path, inputs: list[dict[str, Any]], compression: dict[str, Any], result: ExportResult, reference: str) -> None:
     from slim_deploy.manifest import write_manifest
 
-    verification = {"reference": reference, **result.agreement}
+    verification = {"reference": reference, **result.agreement, "int8_ops": dict(result.int8_ops)}
+    if result.skipped_formats:
+        verification["skipped_formats"] = dict(result.skipped_formats)
     if result.latency_ms:
         verification["latency_ms_batch1"] = dict(result.latency_ms)
     write_manifest(
         tmp,
         inputs,
-        format="paddle-legacy" if "paddle" in formats else "onnx",
+        format="paddle-legacy" if "paddle" in result.formats else "onnx",
         compression=_jsonable(compression),
-        int8=True,
+        int8=any(result.int8_ops.get(f, 0) > 0 for f in result.formats),
         verification=_jsonable(verification),
     )
 
@@ -522,7 +576,7 @@ class _RuntimeBuilder:
     def build(self, skip: set[str], out_dir: Path) -> dict[str, Any]:
         """Write the INT8 model with the ops whose weight is in ``skip`` kept in float into ``out_dir``."""
         cfg = self.config
-        kw = dict(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
+        plan = QuantPlan(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
         self.builds += 1
         if self.fmt == "paddle":
             first = not (self.fp32_dir / LEGACY[0]).exists()
@@ -532,11 +586,11 @@ class _RuntimeBuilder:
                 self.batches,
                 float_out_prefix=self.fp32_dir / "model_legacy" if first else None,
                 calibration=self.calibration,
-                **kw,
+                plan=plan,
             )
         from slim_quant.onnx_qdq import quantize_onnx_model
 
-        return quantize_onnx_model(self.fp32_dir / "model.onnx", out_dir / "model.onnx", self.batches, calibration=self.calibration, **kw)
+        return quantize_onnx_model(self.fp32_dir / "model.onnx", out_dir / "model.onnx", self.batches, plan, calibration=self.calibration)
 
     def predictor(self, model_dir: Path, int8: bool = True) -> Any:
         from slim_deploy.predictor import Predictor
@@ -620,11 +674,6 @@ def _config_skips(src: Any, config: PTQConfig, formats: Sequence[str]) -> set[st
     """Weights of the ops ``skip_layers`` / ``skip_types`` keep in float (validated against the program)."""
     prog = src.program
     if src.format != "legacy":
-        if "paddle" in formats:
-            raise ExportError(
-                f"{src.model_file} is a PIR program; Paddle Inference runs INT8 on CPU only from the legacy format. "
-                "Use formats=('onnx',) for this model, or quantize the dygraph Layer with quantize_() and export()"
-            )
         return set()
     sites = find_sites(prog)
     outputs = {o for op in prog.global_block().ops for o in op.output_arg_names}
@@ -686,7 +735,8 @@ def quantize_inference_model(
 
     Args:
         path: the float inference model (prefix, file or directory). ``"paddle"`` output needs the
-            legacy format (``.pdmodel``); ``"onnx"`` output also takes PIR (``.json``) models.
+            legacy format (``.pdmodel``); from a PIR (``.json``) model it is skipped with the reason in
+            :attr:`ExportResult.skipped_formats` while ``"onnx"`` is written (an error when it is the only format).
         config: a :class:`PTQConfig`. ``skip_layers`` names weight parameters (e.g. ``"conv2d_3.w_0"``)
             or op output tensors; ``skip_types`` names program op types (e.g. ``"matmul_v2"``).
             Reconstruction and bias correction need a dygraph model and are rejected here.
@@ -702,7 +752,7 @@ def quantize_inference_model(
 
     Raises:
         ConfigError: a bad config, unknown ``skip_layers``, ``max_metric_drop`` without ``eval_fn``.
-        ExportError: a PIR model with ``"paddle"`` output, weights other than 8 bits, a failed export.
+        ExportError: a PIR model with only ``"paddle"`` output, weights other than 8 bits, no format written.
         UnsupportedOpError: nothing to quantize.
 
     Example:
@@ -717,7 +767,15 @@ def quantize_inference_model(
         raise ConfigError("out_path is required")
     formats = _check_formats(formats)
     src = load_inference_model(path)
-    out = check_writable(out_path, overwrite=overwrite)
+    out = _check_out(out_path, overwrite)
+    result = ExportResult(path=out, formats=[])
+    if src.format != "legacy" and "paddle" in formats:
+        result.skipped_formats["paddle"] = (
+            f"{src.model_file} is a PIR program; Paddle Inference runs INT8 on CPU only from the legacy format "
+            "(quantize the dygraph Layer with quantize_() and export() to get one)"
+        )
+        if formats == ["paddle"]:
+            raise ExportError(result.skipped_formats["paddle"] + "; use formats=('onnx',) for this model")
     batches = calibration_batches(calib_data, src.input_names, config.calib_batches)
     skip_w = _config_skips(src, config, formats)
     prog = src.program
@@ -727,41 +785,29 @@ def quantize_inference_model(
         {"name": n, "shape": [-1 if (d is None or d < 0 or i == 0) else int(d) for i, d in enumerate(s)], "dtype": str(batches[0][n].dtype)}
         for n, s in zip(names, shapes)
     ]
-    result = ExportResult(path=out, formats=formats)
     with tempfile.TemporaryDirectory(prefix="slim-quant-") as work, atomic_dir(out, overwrite=overwrite) as tmp:
         records: dict[str, Any] = {}
-        for f in formats:
-            builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads)
-            skip_f, reasons, metrics = set(skip_w), {}, {}
-            if config.max_metric_drop is not None:
-                skip_f, reasons, metrics = _control_metric_runtime(builder, skip_w, eval_fn, config)  # type: ignore[arg-type]
-            info = builder.build(skip_f, tmp)
+        for f in [f for f in formats if f not in result.skipped_formats]:
+            try:
+                builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads)
+                skip_f, reasons, metrics = set(skip_w), {}, {}
+                if config.max_metric_drop is not None:
+                    skip_f, reasons, metrics = _control_metric_runtime(builder, skip_w, eval_fn, config)  # type: ignore[arg-type]
+                info = builder.build(skip_f, tmp)
+            except ExportError as exc:
+                result.skipped_formats[f] = str(exc).splitlines()[0]
+                continue
             result.skipped[f] = {w: reasons.get(w, "skip_layers / skip_types") for w in sorted(skip_f)}
             result.metrics.update({f"{f}_{k}": v for k, v in metrics.items()})
-            if f == "paddle":
-                result.quantized_ops = info["ops"]
-                result.observed_tensors = len(info["observed"])
-                records[f] = {
-                    "quantized_ops": info["ops"],
-                    "observed_tensors": len(info["observed"]),
-                    "residual_relus_as_leaky": info["residual_relus_as_leaky"],
-                }
-            else:
-                records[f] = info
+            records[f] = result.record(f, info)
             records[f].update(skipped_weights=result.skipped[f], metrics=metrics)
+        result.formats = [f for f in formats if f in records]
+        if not result.formats:
+            raise ExportError("no format could be written: " + "; ".join(f"{f}: {r}" for f, r in result.skipped_formats.items()))
         ref = src.run({n: batches[0][n] for n in names})[0]
-        _verify_and_measure(
-            result,
-            tmp,
-            Path(work) / "fp32",
-            Path(work),
-            formats,
-            [batches[0][n] for n in names],
-            ref,
-            [batches[0][n][:1] for n in names],
-            latency_guard,
-            threads,
-        )
+        feed = [batches[0][n] for n in names]
+        _verify_and_measure(result, tmp, Path(work), feed, ref, ref, [x[:1] for x in feed], latency_guard, threads)
+        _check_quality(result)
         comp = {
             "quantization": {
                 "method": "ptq",
@@ -769,9 +815,10 @@ def quantize_inference_model(
                 "config": config.to_dict(),
                 "skipped_weights": sorted(skip_w),
                 "export": records,
+                "skipped_formats": dict(result.skipped_formats),
             }
         }
-        _write_manifest(tmp, inputs, formats, comp, result, "float source model")
+        _write_manifest(tmp, inputs, comp, result, "float source model")
     for f in os.listdir(out):
         result.file_bytes[f] = (out / f).stat().st_size
     return result

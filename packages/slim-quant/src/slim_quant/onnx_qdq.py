@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from slim_core.errors import ExportError
-from slim_quant.calibrators import Calibrator, make_calibrator
-from slim_quant.primitives import quantize_np, weight_thresholds
+from slim_quant.calibrators import Calibrator
+from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS"]
 
@@ -104,6 +104,26 @@ def _constants_to_initializers(gr: _Graph) -> None:
             gr.set_init(n.output[0], numpy_helper.to_array(n.attribute[0].t))
             gr.remove(n)
     gr.reindex()
+
+
+def _drop_identities(gr: _Graph) -> int:
+    """Remove the ``Identity`` nodes paddle2onnx writes after many PIR ops (they hide conv -> bias -> act chains)."""
+    done = 0
+    for n in list(gr.g.node):
+        if n.op_type != "Identity" or len(n.input) != 1:
+            continue
+        src, dst = n.input[0], n.output[0]
+        if dst in gr.outputs:
+            prod = gr.producer.get(src)
+            if prod is None or src in gr.outputs or len(gr.consumers.get(src, [])) != 1:
+                continue
+            prod.output[list(prod.output).index(src)] = dst
+        else:
+            _rename_input(gr, dst, src)
+        gr.remove(n)
+        gr.reindex()
+        done += 1
+    return done
 
 
 def _rename_input(gr: _Graph, old: str, new: str) -> None:
@@ -182,76 +202,99 @@ def _sole_use(gr: _Graph, t: str) -> Any | None:
     return cons[0] if len(cons) == 1 and t not in gr.outputs else None
 
 
-def _fold_constant_affine(gr: _Graph) -> int:
-    """Fold scalar/per-channel ``Mul``/``Add`` constants into the adjacent Conv (PP-LCNet's learnable affine blocks).
+class _OnnxAffine:
+    """:class:`slim_quant.graph_passes.AffineIR` over an ONNX graph (``Conv`` with its bias as input 2)."""
 
-    ``Conv -> Mul(c) -> Add(d)`` becomes ``Conv(w * c, b * c + d)``; ``Mul(c) -> Add(d) -> Conv`` with scalar
-    constants and no padding becomes ``Conv(w * c, b + d * sum(w))``. Both are exact; they leave the int8
-    convolution next to its activation so ONNX Runtime runs fewer float element-wise ops between QLinearConvs.
-    """
-    used = {}
-    for n in gr.g.node:
-        for i in n.input:
-            used[i] = used.get(i, 0) + 1
-    done = 0
-    for conv in list(gr.g.node):
-        if conv.op_type != "Conv" or conv.input[1] not in gr.inits or used.get(conv.input[1], 0) != 1:
-            continue
-        w = gr.inits[conv.input[1]].astype("float64")
-        has_b = len(conv.input) > 2 and conv.input[2] in gr.inits and used.get(conv.input[2], 0) == 1
-        if len(conv.input) > 2 and conv.input[2] and not has_b:
-            continue
-        b = gr.inits[conv.input[2]].astype("float64").reshape(-1) if has_b else np.zeros(w.shape[0])
-        changed = False
-        while (nxt := _sole_use(gr, conv.output[0])) is not None and nxt.op_type in ("Mul", "Add"):
-            c = _const_operand(gr, nxt, conv.output[0])
-            per_channel = c is not None and c.size == w.shape[0] and c.ndim >= 3 and c.shape[-1] == c.shape[-2] == 1
-            if c is None or not (c.size == 1 or per_channel):
-                break
-            c = c.astype("float64").reshape(-1)
-            if nxt.op_type == "Mul":
-                w, b = w * c.reshape(-1, *([1] * (w.ndim - 1))), b * c
-            else:
-                b = b + c
-            conv.output[0] = nxt.output[0]
-            gr.remove(nxt)
-            gr.reindex()
-            changed = True
+    _KINDS = {"Mul": "mul", "Add": "add"}
+
+    def __init__(self, gr: _Graph, keep: set[str]) -> None:
+        self.gr, self.keep = gr, keep
+
+    def _uses(self, name: str) -> int:
+        return sum(list(n.input).count(name) for n in self.gr.g.node)
+
+    def convs(self) -> list[Any]:
+        return [n for n in self.gr.g.node if n.op_type == "Conv"]
+
+    def conv_params(self, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        gr = self.gr
+        wname = conv.input[1]
+        if wname not in gr.inits or wname in self.keep or self._uses(wname) != 1:
+            return None
+        w = gr.inits[wname].astype("float64")
+        if len(conv.input) > 2 and conv.input[2]:
+            if conv.input[2] not in gr.inits or self._uses(conv.input[2]) != 1:
+                return None
+            return w, gr.inits[conv.input[2]].astype("float64").reshape(-1)
+        return w, np.zeros(w.shape[0])
+
+    def conv_out(self, conv: Any) -> str:
+        return conv.output[0]
+
+    def conv_in(self, conv: Any) -> str:
+        return conv.input[0]
+
+    def unpadded(self, conv: Any) -> bool:
         pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [])
         auto = next((a.s for a in conv.attribute if a.name == "auto_pad"), b"NOTSET")
-        add = gr.producer.get(conv.input[0])
-        if add is not None and add.op_type == "Add" and not any(pads) and auto in (b"NOTSET", b"VALID"):
-            d = _const_operand(gr, add, next((i for i in add.input if i not in gr.inits), ""))
-            mul = gr.producer.get(next((i for i in add.input if i not in gr.inits), ""))
-            c = _const_operand(gr, mul, mul.input[0] if mul.input[0] not in gr.inits else mul.input[1]) if mul is not None else None
-            if (
-                mul is not None
-                and mul.op_type == "Mul"
-                and d is not None
-                and c is not None
-                and d.size == 1
-                and c.size == 1
-                and _sole_use(gr, add.output[0]) is conv
-                and _sole_use(gr, mul.output[0]) is add
-            ):
-                src = mul.input[0] if mul.input[0] not in gr.inits else mul.input[1]
-                b = b + float(d.reshape(-1)[0]) * w.reshape(w.shape[0], -1).sum(1)
-                w = w * float(c.reshape(-1)[0])
-                conv.input[0] = src
-                gr.remove(add)
-                gr.remove(mul)
-                gr.reindex()
-                changed = True
-        if changed:
-            gr.set_init(conv.input[1], w.astype("float32"))
-            bname = conv.input[2] if has_b else f"{conv.input[1]}.folded_bias"
-            gr.set_init(bname, b.astype("float32"))
-            if not has_b:
+        return not any(pads) and auto in (b"NOTSET", b"VALID")
+
+    def affine_consumer(self, t: str) -> tuple[Any, str, np.ndarray] | None:
+        node = _sole_use(self.gr, t)
+        if node is None or node.op_type not in self._KINDS:
+            return None
+        c = _const_operand(self.gr, node, t)
+        # a scalar, or one value per channel shaped to broadcast over [N, C, H, W] ([C, 1, 1] / [1, C, 1, 1])
+        if c is None or not (c.size == 1 or (c.ndim >= 3 and c.shape[-1] == c.shape[-2] == 1 and c.size == c.shape[-3])):
+            return None
+        return node, self._KINDS[node.op_type], c.astype("float64").reshape(-1)
+
+    def affine_producer(self, t: str) -> tuple[Any, str, np.ndarray, str] | None:
+        node = self.gr.producer.get(t)
+        if node is None or node.op_type not in self._KINDS or _sole_use(self.gr, t) is None:
+            return None
+        x = next((i for i in node.input if i not in self.gr.inits), None)
+        c = _const_operand(self.gr, node, x) if x is not None else None
+        if c is None or c.size != 1:
+            return None
+        return node, self._KINDS[node.op_type], c.astype("float64").reshape(-1), x
+
+    def absorb(self, conv: Any, node: Any) -> None:
+        conv.output[0] = node.output[0]
+        self.gr.remove(node)
+        self.gr.reindex()
+
+    def bypass_input(self, conv: Any, nodes: list[Any], src: str) -> None:
+        conv.input[0] = src
+        for n in nodes:
+            self.gr.remove(n)
+        self.gr.reindex()
+
+    def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
+        self.gr.set_init(conv.input[1], w.astype("float32"))
+        if len(conv.input) > 2 and conv.input[2]:
+            self.gr.set_init(conv.input[2], b.astype("float32"))
+        else:
+            bname = f"{conv.input[1]}.folded_bias"
+            self.gr.set_init(bname, b.astype("float32"))
+            if len(conv.input) > 2:
+                conv.input[2] = bname
+            else:
                 conv.input.append(bname)
-            done += 1
+
+
+def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
+    """The exact float clean-up before QDQ: constants as initializers, no Identity, conv bias and BN folded into the
+    conv, affine blocks folded (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are left alone).
+    Returns the convs whose affine blocks were folded."""
+    _constants_to_initializers(gr)
+    _drop_identities(gr)
+    _fold_conv_bias_and_bn(gr)
+    done = fold_affine(_OnnxAffine(gr, keep or set()))
     gr.reindex()
+    used = {i for n in gr.g.node for i in n.input}
     for name in list(gr.inits):
-        if not any(name in n.input for n in gr.g.node):
+        if name not in used:
             gr.drop_init(name)
     return done
 
@@ -289,7 +332,11 @@ def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "probe.onnx")
         onnx.save(probe, path)
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ExportError(f"ONNX Runtime cannot load the float ONNX model (paddle2onnx's conversion): {first}") from exc
         inputs = [i.name for i in sess.get_inputs()]
         cals = {t: make() for t in names}
         for b in batches:
@@ -304,26 +351,18 @@ def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[
 
 def _weight_axis(node: Any) -> int:
     if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return 1
+        return weight_axis("conv")
+    return weight_axis("matmul", transposed=node.op_type == "Gemm" and bool(next((a.i for a in node.attribute if a.name == "transB"), 0)))
 
 
 def quantize_onnx_model(
     src: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
     batches: Sequence[dict[str, np.ndarray]],
+    plan: QuantPlan | None = None,
     *,
-    calibrator: str = "percentile",
-    percentile: float = 99.99,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    act_thresholds: dict[str, float] | None = None,
-    only_weights: set[str] | None = None,
-    skip_weights: set[str] | None = None,
-    weight_method: str = "abs_max",
     calibration: dict[str, Calibrator] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Insert QDQ into a float ONNX model (see the module docstring).
 
@@ -331,11 +370,8 @@ def quantize_onnx_model(
         src: the float ``.onnx`` file.
         out_file: the quantized ``.onnx`` to write.
         batches: calibration feeds by ONNX input name.
-        calibrator / percentile: activation calibrator.
-        weight_codes: int8 codes and per-channel thresholds by weight (initializer) name.
-        act_thresholds: input thresholds by weight name, overriding calibration.
-        only_weights / skip_weights: restrict which ops are quantized, by weight name.
-        weight_method: threshold method for weights not in ``weight_codes``.
+        plan: what to quantize and how (weights by initializer name, which the PIR/legacy parameter
+            names become in paddle2onnx's output); ``options`` build one when it is None.
         calibration: a cache of the activation calibrators: filled on the first call, reused (no
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
@@ -345,20 +381,17 @@ def quantize_onnx_model(
     onnx, _ = _require_onnx()
     from onnx import helper
 
+    plan = plan or QuantPlan(**options)
     model = onnx.load(str(src))
     gr = _Graph(model)
-    _constants_to_initializers(gr)
-    _fold_conv_bias_and_bn(gr)
-    _fold_constant_affine(gr)
-    weight_codes = weight_codes or {}
-    act_thresholds = act_thresholds or {}
+    _clean_up(gr, set(plan.weight_codes))
     # 1. which compute nodes are quantized
     qnodes = []
     for n in gr.g.node:
         if n.op_type not in COMPUTE_OPS or len(n.input) < 2 or n.input[1] not in gr.inits or n.input[0] in gr.inits:
             continue
         w = n.input[1]
-        if gr.inits[w].ndim not in (2, 4) or (only_weights is not None and w not in only_weights) or (skip_weights and w in skip_weights):
+        if gr.inits[w].ndim not in (2, 4) or not plan.selects(w):
             continue
         qnodes.append(n)
     qset = {id(n) for n in qnodes}
@@ -367,7 +400,7 @@ def quantize_onnx_model(
     if calibration:
         cals = calibration
     else:
-        cals = _calibrate(model, gr, acts, batches, lambda: make_calibrator(calibrator, percentile=percentile))
+        cals = _calibrate(model, gr, acts, batches, plan.new_calibrator)
         if calibration is not None:
             calibration.update(cals)
     # 3. drop Relu / Clip(0, c) right after a quantized op: the u8 code clamps the same way
@@ -431,7 +464,7 @@ def quantize_onnx_model(
     qparams: dict[str, tuple[float, int]] = {}  # tensor -> (scale, u8 zero point)
     for t in qdq:
         thr = float(cals[t].threshold()) if t in cals else 0.0
-        given = [float(act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in act_thresholds]
+        given = [float(plan.act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in plan.act_thresholds]
         thr = given[-1] if given else thr
         nonneg = (t in cals and cals[t].non_negative) or t in clamp
         if t in clamp:
@@ -453,14 +486,7 @@ def quantize_onnx_model(
         w_name = n.input[1]
         w = gr.inits[w_name]
         axis = _weight_axis(n)
-        if w_name in weight_codes:
-            codes, wthr = weight_codes[w_name]
-            wthr = np.asarray(wthr, "float32").reshape(-1)
-        else:
-            wthr = np.asarray(weight_thresholds(w, axis, method=weight_method), "float32").reshape(-1)  # type: ignore[arg-type]
-            codes = quantize_np(w, wthr, 8, axis)
-        if codes.shape != w.shape:
-            raise ExportError(f"weight codes for {w_name} have shape {list(codes.shape)} but the ONNX weight is {list(w.shape)}")
+        codes, wthr = plan.int8_weight(w_name, w, axis)
         w_scale = (wthr / 127.0).astype("float32")
         qw = f"{w_name}_quantized"
         gr.set_init(qw, codes.astype("int8"))

@@ -17,8 +17,8 @@ Thresholds follow Paddle's convention: ``@scale`` holds the clipping value
 (abs-max like), the integer step is ``threshold / 127``.
 
 This module is the INT8 export path shared by PTQ and QAT: both hand
-:func:`rewrite_program` the program, per-weight int8 codes and per-tensor
-thresholds.
+:func:`rewrite_program` the program, a :class:`~slim_quant.graph_passes.QuantPlan`
+(per-weight int8 codes) and per-tensor thresholds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.primitives import quantize_np, weight_thresholds
+from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
 
 __all__ = [
     "QuantSite",
@@ -39,6 +39,7 @@ __all__ = [
     "activation_vars",
     "constant_vars",
     "fuse_bias_reshapes",
+    "fold_affine_blocks",
     "calibrate_program",
     "rewrite_program",
     "QUANT_OP_SLOTS",
@@ -79,15 +80,110 @@ class QuantSite:
 
 
 def _weight_axis(op: Any) -> int:
-    if op.type in ("conv2d", "depthwise_conv2d"):
-        return 0
+    if op.type in _CONV_OPS:
+        return weight_axis("conv")
     if op.type == "conv2d_transpose":
-        return 1
-    if op.type == "matmul_v2" and op.attr("trans_y"):
-        return 0
-    if op.type == "matmul" and op.attr("transpose_Y"):
-        return 0
-    return 1
+        return weight_axis("conv_transpose")
+    transposed = (op.type == "matmul_v2" and op.attr("trans_y")) or (op.type == "matmul" and op.attr("transpose_Y"))
+    return weight_axis("matmul", transposed=bool(transposed))
+
+
+class _LegacyAffine:
+    """:class:`slim_quant.graph_passes.AffineIR` over a legacy program (a conv's bias is the ``elementwise_add`` after it)."""
+
+    _KINDS = {"elementwise_mul": "mul", "elementwise_add": "add"}
+
+    def __init__(self, program: Any, scope: Any, keep: set[str]) -> None:
+        self.block, self.scope, self.keep = program.global_block(), scope, keep
+        self.pers = {v.name for v in program.list_vars() if v.persistable}
+        self.bias_add: dict[int, Any] = {}
+
+    def _consumers(self, var: str) -> list[Any]:
+        return [op for op in self.block.ops if var in op.input_arg_names]
+
+    def _uses(self, var: str) -> int:
+        return sum(op.input_arg_names.count(var) for op in self.block.ops)
+
+    def _producer(self, var: str) -> Any:
+        return next((op for op in self.block.ops if var in op.output_arg_names), None)
+
+    def _value(self, name: str) -> np.ndarray:
+        return np.array(self.scope.find_var(name).get_tensor(), dtype="float64")
+
+    def _scalar(self, op: Any, var: str) -> np.ndarray | None:
+        """The size-1 parameter of ``op`` = ``elementwise_{mul,add}(var, param)`` (mul also ``(param, var)``)."""
+        if op is None or op.type not in self._KINDS:
+            return None
+        xs, ys = op.input("X"), op.input("Y")
+        other = ys[0] if xs == [var] else (xs[0] if ys == [var] and op.type == "elementwise_mul" else None)
+        if other is None or other not in self.pers or int(np.prod(self.block.var(other).shape)) != 1 or self._uses(other) != 1:
+            return None
+        return self._value(other).reshape(-1)
+
+    def convs(self) -> list[Any]:
+        return [op for op in self.block.ops if op.type in _CONV_OPS]
+
+    def conv_params(self, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        wname = conv.input("Filter")[0]
+        if wname not in self.pers or wname in self.keep or self._uses(wname) != 1:
+            return None
+        cons = self._consumers(conv.output("Output")[0])
+        add = cons[0] if len(cons) == 1 else None
+        if add is None or add.type != "elementwise_add" or add.input("X") != conv.output("Output"):
+            return None
+        bname = add.input("Y")[0]
+        if bname not in self.pers or self._uses(bname) != 1 or list(self.block.var(bname).shape) != [self.block.var(wname).shape[0]]:
+            return None
+        self.bias_add[id(conv)] = add
+        return self._value(wname), self._value(bname)
+
+    def conv_out(self, conv: Any) -> str:
+        return self.bias_add[id(conv)].output("Out")[0]
+
+    def conv_in(self, conv: Any) -> str:
+        return conv.input("Input")[0]
+
+    def unpadded(self, conv: Any) -> bool:
+        pads = list(conv.attr("paddings")) if conv.has_attr("paddings") else [1]
+        return not any(pads) and conv.attr("padding_algorithm") != "SAME"
+
+    def affine_consumer(self, t: str) -> tuple[Any, str, np.ndarray] | None:
+        cons = self._consumers(t)
+        c = self._scalar(cons[0], t) if len(cons) == 1 else None
+        return (cons[0], self._KINDS[cons[0].type], c) if c is not None else None
+
+    def affine_producer(self, t: str) -> tuple[Any, str, np.ndarray, str] | None:
+        op = self._producer(t)
+        if op is None or op.type not in self._KINDS or self._uses(t) != 1:
+            return None
+        x = op.input("X")[0]
+        if op.type == "elementwise_mul" and x in self.pers:
+            x = op.input("Y")[0]
+        c = self._scalar(op, x)
+        return (op, self._KINDS[op.type], c, x) if c is not None else None
+
+    def absorb(self, conv: Any, node: Any) -> None:
+        add = self.bias_add[id(conv)]
+        add._rename_output(add.output("Out")[0], node.output("Out")[0])
+        self.block._remove_op(list(self.block.ops).index(node))
+
+    def bypass_input(self, conv: Any, nodes: list[Any], src: str) -> None:
+        conv._rename_input(conv.input("Input")[0], src)
+        for op in nodes:
+            self.block._remove_op(list(self.block.ops).index(op))
+
+    def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
+        _set_tensor(self.scope, conv.input("Filter")[0], w.astype("float32"))
+        _set_tensor(self.scope, self.bias_add[id(conv)].input("Y")[0], b.astype("float32"))
+
+
+def fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
+    """:func:`slim_quant.graph_passes.fold_affine` on a legacy program; filters in ``keep`` (int8 codes computed
+    elsewhere) are left alone. Returns the convs changed."""
+    done = fold_affine(_LegacyAffine(program, scope, keep))
+    if done:
+        program._sync_with_cpp()
+    return done
 
 
 def find_sites(program: Any, *, persistable: set[str] | None = None) -> list[QuantSite]:
@@ -288,9 +384,8 @@ def rewrite_program(
     sites: list[QuantSite],
     act_thresholds: dict[str, float],
     *,
-    weight_codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    plan: QuantPlan | None = None,
     observer_thresholds: dict[str, float] | None = None,
-    weight_method: str = "abs_max",
     non_negative: set[str] | None = None,
 ) -> dict[str, Any]:
     """Insert quantize/dequantize ops into ``program`` in place and store int8 weights in ``scope``.
@@ -300,10 +395,8 @@ def rewrite_program(
         scope: the scope holding its parameters.
         sites: the ops to quantize (from :func:`find_sites`, filtered by the caller).
         act_thresholds: clipping threshold for each quantized op's activation input.
-        weight_codes: ``{weight name: (int8 codes, per-channel thresholds)}`` computed elsewhere
-            (reconstruction, bias correction); missing weights are quantized here per channel.
+        plan: the int8 weights (:meth:`QuantPlan.int8_weight`: codes computed elsewhere, or per channel here).
         observer_thresholds: thresholds of other activations (observer pairs for oneDNN).
-        weight_method: per-channel threshold method for weights quantized here.
         non_negative: activations calibration saw no negative value in (unknown ones count as signed).
 
     Returns:
@@ -311,7 +404,7 @@ def rewrite_program(
         ``leaky_relu(alpha=0)`` (see :func:`signed_residual_relus_to_leaky`).
     """
     block = program.global_block()
-    weight_codes = dict(weight_codes or {})
+    plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
     persistable = {v.name for v in program.list_vars() if v.persistable}
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
@@ -355,14 +448,8 @@ def rewrite_program(
         at = site.op_index
         # weight
         if site.weight not in quantized_weights:
-            w = np.array(scope.find_var(site.weight).get_tensor())
-            if site.weight in weight_codes:
-                codes, thr = weight_codes[site.weight]
-            else:
-                thr = weight_thresholds(w, site.axis, method=weight_method)  # type: ignore[arg-type]
-                codes = quantize_np(w, thr, 8, site.axis)
-            _set_tensor(scope, site.weight, np.ascontiguousarray(codes.astype("int8")))
-            thr = np.asarray(thr, "float32").reshape(-1)
+            codes, thr = plan.int8_weight(site.weight, np.array(scope.find_var(site.weight).get_tensor()), site.axis)
+            _set_tensor(scope, site.weight, codes)
             wsname = f"{site.weight}@scale"
             wzname = f"{site.weight}.quantized.dequantized@zero_point"
             _new_var(block, wsname, [thr.size], "float32", True)
