@@ -20,6 +20,7 @@ from slim_core.errors import (
     PaddleVersionError,
     SlimError,
     UnsupportedOpError,
+    error_summary,
 )
 from slim_core.graph import ChannelGroup, ChannelMember, ModelGraph, trace
 from slim_core.model_io import (
@@ -32,6 +33,7 @@ from slim_core.model_io import (
 )
 from slim_core.progress import progress, quiet, set_quiet
 from slim_core.registry import Registry
+from slim_core.rollback import LayerSnapshot, all_or_nothing, in_place
 
 require_paddle()
 
@@ -46,6 +48,10 @@ __all__ = [
     "PaddleVersionError",
     "ExportError",
     "OutputExistsError",
+    "error_summary",
+    "all_or_nothing",
+    "in_place",
+    "LayerSnapshot",
     "SlimConfig",
     "check_range",
     "check_choice",

@@ -27,10 +27,11 @@ import numpy as np
 import paddle
 
 from slim_core.data import Batches
-from slim_core.errors import ConfigError, DataError, UnsupportedOpError
+from slim_core.errors import ConfigError, DataError, SlimError, UnsupportedOpError, error_summary
 from slim_core.layers import set_sublayer
 from slim_core.progress import progress
 from slim_core.registry import closest
+from slim_core.rollback import in_place
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
@@ -145,8 +146,14 @@ def _fold_bn(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> 
 def _calibrate(model: Any, batches: list[dict[str, np.ndarray]], names: Sequence[str], desc: str) -> None:
     set_mode(model, "observe")
     with paddle.no_grad():
-        for b in progress(batches, desc=desc):
-            run_model(model, b, names)
+        for i, b in enumerate(progress(batches, desc=desc)):
+            try:
+                run_model(model, b, names)
+            except SlimError:
+                raise
+            except Exception as exc:  # Paddle's ValueError/RuntimeError on data the model cannot take
+                shapes = ", ".join(f"{n} {list(b[n].shape)} {b[n].dtype}" for n in names)
+                raise DataError(f"the model failed on calibration batch {i} (inputs: {shapes}): {error_summary(exc)}") from exc
 
 
 def _unwrap(model: Any, name: str) -> None:
@@ -223,6 +230,7 @@ def _control_metric(model: Any, state: QuantState, eval_fn: Callable[[Any], floa
         )
 
 
+@in_place
 def quantize_(
     model: Any,
     config: PTQConfig | None = None,
@@ -247,9 +255,12 @@ def quantize_(
         mode and a ``slim_quant_state`` (:class:`QuantState`) recording what was done.
         Export it with :func:`slim_quant.export`.
 
+    All or nothing: on any failure (Ctrl-C included) the model is restored as it was, BN
+    folding and wrappers undone (see :mod:`slim_core.rollback`).
+
     Raises:
         ConfigError: bad config, a skip or reconstruction block name that is no layer, ``max_metric_drop`` without ``eval_fn``.
-        DataError: empty calibration data, NaN/inf, wrong shapes.
+        DataError: empty calibration data, NaN/inf, wrong shapes, a batch the model fails on.
         UnsupportedOpError: the model has no quantizable layer.
 
     Example:

@@ -12,6 +12,7 @@ import numpy as np
 
 from slim_core import ConfigError, require_paddle
 from slim_core.layers import set_sublayer
+from slim_core.rollback import in_place
 from slim_quant.weight_only.awq import awq_quantize
 from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches
 from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig
@@ -57,6 +58,7 @@ def _check(model: Any, config: Any, kind: type) -> None:
         raise ConfigError(f"expected a paddle.nn.Layer model, got {type(model).__name__}")
 
 
+@in_place(values=False)
 def quantize_weight_only_(
     model: Any,
     config: WeightOnlyConfig | None = None,
@@ -163,6 +165,7 @@ def quantize_weight_only_(
     return model
 
 
+@in_place
 def load_weight_only_(model: Any, state: dict[str, Any] | str, config: WeightOnlyConfig) -> Any:
     """Rebuild a weight-only model from a float skeleton and a saved quantized state.
 
@@ -220,6 +223,7 @@ class SmoothedLinear(paddle.nn.Layer):
         return self.linear(x * self.input_scale)
 
 
+@in_place
 def smooth_quant_(
     model: Any,
     config: SmoothQuantConfig | None = None,
