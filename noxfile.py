@@ -177,6 +177,71 @@ def isolation(session: nox.Session) -> None:
             _run_script(session, py, "import_check.py", ISOLATION_CHECK, mod)
 
 
+def _postgres_bindir(session: nox.Session) -> Path:
+    """The bin directory of the Debian PostgreSQL server; installs the package when it is missing (needs root)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        if os.geteuid() != 0:
+            session.error("PostgreSQL is not installed: run `sudo apt-get install -y postgresql` (or run this session as root)")
+        session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent
+
+
+@nox.session
+def nas_postgres(session: nox.Session) -> None:
+    """slim-nas: four search workers on one study in a real PostgreSQL server, one killed mid-trial.
+
+    Installs PostgreSQL from the Debian package when missing, starts a throw-away cluster on
+    127.0.0.1 (as the `postgres` user when run as root) in a temporary directory, and runs
+    packages/slim-nas/tests/test_search_workers.py with SLIM_NAS_PG_URL pointing at it. Not in the
+    default sessions: it needs apt (root) and starts a database server. `nox -s nas_postgres --no-venv`
+    runs it in the current environment (which then needs slim-nas, optuna and psycopg2-binary).
+    """
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    if not isinstance(session.virtualenv, nox.virtualenv.PassthroughEnv):
+        _install_tree(session, _closure("slim-nas"))
+        session.install("psycopg2-binary")
+    bindir = _postgres_bindir(session)
+    run_as: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="slim-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        pg = pwd.getpwnam("postgres")
+        os.chown(tmp, pg.pw_uid, pg.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    data, log = tmp / "data", tmp / "server.log"
+    pg_ctl = str(bindir / "pg_ctl")
+    session.run(*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", external=True, silent=True)
+    session.run(*run_as, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "start", external=True)
+    try:
+        session.run(*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "slim_nas", external=True)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/slim_nas"
+        tests = PACKAGES["slim-nas"]["dir"] / "tests" / "test_search_workers.py"
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            str(tests),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "postgresql",
+            *session.posargs,
+            env={"SLIM_NAS_PG_URL": url, "SLIM_QUIET": "1"},
+        )
+    finally:
+        session.run(*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop", external=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @nox.session(venv_backend="none")
 def versions(session: nox.Session) -> None:
     """Fail when package versions or sibling pins drift apart."""

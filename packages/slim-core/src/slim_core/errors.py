@@ -53,7 +53,9 @@ class OutputExistsError(SlimError, FileExistsError):
     """An output path exists and would be overwritten without ``overwrite=True``."""
 
 
-_PADDLE_KIND = re.compile(r"\((InvalidArgument|PreconditionNotMet|NotFound|OutOfRange|Unimplemented|Unavailable|Fatal|External|AlreadyExists|PermissionDenied|ResourceExhausted|InvalidType)\)")
+_PADDLE_KIND = re.compile(
+    r"\((InvalidArgument|PreconditionNotMet|NotFound|OutOfRange|Unimplemented|Unavailable|Fatal|External|AlreadyExists|PermissionDenied|ResourceExhausted|InvalidType)\)"
+)
 
 
 def error_summary(exc: BaseException, limit: int = 300) -> str:
