@@ -103,3 +103,16 @@ def test_llm_verbs_interrupted_after_the_first_layer_are_undone(verb, monkeypatc
         verb(model, _bert_data(np.random.default_rng(0), 2))
     assert len(calls) == 2
     assert_model_unchanged(before, model)
+
+
+@pytest.mark.parametrize("fold_bn", [True, False], ids=["fold-bn", "no-fold"])
+def test_prepare_qat_on_a_batch_the_model_cannot_take_is_a_slim_error_and_leaves_the_model(fold_bn):
+    from slim_core.errors import SlimError
+    from slim_quant import QATConfig, prepare_qat
+
+    net = _trained_bn(clas_style_net())
+    before = model_fingerprint(net)
+    bad = [RNG.standard_normal((4, 5, 32, 32)).astype("float32")]
+    with pytest.raises(SlimError, match=r"5, 32, 32"):
+        prepare_qat(net, QATConfig(fold_bn=fold_bn, init_from_ptq=False), bad)
+    assert_model_unchanged(before, net)

@@ -82,9 +82,21 @@ def calibration_batches(calib_data: Any, input_names: Sequence[str] | None, limi
     return batches
 
 
-def run_model(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> Any:
-    """Call ``model`` on one batch dict, inputs in ``names`` order."""
-    return model(*[paddle.to_tensor(batch[n]) for n in names])
+def run_model(model: Any, batch: dict[str, np.ndarray], names: Sequence[str], *, where: str | None = None) -> Any:
+    """Call ``model`` on one batch dict, inputs in ``names`` order.
+
+    With ``where`` (e.g. ``"calibration batch 3"``), an error Paddle raises on data the model cannot
+    take (wrong channels, rank, dtype) becomes a :class:`DataError` naming the batch and its inputs.
+    """
+    if where is None:
+        return model(*[paddle.to_tensor(batch[n]) for n in names])
+    try:
+        return model(*[paddle.to_tensor(batch[n]) for n in names])
+    except SlimError:
+        raise
+    except Exception as exc:  # Paddle's ValueError/RuntimeError
+        shapes = ", ".join(f"{n} {list(batch[n].shape)} {batch[n].dtype}" for n in names)
+        raise DataError(f"the model failed on {where} (inputs: {shapes}): {error_summary(exc)}") from exc
 
 
 def set_mode(model: Any, mode: str) -> None:
@@ -147,13 +159,7 @@ def _calibrate(model: Any, batches: list[dict[str, np.ndarray]], names: Sequence
     set_mode(model, "observe")
     with paddle.no_grad():
         for i, b in enumerate(progress(batches, desc=desc)):
-            try:
-                run_model(model, b, names)
-            except SlimError:
-                raise
-            except Exception as exc:  # Paddle's ValueError/RuntimeError on data the model cannot take
-                shapes = ", ".join(f"{n} {list(b[n].shape)} {b[n].dtype}" for n in names)
-                raise DataError(f"the model failed on calibration batch {i} (inputs: {shapes}): {error_summary(exc)}") from exc
+            run_model(model, b, names, where=f"calibration batch {i}")
 
 
 def _unwrap(model: Any, name: str) -> None:
