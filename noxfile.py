@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import nox
@@ -143,29 +142,73 @@ print(f"{mod}: imported {len(names)} modules")
 """
 
 
-@nox.session
-def isolation(session: nox.Session) -> None:
-    """Build every wheel; install each alone (with its declared siblings, not editable) and import all its modules."""
-    session.install("build", "uv")
-    dist = Path(session.create_tmp()) / "dist"
+def _build_wheels(session: nox.Session, dist: Path) -> None:
+    """A wheel of every package (the meta-package included) into ``dist``, emptied first."""
     if dist.exists():
         for f in dist.iterdir():
-            f.unlink()
+            if f.suffix == ".whl":
+                f.unlink()
     for info in PACKAGES.values():
         session.run("uv", "build", "--wheel", "--out-dir", str(dist), str(info["dir"]), silent=True, external=True)
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Wheels of every package in dist/: `pip install --find-links dist slim-prune` then installs one piece
+    from this tree (its siblings come from dist/, not from an index)."""
+    session.install("uv")
+    _build_wheels(session, ROOT / "dist")
+    session.log(f"{len(list((ROOT / 'dist').glob('*.whl')))} wheels in {ROOT / 'dist'}")
+
+
+def _readme_tree_installs() -> list[str]:
+    """The README's commands that install from this tree (Installing section, `pip install` lines naming
+    `packages/` or `dist`): the isolation session runs each exactly as written."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Installing", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for raw in section.splitlines():
+        cmd = raw.split("#", 1)[0].strip()
+        if "pip install" in cmd and ("packages/" in cmd or "--find-links dist" in cmd):
+            lines.append(cmd)
+    if not lines:
+        raise RuntimeError("README.md's Installing section has no install-from-the-tree line")
+    return lines
+
+
+def _venv(session: nox.Session, env: Path, *, seed: bool = False) -> str:
+    args = ["uv", "venv", "--quiet", "--clear", *(["--seed"] if seed else [])]
+    session.run(*args, "--python", session.virtualenv.location + "/bin/python", str(env), external=True)
+    return str(env / "bin" / "python")
+
+
+@nox.session
+def isolation(session: nox.Session) -> None:
+    """Build every wheel; install each alone (with its declared siblings, not editable) and import all its modules;
+    run the README's install-from-the-tree commands with plain pip in fresh environments."""
+    session.install("build", "uv")
+    dist = Path(session.create_tmp()) / "dist"
+    _build_wheels(session, dist)
+    for cmd in _readme_tree_installs():
+        # exactly the README's line, with pip of a fresh environment (Paddle preinstalled as the README says first)
+        env = Path(session.create_tmp()) / "readme-install"
+        py = _venv(session, env, seed=True)
+        session.run("uv", "pip", "install", "--quiet", "--python", py, *PADDLE, external=True)
+        cmd = cmd.split("&&")[-1].strip()  # `nox -s wheels && pip install ...`: the wheels are built above
+        args = cmd.split()[2:]  # after "pip install"
+        args = [str(dist) if a == "dist" else str(ROOT / a) if a.startswith("packages/") else a for a in args]
+        session.run(py, "-m", "pip", "install", "--quiet", *args, external=True)
+        names = [a.rsplit("/", 1)[-1] for a in args if a.startswith(str(ROOT / "packages"))] or [args[-1]]
+        closure = sorted({n for name in names for n in _closure(name.strip('"'))})
+        editable = any(a == "-e" for a in args)
+        guard = GUARD if editable else GUARD.replace('not url.startswith("file://") or root not in url', "False")
+        _run_script(session, py, "sibling_guard.py", guard, ",".join(closure), str(ROOT))
+        for name in closure:
+            if PACKAGES[name]["module"]:
+                _run_script(session, py, "import_check.py", ISOLATION_CHECK, PACKAGES[name]["module"])
     for name, info in PACKAGES.items():
         env = Path(session.create_tmp()) / f"iso-{name}"
-        session.run(
-            "uv",
-            "venv",
-            "--quiet",
-            "--clear",
-            "--python",
-            sys.executable if False else session.virtualenv.location + "/bin/python",
-            str(env),
-            external=True,
-        )
-        py = str(env / "bin" / "python")
+        py = _venv(session, env)
         session.run("uv", "pip", "install", "--quiet", "--python", py, *PADDLE, "numpy", "pyyaml", "tqdm", external=True)
         # slim packages only from the freshly built wheels, never from an index; --no-cache because
         # uv would otherwise reuse an older wheel of the same version built at the same path
@@ -177,6 +220,71 @@ def isolation(session: nox.Session) -> None:
         for dep in [name] if info["module"] else info["siblings"]:
             mod = PACKAGES[dep]["module"]
             _run_script(session, py, "import_check.py", ISOLATION_CHECK, mod)
+
+
+def _postgres_bindir(session: nox.Session) -> Path:
+    """The bin directory of the Debian PostgreSQL server; installs the package when it is missing (needs root)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        if os.geteuid() != 0:
+            session.error("PostgreSQL is not installed: run `sudo apt-get install -y postgresql` (or run this session as root)")
+        session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent
+
+
+@nox.session
+def nas_postgres(session: nox.Session) -> None:
+    """slim-nas: four search workers on one study in a real PostgreSQL server, one killed mid-trial.
+
+    Installs PostgreSQL from the Debian package when missing, starts a throw-away cluster on
+    127.0.0.1 (as the `postgres` user when run as root) in a temporary directory, and runs
+    packages/slim-nas/tests/test_search_workers.py with SLIM_NAS_PG_URL pointing at it. Not in the
+    default sessions: it needs apt (root) and starts a database server. `nox -s nas_postgres --no-venv`
+    runs it in the current environment (which then needs slim-nas, optuna and psycopg2-binary).
+    """
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    if not isinstance(session.virtualenv, nox.virtualenv.PassthroughEnv):
+        _install_tree(session, _closure("slim-nas"))
+        session.install("psycopg2-binary")
+    bindir = _postgres_bindir(session)
+    run_as: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="slim-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        pg = pwd.getpwnam("postgres")
+        os.chown(tmp, pg.pw_uid, pg.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    data, log = tmp / "data", tmp / "server.log"
+    pg_ctl = str(bindir / "pg_ctl")
+    session.run(*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", external=True, silent=True)
+    session.run(*run_as, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "start", external=True)
+    try:
+        session.run(*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "slim_nas", external=True)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/slim_nas"
+        tests = PACKAGES["slim-nas"]["dir"] / "tests" / "test_search_workers.py"
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            str(tests),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "postgresql",
+            *session.posargs,
+            env={"SLIM_NAS_PG_URL": url, "SLIM_QUIET": "1"},
+        )
+    finally:
+        session.run(*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop", external=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @nox.session(venv_backend="none")

@@ -43,7 +43,7 @@ def test_two_process_data_parallel_matches_one_process_on_the_joint_batches(tmp_
     assert proc.returncode == 0, f"launch failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert int(r0["steps"]) == int(r1["steps"]) == 8  # 8 batches split between 2 ranks, 2 epochs
-    assert (tmp_path / "ckpt" / "last" / "model.pdparams").is_file()
+    assert (tmp_path / "ckpt" / "last" / "model.npz").is_file()
 
     # one process, each step on the two batches the ranks saw together
     d, opt, batches = build()

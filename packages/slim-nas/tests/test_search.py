@@ -1,11 +1,7 @@
 import importlib
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-import slim_nas
 from slim_core import ConfigError
 from slim_nas import Choice, Constraint, InfeasibleConstraintError, IntRange, MissingExtraError, SearchSpace, StorageError, search
 
@@ -117,63 +113,6 @@ def test_resume_continues_the_study(tmp_path):
     assert bowl(second.best) >= bowl(first.best)
     with pytest.raises(ConfigError, match="another search space"):
         search(bowl, SearchSpace({"x": IntRange(0, 3)}), "sa", n_trials=31, storage=url, study_name="s")
-
-
-WORKER = textwrap.dedent(
-    """
-    import os, sys, json, time
-    from pathlib import Path
-    import slim_nas
-    from slim_nas import Choice, IntRange, SearchSpace, search
-    space = SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])})
-    log = open(sys.argv[2], "a")
-    # start together: importing paddle takes a different time in each process
-    Path(sys.argv[2] + ".ready").touch()
-    deadline = time.time() + 180
-    while len(list(Path(sys.argv[2]).parent.glob("*.ready"))) < 2 and time.time() < deadline:
-        time.sleep(0.1)
-    def objective(cfg):
-        log.write(json.dumps(cfg, sort_keys=True) + "\\n"); log.flush()
-        time.sleep(0.05)
-        return -abs(cfg["x"] - 5000) - cfg["y"]
-    search(objective, space, sys.argv[3], n_trials=16, storage=sys.argv[1], study_name="shared", seed=0)
-    """
-)
-
-
-def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path):
-    strategy = "sa"  # the hardest case: both workers extend one annealing chain rebuilt from storage
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    logs = [tmp_path / f"w{i}.log" for i in range(2)]
-    # create the study first so the two workers do not race on table creation
-    slim_nas.search(
-        lambda c: -abs(c["x"] - 5000) - c["y"],
-        SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])}),
-        strategy,
-        n_trials=1,
-        storage=url,
-        study_name="shared",
-        seed=0,
-    )
-    procs = [subprocess.Popen([sys.executable, str(script), url, str(log), strategy]) for log in logs]
-    assert [p.wait(timeout=240) for p in procs] == [0, 0]
-    evaluated = [line for log in logs for line in log.read_text().splitlines()]
-    assert all(log.read_text() for log in logs), "each worker evaluated some trials"
-    assert len(evaluated) == len(set(evaluated)), "a config was evaluated twice"
-    result = slim_nas.search(
-        lambda c: 0.0,
-        SearchSpace({"x": IntRange(0, 10_000), "y": Choice([1, 2, 3])}),
-        strategy,
-        n_trials=1,
-        storage=url,
-        study_name="shared",
-    )
-    numbers = [t.number for t in result.trials]
-    assert len(numbers) == len(set(numbers))
-    assert 16 <= len(result.trials) <= 17  # both workers stop at the study's budget (one may overshoot by its last ask)
-    assert len(evaluated) == len(result.trials) - 1
 
 
 def test_pareto_plot(tmp_path):

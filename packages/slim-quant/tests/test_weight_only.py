@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from slim_core import ConfigError, DataError, UnsupportedOpError, set_quiet
+from slim_core import ConfigError, DataError, ModelLoadError, UnsupportedOpError, set_quiet
 from slim_quant.weight_only import (
     HessianAccumulator,
     SmoothedLinear,
@@ -248,7 +248,9 @@ def test_export_and_reload_keep_packed_weights(tmp_path, bits, algo):
     np.testing.assert_allclose(pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu(), y, rtol=1e-4, atol=1e-4)
     # state_dict -> a fresh float skeleton
     paddle.save(model.state_dict(), str(tmp_path / "q.pdparams"))
-    fresh = load_weight_only_(_mlp(), str(tmp_path / "q.pdparams"), config)
+    with pytest.raises(ModelLoadError, match="allow_pickle=True"):  # a pickle runs code: opt in
+        load_weight_only_(_mlp(), str(tmp_path / "q.pdparams"), config)
+    fresh = load_weight_only_(_mlp(), str(tmp_path / "q.pdparams"), config, allow_pickle=True)
     fresh.eval()
     np.testing.assert_array_equal(_run(fresh, x), y)
     assert fresh[0].qweight.dtype == (paddle.uint8 if bits == 4 else paddle.int8)

@@ -23,6 +23,7 @@ from slim_core.errors import (
     PaddleVersionError,
     SlimError,
     UnsupportedOpError,
+    error_summary,
 )
 from slim_core.graph import ChannelGroup, ChannelMember, ModelGraph, trace
 from slim_core.model_io import (
@@ -36,6 +37,7 @@ from slim_core.model_io import (
 )
 from slim_core.progress import progress, quiet, set_quiet
 from slim_core.registry import Registry
+from slim_core.rollback import LayerSnapshot, all_or_nothing, in_place
 
 # The `slim` command must answer --version and doctor without a working Paddle (that is when a user
 # needs them); its subcommands that need Paddle say so when run. Everything else fails here, clearly.
@@ -53,6 +55,10 @@ __all__ = [
     "PaddleVersionError",
     "ExportError",
     "OutputExistsError",
+    "error_summary",
+    "all_or_nothing",
+    "in_place",
+    "LayerSnapshot",
     "SlimConfig",
     "check_range",
     "check_choice",

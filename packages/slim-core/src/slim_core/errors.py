@@ -6,6 +6,8 @@ one type; the subclasses say which kind of input was wrong.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "SlimError",
     "ConfigError",
@@ -15,6 +17,7 @@ __all__ = [
     "PaddleVersionError",
     "ExportError",
     "OutputExistsError",
+    "error_summary",
 ]
 
 
@@ -48,3 +51,23 @@ class ExportError(SlimError):
 
 class OutputExistsError(SlimError, FileExistsError):
     """An output path exists and would be overwritten without ``overwrite=True``."""
+
+
+_PADDLE_KIND = re.compile(
+    r"\((InvalidArgument|PreconditionNotMet|NotFound|OutOfRange|Unimplemented|Unavailable|Fatal|External|AlreadyExists|PermissionDenied|ResourceExhausted|InvalidType)\)"
+)
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: first meaningful line"`` of an exception, for messages that wrap a foreign error.
+
+    Paddle's messages often start with a C++ traceback; the line naming the error kind
+    (``(InvalidArgument) ...``) is the one a user needs.
+
+    Example:
+        >>> error_summary(ValueError("\\nC++ Traceback\\n(InvalidArgument) bad shape [3] vs [4]\\n  at conv.cc"))
+        'ValueError: (InvalidArgument) bad shape [3] vs [4]'
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if _PADDLE_KIND.search(ln)), lines[0] if lines else "")
+    return f"{type(exc).__name__}: {line[:limit]}" if line else type(exc).__name__

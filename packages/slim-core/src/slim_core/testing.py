@@ -12,9 +12,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tomllib
 
-__all__ = ["undeclared_sibling_imports", "declared_siblings", "assert_close_up_to_flips", "paddle_static_ptq"]
+__all__ = [
+    "undeclared_sibling_imports",
+    "declared_siblings",
+    "assert_close_up_to_flips",
+    "paddle_static_ptq",
+    "model_fingerprint",
+    "assert_model_unchanged",
+    "clas_style_net",
+]
 
 _SIBLING = re.compile(r"^slim_(core|analysis|prune|quant|distill|nas|deploy|auto)$")
 
@@ -116,3 +125,100 @@ def paddle_static_ptq(model_dir: str | Path, out_dir: str | Path, batches: list[
         finally:
             paddle.disable_static()
     return Path(out_dir)
+
+
+def model_fingerprint(model: Any) -> dict[str, Any]:
+    """Everything a rollback must put back: the sublayer tree (paths, types, object ids) and every
+    parameter and buffer (object id, shape, dtype, a copy of the values), plus the plain attributes.
+
+    Example:
+        >>> before = model_fingerprint(model)      # doctest: +SKIP
+        >>> assert_model_unchanged(before, model)  # doctest: +SKIP
+    """
+    tree = [(name, type(layer).__name__, id(layer)) for name, layer in model.named_sublayers(include_self=True)]
+    tensors = {}
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        tensors[name] = (id(t), list(t.shape), str(t.dtype), np.array(t.numpy(), copy=True), bool(t.stop_gradient))
+    attrs = {
+        name: sorted((k, repr(v)) for k, v in vars(layer).items() if isinstance(v, (int, float, str, bool, tuple, list, type(None))))
+        for name, layer in model.named_sublayers(include_self=True)
+    }
+    return {"tree": tree, "tensors": tensors, "attrs": attrs}
+
+
+def assert_model_unchanged(before: dict[str, Any], model: Any) -> None:
+    """AssertionError naming the first difference between ``before`` (a :func:`model_fingerprint`) and ``model``."""
+    after = model_fingerprint(model)
+    if after["tree"] != before["tree"]:
+        diff = [(b, a) for b, a in zip(before["tree"], after["tree"]) if a != b] or [(before["tree"][-1:], after["tree"][-1:])]
+        raise AssertionError(f"sublayer tree changed (first difference {diff[0][0]} -> {diff[0][1]})")
+    assert list(after["tensors"]) == list(before["tensors"]), "parameter/buffer names changed"
+    for name, (oid, shape, dtype, arr, sg) in before["tensors"].items():
+        oid2, shape2, dtype2, arr2, sg2 = after["tensors"][name]
+        assert oid2 == oid, f"{name}: a different tensor object"
+        assert (shape2, dtype2, sg2) == (shape, dtype, sg), f"{name}: {shape, dtype, sg} -> {shape2, dtype2, sg2}"
+        assert np.array_equal(arr2, arr, equal_nan=True), f"{name}: values changed"
+    assert after["attrs"] == before["attrs"], "layer attributes changed"
+
+
+def clas_style_net(num_classes: int = 10, width: int = 8, in_channels: int = 3) -> Any:
+    """A small CNN written the way PaddleClas writes its nets (for tests): conv-BN-hardswish stem,
+    LayerList-held blocks with depthwise convs and a squeeze-excite gate using ``paddle.multiply``,
+    global pooling and a Linear head. Takes ``[N, in_channels, 32, 32]`` (any spatial size works).
+
+    Example:
+        >>> net = clas_style_net()                                   # doctest: +SKIP
+        >>> net(paddle.randn([2, 3, 32, 32])).shape                  # doctest: +SKIP
+        [2, 10]
+    """
+    import paddle
+    from paddle import nn
+
+    class ConvBNLayer(nn.Layer):
+        def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> None:
+            super().__init__()
+            self.conv = nn.Conv2D(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias_attr=False)
+            self.bn = nn.BatchNorm2D(cout)
+            self.act = nn.Hardswish()
+
+        def forward(self, x: Any) -> Any:
+            return self.act(self.bn(self.conv(x)))
+
+    class SEModule(nn.Layer):
+        def __init__(self, c: int, reduction: int = 4) -> None:
+            super().__init__()
+            self.avg_pool = nn.AdaptiveAvgPool2D(1)
+            self.conv1 = nn.Conv2D(c, max(c // reduction, 1), 1)
+            self.conv2 = nn.Conv2D(max(c // reduction, 1), c, 1)
+
+        def forward(self, x: Any) -> Any:
+            s = paddle.nn.functional.relu(self.conv1(self.avg_pool(x)))
+            s = paddle.nn.functional.hardsigmoid(self.conv2(s))
+            return paddle.multiply(x=x, y=s)
+
+    class Block(nn.Layer):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.dw = ConvBNLayer(cin, cin, 3, stride, groups=cin)
+            self.se = SEModule(cin)
+            self.pw = ConvBNLayer(cin, cout, 1)
+
+        def forward(self, x: Any) -> Any:
+            return self.pw(self.se(self.dw(x)))
+
+    class ClasStyleNet(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = ConvBNLayer(in_channels, width, 3, 2)
+            self.blocks = nn.LayerList([Block(width, width * 2, 2), Block(width * 2, width * 2, 1)])
+            self.pool = nn.AdaptiveAvgPool2D(1)
+            self.fc = nn.Linear(width * 2, num_classes)
+
+        def forward(self, x: Any) -> Any:
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return self.fc(paddle.flatten(self.pool(x), 1))
+
+    paddle.seed(0)
+    return ClasStyleNet()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from slim_core import require_paddle
+from slim_core.rollback import in_place
 from slim_deploy._graph import LinearBNPair, find_linear_bn_pairs, get_sublayer, set_sublayer
 from slim_deploy.spec import InputSpecLike
 
@@ -55,6 +56,7 @@ def _fold_pair(model: Any, pair: LinearBNPair) -> None:
     set_sublayer(model, pair.bn, paddle.nn.Identity())
 
 
+@in_place
 def fold_bn_(model: Any, input_spec: InputSpecLike) -> list[LinearBNPair]:
     """Fold every BatchNorm that directly follows a conv/linear into it, in place.
 

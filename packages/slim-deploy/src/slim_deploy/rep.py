@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slim_core import ConfigError, Registry, SlimConfig, require_paddle
+from slim_core.rollback import in_place
 from slim_deploy._graph import find_linear_bn_pairs, get_sublayer, set_sublayer
 from slim_deploy.bn_fold import bn_scale_shift
 from slim_deploy.spec import InputSpecLike
@@ -340,6 +341,7 @@ def rep_blocks(model: Any) -> dict[str, RepBlock]:
     return {name: sub for name, sub in model.named_sublayers() if isinstance(sub, RepBlock)}
 
 
+@in_place(values=False)
 def merge_(model: Any) -> int:
     """Replace every :class:`RepBlock` in ``model`` with its single equivalent conv, in place.
 

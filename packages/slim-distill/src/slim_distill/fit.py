@@ -3,7 +3,9 @@
 The loop is deliberately plain (forward, task loss + distillation loss, backward,
 step). What it adds over a hand-written loop:
 
-- a checkpoint (``checkpoint_dir/last``) written atomically at each epoch end,
+- a checkpoint (``checkpoint_dir/last``) written atomically at each epoch end, in a format
+  that cannot run code when read (arrays in ``.npz`` loaded with ``allow_pickle=False``,
+  everything else JSON),
   every ``save_every_steps`` steps and when ``max_steps`` stops the run; it holds
   the trainable weights, the optimizer (and LR scheduler) state, the random
   states of paddle, numpy and python, the position in the epoch and the
@@ -20,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from collections.abc import Callable, Sequence
@@ -33,15 +36,19 @@ import paddle.nn.functional as F
 
 from slim_core.atomic import atomic_dir
 from slim_core.data import Batches, data_errors
-from slim_core.errors import ConfigError, DataError, SlimError
+from slim_core.errors import ConfigError, DataError, ModelLoadError, SlimError
 from slim_core.progress import progress
 from slim_distill.distiller import _Distillation
 
 __all__ = ["fit", "FitResult", "load_checkpoint", "optimizer_state", "set_optimizer_state"]
 
-_STATE = "state.pkl"
-_WEIGHTS = "model.pdparams"
-_OPTIM = "optimizer.pdopt"
+_STATE = "state.json"
+_WEIGHTS = "model.npz"
+_OPTIM_ARRAYS = "optimizer.npz"
+_FILES = (_STATE, _WEIGHTS, _OPTIM_ARRAYS)
+_PICKLED = ("state.pkl", "model.pdparams", "optimizer.pdopt")  # checkpoints of slim <= 0.x; loaded only with allow_pickle
+_FORMAT = "slim-distill-checkpoint"
+_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -72,19 +79,116 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def load_checkpoint(checkpoint_dir: str | Path) -> dict[str, Any]:
+def _rng_to_json(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    gens = []
+    for g in state["paddle"]:
+        device, seed, offset, mt = g.__getstate__()
+        gens.append([device, seed, offset, bytes(mt).decode("latin-1")])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    version, internal, gauss_next = state["python"]
+    return {
+        "paddle": gens,
+        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def _rng_from_json(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    gens = []
+    cls = type(paddle.get_rng_state()[0])
+    for device, seed, offset, mt in data["paddle"]:
+        g = cls.__new__(cls)
+        g.__setstate__((device, seed, offset, list(mt.encode("latin-1"))))
+        gens.append(g)
+    kind, keys, pos, has_gauss, gauss = data["numpy"]
+    version, internal, gauss_next = data["python"]
+    return {
+        "paddle": gens,
+        "numpy": (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss),
+        "python": (version, tuple(internal), gauss_next),
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, paddle tensors
+        return obj.tolist() if not hasattr(obj, "numpy") else np.asarray(obj.numpy()).tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:  # an object array (a pickle inside the npz) is refused
+            return {k: np.asarray(data[k]) for k in data.files}
+    except Exception as exc:
+        raise ModelLoadError(f"checkpoint file {path} is corrupt or not plain arrays ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_pickled_checkpoint(last: Path) -> dict[str, Any]:
+    with open(last / _PICKLED[0], "rb") as fh:
+        state = pickle.load(fh)  # the caller opted in with allow_pickle=True
+    return {"model": paddle.load(str(last / _PICKLED[1])), "optimizer": paddle.load(str(last / _PICKLED[2])), "state": state}
+
+
+def load_checkpoint(checkpoint_dir: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
     """Read ``checkpoint_dir/last`` written by :func:`fit`: ``{"model", "optimizer", "state"}``.
+
+    The checkpoint holds arrays in ``.npz`` files (read with ``allow_pickle=False``) and
+    JSON, so reading it cannot run code. Checkpoints of earlier slim versions were pickles;
+    they are read only with ``allow_pickle=True``, since a pickle can run any code.
+
+    Args:
+        checkpoint_dir: the ``checkpoint_dir`` given to :func:`fit`.
+        allow_pickle: accept an old pickled checkpoint (only for files you trust).
+
+    Returns:
+        ``{"model": state dict of arrays, "optimizer": see :func:`optimizer_state`, "state": loop state}``.
 
     Raises:
         SlimError: the checkpoint is missing or incomplete.
+        ModelLoadError: a file is corrupt, holds pickled objects, or the checkpoint is an old
+            pickle and ``allow_pickle`` is False.
+
+    Example:
+        >>> saved = load_checkpoint("ckpt")          # doctest: +SKIP
+        >>> saved["state"]["global_step"]            # doctest: +SKIP
+        12
     """
     last = Path(checkpoint_dir) / "last"
-    missing = [n for n in (_STATE, _WEIGHTS, _OPTIM) if not (last / n).is_file()]
+    if not (last / _STATE).is_file() and all((last / n).is_file() for n in _PICKLED):
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"checkpoint {last} is in the old pickle format, which can run code when loaded; "
+                "pass allow_pickle=True (fit(..., allow_pickle=True)) only if you trust it"
+            )
+        return _load_pickled_checkpoint(last)
+    missing = [n for n in _FILES if not (last / n).is_file()]
     if missing:
         raise SlimError(f"checkpoint {last} is incomplete or absent (missing {', '.join(missing)})")
-    with open(last / _STATE, "rb") as fh:
-        state = pickle.load(fh)  # our own file, written by fit()
-    return {"model": paddle.load(str(last / _WEIGHTS)), "optimizer": paddle.load(str(last / _OPTIM)), "state": state}
+    try:
+        meta = json.loads((last / _STATE).read_text(encoding="utf-8"))
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        state = meta["state"]
+        state["epoch_rng"] = _rng_from_json(state.get("epoch_rng"))
+        state["now_rng"] = _rng_from_json(state.get("now_rng"))
+        sched = meta.get("lr_scheduler")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(f"checkpoint state {last / _STATE} is not a slim-distill checkpoint ({exc})") from exc
+    optimizer: dict[str, Any] = {"accumulators": {}, "master_weights": {}}
+    for key, arr in _read_npz(last / _OPTIM_ARRAYS).items():
+        section, _, rest = key.partition("/")
+        if section == "accumulators":
+            kind, _, path = rest.partition("/")
+            optimizer["accumulators"].setdefault(kind, {})[path] = arr
+        elif section == "master_weights":
+            optimizer["master_weights"][rest] = paddle.to_tensor(arr)
+    if sched is not None:
+        optimizer["LR_Scheduler"] = sched
+    return {"model": _read_npz(last / _WEIGHTS), "optimizer": optimizer, "state": state}
 
 
 def _optimizer_params(optimizer: Any) -> list[Any]:
@@ -141,11 +245,21 @@ def set_optimizer_state(optimizer: Any, model: Any, state: dict[str, Any]) -> No
 
 
 def _save_checkpoint(checkpoint_dir: Path, inner: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    opt = optimizer_state(optimizer, inner)
+    arrays = {f"accumulators/{kind}/{path}": v for kind, per_param in opt["accumulators"].items() for path, v in per_param.items()}
+    arrays.update({f"master_weights/{path}": v for path, v in opt["master_weights"].items()})
+    meta = {
+        "format": _FORMAT,
+        "version": _FORMAT_VERSION,
+        "state": {**state, "epoch_rng": _rng_to_json(state["epoch_rng"]), "now_rng": _rng_to_json(state["now_rng"])},
+        "lr_scheduler": opt.get("LR_Scheduler"),
+    }
+    text = json.dumps(meta, default=_json_default)  # before anything is written: a metric JSON cannot hold fails here
     with atomic_dir(checkpoint_dir / "last", overwrite=True) as tmp:
-        paddle.save(inner.state_dict(), str(tmp / _WEIGHTS))
-        paddle.save(optimizer_state(optimizer, inner), str(tmp / _OPTIM))
-        with open(tmp / _STATE, "wb") as fh:
-            pickle.dump(state, fh)
+        for name, tensors in ((_WEIGHTS, inner.state_dict()), (_OPTIM_ARRAYS, arrays)):
+            with open(tmp / name, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in tensors.items()})
+        (tmp / _STATE).write_text(text, encoding="utf-8")
 
 
 def _task_loss_fn(task_loss: Any) -> Callable[[Any, Any], Any] | None:
@@ -195,6 +309,7 @@ def fit(
     input_names: Sequence[str] | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
+    allow_pickle: bool = False,
     save_every_steps: int | None = None,
     max_steps: int | None = None,
     scheduler_step: Literal["epoch", "step"] = "epoch",
@@ -221,6 +336,8 @@ def fit(
         input_names: names of the model inputs when batches hold several (default one input).
         checkpoint_dir: where ``last/`` is written; None disables checkpoints.
         resume: continue from ``checkpoint_dir/last`` when it exists.
+        allow_pickle: resume from a checkpoint of an earlier slim version, which was a pickle
+            (see :func:`load_checkpoint`); new checkpoints never are.
         save_every_steps: also checkpoint every this many steps.
         max_steps: stop after this many steps in total (the checkpoint is written first).
         scheduler_step: step an ``LRScheduler`` learning rate once per ``"epoch"`` or per ``"step"``.
@@ -254,7 +371,7 @@ def fit(
     epoch_rng: dict[str, Any] | None = None
     now_rng: dict[str, Any] | None = None
     if ckpt is not None and resume and (ckpt / "last").exists():
-        saved = load_checkpoint(ckpt)
+        saved = load_checkpoint(ckpt, allow_pickle=allow_pickle)
         inner.set_state_dict(saved["model"])
         set_optimizer_state(optimizer, inner, saved["optimizer"])
         st = saved["state"]

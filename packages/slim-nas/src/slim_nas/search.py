@@ -11,9 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import random
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +36,63 @@ Objective = Callable[[dict[str, Any]], Any]
 # trials that count towards n_trials: interrupted or stale trials do not (they are run again on resume)
 _ERROR_ATTR = "slim_error"
 _DUPLICATE_ATTR = "slim_duplicate"  # a trial given up because a concurrent worker claimed the same config
+_SURPLUS_ATTR = "slim_surplus"  # a trial given up because the study already held n_trials when it was asked
+_WORKER_ATTR = "slim_worker"  # who runs a trial: host, boot id, pid, process start (to find dead workers)
+_STALE_ATTR = "slim_stale"  # why a running trial was failed (its worker died); its config was queued again
+_RERUN_ATTR = "slim_rerun_of"  # the number of the stale trial whose config this trial runs again
+_GIVEN_UP = (_DUPLICATE_ATTR, _SURPLUS_ATTR)
+# table creation by several workers at once on a new database: the losers see these and retry
+_CREATION_RACE = ("already exists", "duplicate key", "unique constraint", "uniqueviolation", "database is locked")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of process ``pid`` (Linux), or None; 'Z' for a zombie (a killed, unreaped child)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw.rsplit(")", 1)[-1].split()
+    return "Z" if fields and fields[0] in ("Z", "X") else (fields[19] if len(fields) > 19 else None)
+
+
+def _this_worker() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": _proc_start(pid)}
+
+
+def _worker_dead(worker: Any) -> bool:
+    """Whether the worker recorded on a trial is a process of this machine that no longer runs.
+
+    Workers on other machines are never judged here (their heartbeats are).
+    """
+    me = _this_worker()
+    if not isinstance(worker, dict) or worker.get("host") != me["host"] or worker.get("boot") != me["boot"]:
+        return False
+    pid = worker.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == me["pid"]:
+        return worker.get("start") != me["start"]  # our pid, reused from a dead process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        pass
+    start = _proc_start(pid)
+    return start == "Z" or (worker.get("start") is not None and start is not None and start != worker.get("start"))
+
+
+def _requeue(study: Any, trial: Any) -> None:
+    """Queue the config of a trial whose worker died, so the study still ends with n_trials finished."""
+    study.enqueue_trial(dict(trial.params), user_attrs={_RERUN_ATTR: trial.number}, skip_if_exists=False)
 
 
 @dataclass
@@ -109,12 +170,22 @@ def open_storage(storage: Any, *, heartbeat_interval: int | None = None) -> Any:
     if storage.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat_interval:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=max(3 * heartbeat_interval, 30))
-    try:
-        return optuna.storages.RDBStorage(storage, **kwargs)
-    except Exception as exc:  # sqlalchemy raises many types: missing driver, bad URL, refused connection
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {storage!r}: {reason}") from exc
+        kwargs.update(
+            heartbeat_interval=heartbeat_interval,
+            grace_period=max(3 * heartbeat_interval, 30),
+            heartbeat_stale_trial_callback=_requeue,
+        )
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(storage, **kwargs)
+        except Exception as exc:  # sqlalchemy raises many types: missing driver, bad URL, refused connection
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt < 7 and any(m in reason.lower() for m in _CREATION_RACE):
+                # another worker is creating the tables of a new database right now: they exist in a moment
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise StorageError(f"cannot open storage {storage!r}: {reason}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _check_objective_values(raw: Any, n: int) -> tuple[float, ...]:
@@ -262,15 +333,22 @@ def search(
         backend = _MemoryBackend(space, strat, dirs, cons)
     signs = _signs(dirs)
 
-    def counted() -> int:
-        return sum(
-            1 for t in backend.trials() if t.state in ("complete", "pruned", "running") or (t.state == "fail" and _ERROR_ATTR in t.attrs)
-        )
-
     bar = progress(range(n_trials), desc="search", total=n_trials)
     bar_iter = iter(bar)
-    while counted() < n_trials:
+    while True:
+        backend.reap()  # trials of dead workers are failed and their configs queued again
+        trials = backend.trials()
+        if _finished(trials) >= n_trials:
+            break
+        if _finished(trials) + sum(t.state == "running" for t in trials) >= n_trials:
+            # the rest of the budget is running in other workers: wait for them, so that a worker dying
+            # now still leaves n_trials finished (its trial is failed and queued again by reap())
+            if not backend.wait_for_others():
+                break
+            continue
         handle, config = backend.ask()
+        if backend.surplus(handle, n_trials):
+            continue  # another worker asked first for the last place in the budget
         next(bar_iter, None)
         try:
             if cons.constraints and not cons.feasible(config):
@@ -299,8 +377,24 @@ def search(
     return SearchResult(dict(chosen.config), chosen.values, trials, front if len(dirs) > 1 else [chosen], dirs, backend.study)
 
 
+def _finished(trials: Sequence[TrialRecord]) -> int:
+    """Trials that count as done: complete, pruned by constraints, or failed by a non-finite objective."""
+    return sum(1 for t in trials if t.state in ("complete", "pruned") or (t.state == "fail" and _ERROR_ATTR in t.attrs))
+
+
 class _Backend:
     study: Any = None
+
+    def reap(self) -> None:
+        """Fail the running trials of dead workers and queue their configs again."""
+
+    def wait_for_others(self) -> bool:
+        """Wait a moment for running trials of other workers; False when there is nothing to wait for."""
+        return False
+
+    def surplus(self, handle: Any, n_trials: int) -> bool:
+        """Give ``handle`` up (True) when ``n_trials`` trials were already finished or running before it."""
+        return False
 
     def trials(self) -> list[TrialRecord]:
         raise NotImplementedError
@@ -370,22 +464,82 @@ class _OptunaBackend(_Backend):
             raise ConfigError(f"study {study_name!r} was created with another search space ({saved}); use a new study_name")
         self.distributions = space.to_optuna()
         self.hb_interval = heartbeat_interval if is_db and heartbeat_interval else None
-        if self.hb_interval:
-            optuna.storages.fail_stale_trials(self.study)
+        existing = len(self.study.get_trials(deepcopy=False))
+        if existing and strat.needs_optuna and strat.seed is not None:
+            # Optuna's samplers draw from one seeded stream: resumed with the same seed, TPE's startup
+            # trials would propose the configs of the first run again. Continue on a stream of its own.
+            resumed = copy.copy(strat)
+            resumed.seed = (int(strat.seed) * 1_000_003 + existing) & 0x7FFFFFFF
+            self.study.sampler = resumed.optuna_sampler(space, _signs(dirs), feasible)
 
     def trials(self) -> list[TrialRecord]:
-        return [t for t in records_from_optuna(self.study.get_trials(deepcopy=False)) if _DUPLICATE_ATTR not in t.attrs]
+        return [t for t in records_from_optuna(self.study.get_trials(deepcopy=False)) if not any(a in t.attrs for a in _GIVEN_UP)]
+
+    def reap(self) -> None:
+        TS = self.optuna.trial.TrialState
+        if self.hb_interval:
+            self.optuna.storages.fail_stale_trials(self.study)  # workers on any machine, by heartbeat age
+        for t in self.study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
+            if not _worker_dead(t.user_attrs.get(_WORKER_ATTR)):
+                continue
+            try:  # only one worker wins the state update, so the config is queued once
+                self.storage.set_trial_user_attr(t._trial_id, _STALE_ATTR, "its worker process died")
+                self.storage.set_trial_state_values(t._trial_id, state=TS.FAIL)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            _requeue(self.study, t)
+
+    def wait_for_others(self) -> bool:
+        me = _this_worker()
+        running = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        # a trial of another machine can only be judged by heartbeats; without them, do not wait on it forever
+        judgeable = [t for t in running if self.hb_interval or (t.user_attrs.get(_WORKER_ATTR) or {}).get("host") == me["host"]]
+        if not judgeable:
+            return False
+        time.sleep(min(1.0, float(self.hb_interval or 1)))
+        return True
+
+    def surplus(self, handle: Any, n_trials: int) -> bool:
+        earlier = [t for t in self.trials() if t.number < handle.number]
+        if _finished(earlier) + sum(t.state == "running" for t in earlier) < n_trials:
+            return False
+        handle.set_user_attr(_SURPLUS_ATTR, True)
+        self.study.tell(handle, state=self.optuna.trial.TrialState.FAIL)
+        if _RERUN_ATTR in handle.user_attrs:  # a queued config must stay queued for whoever takes the free place
+            self.study.enqueue_trial(dict(handle.params), user_attrs={_RERUN_ATTR: handle.user_attrs[_RERUN_ATTR]})
+        return True
+
+    def _claim(self, trial: Any) -> None:
+        trial.set_user_attr(_WORKER_ATTR, _this_worker())
+        if self.hb_interval:
+            self.storage.record_heartbeat(trial._trial_id)
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
-        for _ in range(20):
+        for attempt in range(20):
+            if attempt == 10:
+                self._queue_unseen(
+                    len(self.study.get_trials(deepcopy=False))
+                )  # the sampler keeps proposing tried configs (a converged TPE)
             trial = self.study.ask()
+            self._claim(trial)
             config = {name: _suggest(trial, name, dist) for name, dist in self.distributions.items()}
-            if not (self.strat.avoids_duplicates and self._claimed_elsewhere(trial, config)):
+            if attempt == 19 or not (self.strat.avoids_duplicates and self._claimed_elsewhere(trial, config)):
                 return trial, config
-            # another worker proposed the same config at the same time: give it up (not counted) and ask again
+            # another worker (or an earlier run) has this config: give it up (not counted) and ask again
             trial.set_user_attr(_DUPLICATE_ATTR, True)
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-        return trial, config
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _queue_unseen(self, number: int) -> None:
+        import numpy as np
+
+        seen = {config_key(t.config) for t in self.trials()}
+        rng = np.random.default_rng([number, 7])
+        for _ in range(100):
+            cand = self.space.sample(rng)
+            if config_key(cand) not in seen:
+                self.study.enqueue_trial(cand)
+                return
 
     def _claimed_elsewhere(self, trial: Any, config: dict[str, Any]) -> bool:
         """Whether another live trial holds ``config``. Our params are stored before this check, so of two

@@ -178,6 +178,7 @@ class TPE(Strategy):
     """Optuna's Tree-structured Parzen Estimator (multivariate); options go to ``TPESampler``."""
 
     needs_optuna = True
+    avoids_duplicates = True  # resumed or parallel workers may propose a config already run
 
     def optuna_sampler(self, space, signs, feasible):
         optuna = require_optuna("strategy 'tpe'")
@@ -190,6 +191,7 @@ class NSGA2(Strategy):
     """Optuna's NSGA-II for several objectives (accuracy vs latency / FLOPs); options go to ``NSGAIISampler``."""
 
     needs_optuna = True
+    # children equal to a parent are part of how NSGA-II converges; giving them up changes its search
 
     def optuna_sampler(self, space, signs, feasible):
         optuna = require_optuna("strategy 'nsga2'")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import ConfigError, DataError, require_paddle
+from slim_core import ConfigError, DataError, check_array, require_paddle
 from slim_core.registry import closest
 
 __all__ = ["as_inputs", "eval_mode", "forward", "check_layer_names", "measure", "output_shapes"]
@@ -28,6 +28,7 @@ def as_inputs(example_inputs: Any) -> list[Any]:
             x = paddle.to_tensor(x)
         if not isinstance(x, paddle.Tensor):
             raise DataError(f"example input {i} is a {type(x).__name__}; expected a paddle.Tensor or numpy array")
+        check_array(np.asarray(x.numpy()), f"example_inputs[{i}]")  # NaN/inf would score channels on garbage
         out.append(x)
     return out
 

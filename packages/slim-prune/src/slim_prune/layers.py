@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import Registry, UnsupportedOpError, require_paddle
+from slim_core import Registry, UnsupportedOpError
+from slim_core.rollback import set_tensor_value
 
 __all__ = [
     "LayerHandler",
@@ -52,16 +53,7 @@ __all__ = [
 HANDLERS: Registry = Registry("layer handler")
 
 
-def set_param_value(param: Any, value: np.ndarray) -> None:
-    """Replace the data of ``param`` (a Parameter or buffer) in place, shape included.
-
-    ``Tensor.set_value`` refuses a new shape; writing the underlying DenseTensor keeps
-    the Parameter object (and its name, trainable flag and hooks) while the shape changes.
-    """
-    paddle = require_paddle()
-    place = paddle.CUDAPlace(param.place.gpu_device_id()) if param.place.is_gpu_place() else paddle.CPUPlace()
-    value = np.ascontiguousarray(value, dtype=np.asarray(param.numpy()).dtype)
-    param.get_tensor().set(value, place)
+set_param_value = set_tensor_value  # the shape-changing write lives in slim_core.rollback, which restores with it
 
 
 def slice_param(layer: Any, name: str, axis: int, keep: Sequence[int]) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 
 from slim_core import ConfigError, SlimError, require_paddle
 from slim_core.data import data_errors
+from slim_core.errors import error_summary
+from slim_core.rollback import in_place
 from slim_prune._util import as_inputs, check_layer_names, eval_mode, forward, measure, output_shapes
 from slim_prune.config import PruneConfig
 from slim_prune.cost import build_cost_models, layer_flops
@@ -298,10 +300,7 @@ def apply_plan(
                 raise PruneError(f"output shapes changed from {expect_shapes} to {shapes}: a model output was not frozen")
     except Exception as exc:
         _restore(model, snap)
-        raise PruneError(
-            f"the pruned model failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
-            "the model was restored"
-        ) from exc
+        raise PruneError(f"the pruned model failed ({error_summary(exc)}); the model was restored") from exc
     out = {}
     for name, n in before.items():
         after = handler_for(subs[name]).count_out(subs[name])
@@ -340,6 +339,7 @@ def _breaking_groups(model: Any, plan: PrunePlan, inputs: Sequence[Any], shapes:
     return search(gids) if len(gids) > 1 else set(gids)
 
 
+@in_place
 def prune_(
     model: Any,
     config: PruneConfig,
@@ -363,9 +363,14 @@ def prune_(
     Returns:
         :class:`PruneResult` with FLOPs/params before and after, channel counts and removed indices.
 
+    All or nothing: when anything fails after pruning started (a later step, ``step_fn`` or
+    ``loss_fn`` raising, Ctrl-C), the model is restored to its state before the call, every
+    step undone (see :mod:`slim_core.rollback`); the exception is re-raised.
+
     Raises:
         ConfigError: invalid config for this model (unknown layer, unreachable target...);
             the model is unchanged.
+        DataError: ``example_inputs`` empty or holding NaN/inf; the model is unchanged.
         PruneError: the pruned model failed to run; the model was restored.
 
     Example:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slim_core import ConfigError, SlimConfig, check_range, require_paddle
+from slim_core.rollback import in_place
 from slim_prune._util import check_layer_names
 
 __all__ = [
@@ -233,6 +234,7 @@ def _magnitude_masks(params: dict[str, Any], ratio: float | None, threshold: flo
     return out
 
 
+@in_place
 def sparsify_(model: Any, config: SparsityConfig) -> SparseMasks:
     """Zero the smallest-magnitude weights of ``model`` in place and keep them zero.
 
@@ -280,6 +282,7 @@ def _nm_params(model: Any, config: NMConfig) -> Iterator[tuple[str, Any, int]]:
         yield name, p, _reduction_axis(type(subs[name]).__name__)
 
 
+@in_place
 def sparsify_nm_(model: Any, config: NMConfig | None = None) -> SparseMasks:
     """Apply N:M (default 2:4) sparsity to conv and linear weights in place.
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slim_core import ConfigError, SlimConfig, check_range, require_paddle
+from slim_core.rollback import in_place
 from slim_prune._util import check_layer_names
 from slim_prune.layers import handler_for
 from slim_prune.planner import keep_count, removal_indices
@@ -103,6 +104,7 @@ def head_scores(attn: Any, grads: dict[int, np.ndarray] | None = None) -> np.nda
     return _importance(_attn_parts(attn), int(attn.num_heads), int(attn.head_dim), grads)
 
 
+@in_place
 def prune_heads_(attn: Any, heads: Sequence[int]) -> None:
     """Remove the given head indices from a ``paddle.nn.MultiHeadAttention`` in place.
 
@@ -132,6 +134,7 @@ def _ffn_pair(layer: Any) -> tuple[Any, Any] | None:
     return None
 
 
+@in_place
 def prune_ffn_(layer: Any, neurons: Sequence[int]) -> None:
     """Remove hidden neurons of an encoder/decoder layer's FFN (``linear1`` -> ``linear2``) in place."""
     pair = _ffn_pair(layer)
@@ -149,6 +152,7 @@ def prune_ffn_(layer: Any, neurons: Sequence[int]) -> None:
     handler_for(l2).prune_in(l2, keep)
 
 
+@in_place
 def prune_transformer_(
     model: Any, config: TransformerPruneConfig, *, loss_fn: Callable[[Any], Any] | None = None
 ) -> TransformerPruneResult:

@@ -27,10 +27,11 @@ import numpy as np
 import paddle
 
 from slim_core.data import Batches, data_errors
-from slim_core.errors import ConfigError, DataError, UnsupportedOpError
+from slim_core.errors import ConfigError, DataError, SlimError, UnsupportedOpError, error_summary
 from slim_core.layers import set_sublayer
 from slim_core.progress import progress
 from slim_core.registry import closest
+from slim_core.rollback import in_place
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
@@ -81,11 +82,24 @@ def calibration_batches(calib_data: Any, input_names: Sequence[str] | None, limi
     return batches
 
 
-def run_model(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> Any:
-    """Call ``model`` on one batch dict, inputs in ``names`` order (a shape/dtype mismatch is a DataError naming the input)."""
+def run_model(model: Any, batch: dict[str, np.ndarray], names: Sequence[str], *, where: str | None = None) -> Any:
+    """Call ``model`` on one batch dict, inputs in ``names`` order.
+
+    A shape/dtype mismatch is a :class:`DataError` naming the input. With ``where`` (e.g.
+    ``"calibration batch 3"``), any other error Paddle raises on the batch also becomes a
+    :class:`DataError` naming the batch and its inputs.
+    """
     arrays = [batch[n] for n in names]
-    with data_errors(model, arrays, names=names, where="the calibration data"):
-        return model(*[paddle.to_tensor(a) for a in arrays])
+    try:
+        with data_errors(model, arrays, names=names, where=where or "the calibration data"):
+            return model(*[paddle.to_tensor(a) for a in arrays])
+    except SlimError:
+        raise
+    except Exception as exc:  # Paddle's ValueError/RuntimeError
+        if where is None:
+            raise
+        shapes = ", ".join(f"{n} {list(batch[n].shape)} {batch[n].dtype}" for n in names)
+        raise DataError(f"the model failed on {where} (inputs: {shapes}): {error_summary(exc)}") from exc
 
 
 def set_mode(model: Any, mode: str) -> None:
@@ -147,8 +161,8 @@ def _fold_bn(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> 
 def _calibrate(model: Any, batches: list[dict[str, np.ndarray]], names: Sequence[str], desc: str) -> None:
     set_mode(model, "observe")
     with paddle.no_grad():
-        for b in progress(batches, desc=desc):
-            run_model(model, b, names)
+        for i, b in enumerate(progress(batches, desc=desc)):
+            run_model(model, b, names, where=f"calibration batch {i}")
 
 
 def _unwrap(model: Any, name: str) -> None:
@@ -225,6 +239,7 @@ def _control_metric(model: Any, state: QuantState, eval_fn: Callable[[Any], floa
         )
 
 
+@in_place
 def quantize_(
     model: Any,
     config: PTQConfig | None = None,
@@ -249,9 +264,12 @@ def quantize_(
         mode and a ``slim_quant_state`` (:class:`QuantState`) recording what was done.
         Export it with :func:`slim_quant.export`.
 
+    All or nothing: on any failure (Ctrl-C included) the model is restored as it was, BN
+    folding and wrappers undone (see :mod:`slim_core.rollback`).
+
     Raises:
         ConfigError: bad config, a skip or reconstruction block name that is no layer, ``max_metric_drop`` without ``eval_fn``.
-        DataError: empty calibration data, NaN/inf, wrong shapes.
+        DataError: empty calibration data, NaN/inf, wrong shapes, a batch the model fails on.
         UnsupportedOpError: the model has no quantizable layer.
 
     Example:

@@ -137,7 +137,7 @@ def prepare_qat(
             layer.weight_quanter.init_threshold(ptq_layers[name].channel_thresholds())
     qmodel.eval()  # the new wrappers were created in training mode
     with paddle.no_grad():  # data-dependent initial ranges (eval mode: BN statistics untouched)
-        run_model(qmodel, batches[0], names)
+        run_model(qmodel, batches[0], names, where="calibration batch 0")
     qmodel.slim_qat_state = QATState(config, names, batches, list(picked), dict(skipped), pairs)
     if was_training:
         qmodel.train()

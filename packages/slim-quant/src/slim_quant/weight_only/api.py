@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -10,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import ConfigError, require_paddle
+from slim_core import ConfigError, load_state_dict, require_paddle
 from slim_core.layers import set_sublayer
+from slim_core.rollback import in_place
 from slim_quant.weight_only.awq import awq_quantize
 from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches
 from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig
@@ -57,6 +59,7 @@ def _check(model: Any, config: Any, kind: type) -> None:
         raise ConfigError(f"expected a paddle.nn.Layer model, got {type(model).__name__}")
 
 
+@in_place(values=False)
 def quantize_weight_only_(
     model: Any,
     config: WeightOnlyConfig | None = None,
@@ -163,24 +166,27 @@ def quantize_weight_only_(
     return model
 
 
-def load_weight_only_(model: Any, state: dict[str, Any] | str, config: WeightOnlyConfig) -> Any:
+@in_place
+def load_weight_only_(model: Any, state: dict[str, Any] | str, config: WeightOnlyConfig, *, allow_pickle: bool = False) -> Any:
     """Rebuild a weight-only model from a float skeleton and a saved quantized state.
 
     Args:
         model: the original float model architecture (weights need not be trained).
         state: a ``state_dict`` of the quantized model, or a path saved by ``paddle.save``.
         config: the config used to quantize (bits, group size, symmetry, algo, skip).
+        allow_pickle: needed to read a path: ``paddle.save`` files are pickles, which can run
+            code when loaded (see :func:`slim_core.load_state_dict`).
 
     Returns:
         The same model with :class:`WeightOnlyLinear` layers holding the saved codes.
 
     Example:
         >>> paddle.save(qmodel.state_dict(), "q.pdparams")            # doctest: +SKIP
-        >>> load_weight_only_(build_model(), "q.pdparams", config)      # doctest: +SKIP
+        >>> load_weight_only_(build_model(), "q.pdparams", config, allow_pickle=True)  # doctest: +SKIP
     """
     _check(model, config, WeightOnlyConfig)
-    if isinstance(state, str):
-        state = paddle.load(state)
+    if isinstance(state, (str, os.PathLike)):
+        state = load_state_dict(state, allow_pickle=allow_pickle)
     found = find_linears(model, config.skip, default_skip=DEFAULT_SKIP)
     for name, layer in found:
         n_in, n_out = layer.weight.shape
@@ -220,6 +226,7 @@ class SmoothedLinear(paddle.nn.Layer):
         return self.linear(x * self.input_scale)
 
 
+@in_place
 def smooth_quant_(
     model: Any,
     config: SmoothQuantConfig | None = None,
