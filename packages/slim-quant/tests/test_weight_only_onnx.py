@@ -133,6 +133,16 @@ def test_default_fast_path_agrees_and_writes_manifest(tmp_path, monkeypatch, whe
     assert wo["form"] == "qdq" and wo["config"]["bits"] == 4 and wo["config"]["algo"] == "gptq"
     assert len(wo["layers"]) == 12 and wo["runtime_options"]["openvino"] == {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "128"}
     assert m.verification["kernels"]["onnxruntime"]["MatMulNBits"] == 12
+    # slim-deploy runs the directory as it is
+    from slim_deploy.predictor import Predictor
+
+    ids, mask = _data(1)[0]
+    pred = Predictor(path, threads=1)
+    got = pred.run([ids, mask])[0]
+    pred.close()
+    ref = _run_dygraph(model, ids, mask)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() > 0.999, cos
     if where == "absolute":
         assert set(res.latency_ms) == {f"{rt}_{k}" for rt in _runtimes() for k in ("fp32", "weight_only")}
         assert all(v > 0 for v in res.latency_ms.values())
