@@ -448,7 +448,7 @@ def export_weight_only(
         latency_guard: also time the FP32 and weight-only graphs (example batch) on each runtime and warn
             with :class:`~slim_quant.export.LatencyGuardWarning` when weight-only is not faster.
         threads: CPU threads for the checks.
-        overwrite: replace an existing ``path`` (a directory slim did not write is never merged into).
+        overwrite: replace an existing ``path`` as a whole (its old files are not kept, nothing is merged).
 
     Returns:
         A :class:`WeightOnlyExportResult`.
@@ -507,9 +507,14 @@ def export_weight_only(
     )
     result = WeightOnlyExportResult(path=out, formats=["onnx"], form=form, runtime_options=options)
 
+    was_training = model.training
     model.eval()
-    with paddle.no_grad():
-        ref = model(*[paddle.to_tensor(batch[n]) for n in names])
+    try:
+        with paddle.no_grad():
+            ref = model(*[paddle.to_tensor(batch[n]) for n in names])
+    finally:
+        if was_training:
+            model.train()
     ref_np = np.asarray((ref[0] if isinstance(ref, (list, tuple)) else ref).numpy())
     twin, targets = _float_twin(model, layers)
     onnx = _require("onnx")
