@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from slim_core import ConfigError, ExportError, OutputExistsError, set_quiet
-from slim_quant.weight_only import WeightOnlyConfig, export_weight_only, quantize_weight_only_
+from slim_quant.weight_only import SmoothQuantConfig, WeightOnlyConfig, export_weight_only, quantize_weight_only_, smooth_quant_
 from slim_quant.weight_only.bert import BertEncoder, BertSettings
 
 pytest.importorskip("onnxruntime")
@@ -161,6 +161,30 @@ def test_existing_directory_is_kept_unless_overwrite(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "slim.json"]
     assert res.agreement == {} and res.kernels == {}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_smooth_quant_then_weight_only_exports_the_input_scaling(tmp_path):
+    """SmoothQuant's per-channel input division stays in the graph (a Mul before each compressed matmul)."""
+    model = _bert()
+    smooth_quant_(model, SmoothQuantConfig(alpha=0.5), _data(), input_names=NAMES)
+    quantize_weight_only_(model, WeightOnlyConfig(bits=8), input_names=NAMES)
+    ids, mask = _data(1)[0]
+    res = export_weight_only(
+        model, tmp_path / "sq", (ids, mask), input_names=NAMES, dynamic_dims=(0, 1), accuracy_level=0, openvino_options=EXACT_OV
+    )
+    assert sorted(res.layers) == sorted(n for n, _ in model.named_sublayers() if n.endswith(".linear"))
+    for rt in _runtimes():
+        assert res.agreement[f"{rt}_rel_err"] < 1e-4, res.agreement
+    proto = onnx.load(str(tmp_path / "sq" / "model.onnx"))
+    matmul_inputs = [n.input[0] for n in proto.graph.node if n.name.endswith(".matmul")]
+    producers = {o: n for n in proto.graph.node for o in n.output}
+
+    def source_op(name: str) -> str:
+        while producers[name].op_type == "Identity":
+            name = producers[name].input[0]
+        return producers[name].op_type
+
+    assert len(matmul_inputs) == 12 and {source_op(a) for a in matmul_inputs} == {"Mul"}
 
 
 def test_two_dimensional_mlp_and_plain_linear_layers():
