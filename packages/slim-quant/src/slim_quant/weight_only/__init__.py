@@ -1,5 +1,5 @@
 """Weight-only and LLM quantization of Linear layers: int8 / int4 group-wise with RTN,
-GPTQ and AWQ, packed storage, SmoothQuant for W8A8.
+GPTQ and AWQ, packed storage, ONNX export for ONNX Runtime / OpenVINO, SmoothQuant for W8A8.
 
 Example:
     >>> import numpy as np, paddle
@@ -23,6 +23,7 @@ from slim_quant.weight_only.awq import awq_quantize
 from slim_quant.weight_only.config import SmoothQuantConfig, WeightOnlyConfig
 from slim_quant.weight_only.gptq import HessianAccumulator, gptq_quantize
 from slim_quant.weight_only.layer import WeightOnlyLinear
+from slim_quant.weight_only.onnx_export import WeightOnlyExportResult, export_weight_only
 from slim_quant.weight_only.packing import QuantizedWeight, dequantize, pack_int4, quantize_groups, unpack_int4
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "SmoothQuantConfig",
     "quantize_weight_only_",
     "load_weight_only_",
+    "export_weight_only",
+    "WeightOnlyExportResult",
     "smooth_quant_",
     "model_bytes",
     "WeightOnlyLinear",

