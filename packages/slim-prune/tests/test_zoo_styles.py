@@ -9,8 +9,8 @@ import pytest
 from conftest import randomize_bn
 
 from slim_core import ConfigError
-from slim_core.graph._zoo_nets import DeiTLike, PaddleClasAttention
 from slim_core.graph.zoo import STYLE_MODELS, build_style_model
+from slim_core.graph.zoo_nets import DeiTLike, PaddleClasAttention
 from slim_prune import PruneConfig, apply_plan, plan_pruning, prune_
 from slim_prune.prune import PrunePlan
 

@@ -183,19 +183,25 @@ class ModelGraph:
         return build_graph(cls, program, param_names=param_names or {}, output_values=output_values or [], source=source)
 
     @classmethod
-    def from_inference_model(cls, path: Any) -> ModelGraph:
+    def from_inference_model(cls, path: Any, input_shapes: Any = None) -> ModelGraph:
         """Load an inference model (PIR ``.json`` or legacy ``.pdmodel``) and build its graph.
 
         Legacy programs are translated to PIR first. Parameters are named by their
         program variable names (there is no Layer to map them to), so channel
         members carry ``layer=""`` and ``param=<variable name>``.
 
+        Args:
+            path: the model path.
+            input_shapes: one shape per input; fixes dynamic dims and re-infers every shape
+                (legacy programs; see :func:`slim_core.graph.trace.graph_from_inference_model`).
+
         Raises:
             ModelLoadError: missing or corrupt files.
+            DataError: input shapes that do not fit the saved inputs.
         """
         from slim_core.graph.trace import graph_from_inference_model
 
-        return graph_from_inference_model(path)
+        return graph_from_inference_model(path, input_shapes)
 
     # -- queries ----------------------------------------------------------------------
     def layer_nodes(self, layer_name: str) -> list[Node]:

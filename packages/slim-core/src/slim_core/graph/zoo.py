@@ -26,7 +26,7 @@ STYLE_MODELS: dict[str, str] = {
     "efficientnet_like": "EfficientNetLike",
     "ghostnet_like": "GhostNetLike",
 }
-"""``{name: class in slim_core.graph._zoo_nets}``; every one takes ``[N, 3, 32, 32]`` and has 10 classes."""
+"""``{name: class in slim_core.graph.zoo_nets}``; every one takes ``[N, 3, 32, 32]`` and has 10 classes."""
 
 
 def build_style_model(name: str) -> Any:
@@ -39,9 +39,9 @@ def build_style_model(name: str) -> Any:
 
     if name not in STYLE_MODELS:
         raise ConfigError(f"unknown zoo model {name!r}; known: {sorted(STYLE_MODELS)}")
-    from slim_core.graph import _zoo_nets
+    from slim_core.graph import zoo_nets
 
-    return getattr(_zoo_nets, STYLE_MODELS[name])()
+    return getattr(zoo_nets, STYLE_MODELS[name])()
 
 
 VISION_MODELS: tuple[str, ...] = (
