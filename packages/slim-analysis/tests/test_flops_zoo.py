@@ -151,3 +151,28 @@ def test_ocr_recognizer_with_dynamic_width_gets_flops_and_table(capsys):
     assert "| conv2d_" in out and "FLOPs" in out and "n/a" not in out
     with pytest.raises(DataError, match="does not match the model input"):
         sa.flops(path, [1, 1, 48, 320])
+
+
+def test_while_loop_body_is_listed_and_counted_per_iteration(tmp_path, capsys):
+    """A legacy inference model with a while loop: the body's ops are in the graph (``body``), FLOPs
+    count one iteration unless the trip count is given, and the table says so."""
+    from slim_core import ModelGraph
+
+    paddle.seed(0)
+    model = Z.LoopDecoder()
+    model.eval()
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(model, str(tmp_path / "loop"), input_spec=[paddle.static.InputSpec([1, 16], "float32", "x")])
+    g = ModelGraph.from_inference_model(tmp_path / "loop")
+    (loop,) = g.nodes_of_type("pd_op.while")
+    body = g.body(loop)
+    assert [n.type for n in body][:4] == ["pd_op.matmul", "pd_op.add", "pd_op.relu", "pd_op.add"]
+    assert all(n.block == loop.index for n in body) and body[0].params == {"y": "linear_1.w_0"}
+    per_iter = 32 * 32 + 32 + 32 + 1 + 1  # cell matmul, bias, residual add, i + 1, i < n
+    outside = 16 * 32 + 32 + 32 * 10 + 10 + 1  # enc, head, the first i < n
+    once = sa.flops(tmp_path / "loop")
+    assert once.loops == {f"pd_op.while#{loop.index}": per_iter} and once.unknown_ops == {}
+    assert once == outside + per_iter
+    assert sa.flops(tmp_path / "loop", loop_trips=4) == outside + 4 * per_iter
+    assert main(["analyze", str(tmp_path / "loop"), "--loop-trips", "4"]) == 0
+    assert f"{per_iter:,} FLOPs per iteration x 4 trip(s)" in capsys.readouterr().out

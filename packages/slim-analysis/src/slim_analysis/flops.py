@@ -24,7 +24,7 @@ from slim_analysis._model import analysed, is_model_path
 from slim_core import ModelGraph, Registry, require_paddle
 from slim_core.graph import Node
 
-__all__ = ["FLOP_COUNTERS", "FlopCount", "register_flops", "node_flops", "unknown_ops", "flops", "params"]
+__all__ = ["FLOP_COUNTERS", "FlopCount", "register_flops", "node_flops", "unknown_ops", "counted_nodes", "loop_flops", "flops", "params"]
 
 FLOP_COUNTERS = Registry("FLOPs counter")
 """``{op type: counter(node) -> int}``. Register your own with :func:`register_flops`."""
@@ -49,6 +49,13 @@ ZERO_FLOP_OPS = frozenset(
         "pd_op.fetch",
         "pd_op.shape",
         "pd_op.shape64",
+        "pd_op.while",
+        "pd_op.if",
+        "cf.yield",
+        "cf.condition_yield",
+        "cf.tuple_push",
+        "cf.tuple_pop",
+        "cf.stack_create",
         "pd_op.cast",
         "pd_op.assign",
         "pd_op.slice",
@@ -303,10 +310,47 @@ def node_flops(node: Node) -> int:
     return int(fn(node))
 
 
-def unknown_ops(graph: ModelGraph) -> dict[str, int]:
-    """Op types in ``graph`` that have no FLOPs counter and are not known to be free."""
-    out: dict[str, int] = {}
+def _trips_of(node: Node, loop_trips: Any) -> int:
+    if node.type != "pd_op.while":
+        return 1
+    if isinstance(loop_trips, dict):
+        return int(loop_trips.get(node.index, loop_trips.get(f"pd_op.while#{node.index}", 1)))
+    return int(loop_trips) if loop_trips else 1
+
+
+def counted_nodes(graph: ModelGraph, loop_trips: Any = None) -> list[tuple[Node, int]]:
+    """``(node, multiplier)`` for every op, sub-block ops included.
+
+    A ``while`` body counts ``loop_trips`` times (an int for every loop, or ``{node index: trips}``;
+    default 1, i.e. per iteration); both branches of an ``if`` count once.
+    """
+    out: list[tuple[Node, int]] = []
+
+    def add(n: Node, mult: int) -> None:
+        out.append((n, mult))
+        inner = mult * _trips_of(n, loop_trips)
+        for b in graph.body(n):
+            add(b, inner)
+
     for n in graph.nodes:
+        add(n, 1)
+    return out
+
+
+def loop_flops(graph: ModelGraph) -> dict[str, int]:
+    """``{"pd_op.while#<index>": FLOPs of one iteration of its body}`` (nested loops counted once per iteration)."""
+    out = {}
+    for n in graph.all_nodes():
+        if n.type == "pd_op.while":
+            sub = ModelGraph(graph.body(n), [], [], [], {}, graph.source, sub_nodes=graph.sub_nodes)
+            out[f"pd_op.while#{n.index}"] = sum(node_flops(b) * m for b, m in counted_nodes(sub))
+    return out
+
+
+def unknown_ops(graph: ModelGraph) -> dict[str, int]:
+    """Op types in ``graph`` (loop bodies included) that have no FLOPs counter and are not known to be free."""
+    out: dict[str, int] = {}
+    for n in graph.all_nodes():
         t = n.type
         if any(x in FLOP_COUNTERS or x in ZERO_FLOP_OPS for x in (t, _base_type(t))):
             continue
@@ -316,17 +360,20 @@ def unknown_ops(graph: ModelGraph) -> dict[str, int]:
 
 class FlopCount(int):
     """The FLOPs as an ``int``, with ``unknown_ops``: ``{op type: count}`` of ops no counter knows
-    (counted as 0, so the total is a lower bound when it is not empty)."""
+    (counted as 0, so the total is a lower bound when it is not empty), and ``loops``:
+    ``{"pd_op.while#<index>": FLOPs of one iteration}`` of the control-flow loops."""
 
     unknown_ops: dict[str, int]
+    loops: dict[str, int]
 
-    def __new__(cls, value: int, unknown: dict[str, int] | None = None) -> FlopCount:
+    def __new__(cls, value: int, unknown: dict[str, int] | None = None, loops: dict[str, int] | None = None) -> FlopCount:
         obj = super().__new__(cls, value)
         obj.unknown_ops = dict(unknown or {})
+        obj.loops = dict(loops or {})
         return obj
 
 
-def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) -> FlopCount:
+def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None, loop_trips: Any = None) -> FlopCount:
     """Count the FLOPs of one forward pass (1 FLOP = 1 multiply-accumulate; see the module docs).
 
     Args:
@@ -334,6 +381,8 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) ->
         input_shape: ``[1, 3, 224, 224]`` (or a list of shapes for several inputs); the batch
             size counts, so use 1 for per-image numbers.
         example_inputs: tensors instead of ``input_shape``.
+        loop_trips: iterations of ``while`` loops (an int for all, or ``{node index: trips}``); a loop
+            body counts once (per iteration) when not given.
 
     Returns:
         The FLOPs as a :class:`FlopCount` (an int whose ``unknown_ops`` names the ops without a counter).
@@ -348,7 +397,8 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) ->
         13824
     """
     g, batch = analysed(model, input_shape, example_inputs)
-    return FlopCount(batch * sum(node_flops(n) for n in g.nodes), unknown_ops(g))
+    total = sum(node_flops(n) * m for n, m in counted_nodes(g, loop_trips))
+    return FlopCount(batch * total, unknown_ops(g), {k: batch * v for k, v in loop_flops(g).items()})
 
 
 def params(model: Any, *, trainable_only: bool = False) -> int:

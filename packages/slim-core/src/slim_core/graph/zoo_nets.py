@@ -14,7 +14,17 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["PaddleClasAttention", "DeiTLike", "PVTv2Like", "MobileViTLike", "ESNetLike", "Res2NetLike", "EfficientNetLike", "GhostNetLike"]
+__all__ = [
+    "LoopDecoder",
+    "PaddleClasAttention",
+    "DeiTLike",
+    "PVTv2Like",
+    "MobileViTLike",
+    "ESNetLike",
+    "Res2NetLike",
+    "EfficientNetLike",
+    "GhostNetLike",
+]
 
 
 class ConvBNAct(nn.Layer):
@@ -509,3 +519,28 @@ class GhostNetLike(nn.Layer):
         for b in self.blocks:
             x = b(x)
         return self.fc(paddle.flatten(F.adaptive_avg_pool2d(self.conv_last(x), 1), 1))
+
+
+class LoopDecoder(nn.Layer):
+    """A recurrent decoder with a tensor-controlled ``while`` loop (``steps`` iterations of a residual cell).
+
+    Exported to a static program the loop becomes a ``while`` op whose body holds the cell. Written
+    with operators and layers only, so it also exports to a legacy program.
+    """
+
+    def __init__(self, dim=32, steps=4, num_classes=10):
+        super().__init__()
+        self.enc = nn.Linear(16, dim)
+        self.cell = nn.Linear(dim, dim)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(dim, num_classes)
+        self.steps = steps
+
+    def forward(self, x):
+        h = self.act(self.enc(x))
+        i = paddle.zeros([1], "int64")
+        n = paddle.full([1], self.steps, "int64")
+        while i < n:
+            h = self.act(self.cell(h)) + h
+            i = i + 1
+        return self.head(h)
