@@ -37,7 +37,15 @@ from slim_core.registry import closest
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import quanted_layers
-from slim_quant.paddle_int8 import QUANT_OP_SLOTS, activation_vars, calibrate_program, find_sites, fuse_bias_reshapes, rewrite_program
+from slim_quant.paddle_int8 import (
+    QUANT_OP_SLOTS,
+    activation_vars,
+    calibrate_program,
+    find_sites,
+    float_blocks,
+    fuse_bias_reshapes,
+    rewrite_program,
+)
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
 
 __all__ = ["export", "quantize_inference_model", "quantize_legacy_program", "ExportResult", "LatencyGuardWarning", "latency_check"]
@@ -264,6 +272,7 @@ def quantize_legacy_program(
         feeds = [prog.global_block().var(n) for n in src.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, src.fetch_targets, exe, program=prog, clip_extra=False)
     info["sites"] = [{"op": s.op_type, "weight": s.weight, "input": s.act} for s in sites]
+    info["float_blocks"] = float_blocks(prog)
     return info
 
 
@@ -737,6 +746,7 @@ def quantize_inference_model(
                 skip_f, reasons, metrics = _control_metric_runtime(builder, skip_w, eval_fn, config)  # type: ignore[arg-type]
             info = builder.build(skip_f, tmp)
             result.skipped[f] = {w: reasons.get(w, "skip_layers / skip_types") for w in sorted(skip_f)}
+            result.skipped[f].update(info.get("float_blocks", {}))  # control-flow bodies kept in float
             result.metrics.update({f"{f}_{k}": v for k, v in metrics.items()})
             if f == "paddle":
                 result.quantized_ops = info["ops"]
