@@ -98,3 +98,28 @@ def test_fixed_reshape_next_to_inferred_dim_is_frozen():
     g = slim_core.trace(Net(), input_spec=[[1, 3, 8, 8]])
     grp = next(grp for grp in g.channel_groups() if any(m.layer == "conv" and m.axis == 0 for m in grp.members))
     assert grp.frozen and "hard-codes 8 channels next to an inferred dim" in grp.reason
+
+
+def test_functional_channel_shuffle_is_a_fixed_permutation():
+    """F.channel_shuffle(x, 2) after a concat of two convs: the convs are tied and the shuffled
+    consumer reads each tied channel at two consecutive positions."""
+
+    class Net(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a = paddle.nn.Conv2D(3, 4, 1)
+            self.b = paddle.nn.Conv2D(3, 4, 1)
+            self.c = paddle.nn.Conv2D(8, 6, 1)
+
+        def forward(self, x):
+            y = paddle.concat([self.a(x), self.b(x)], axis=1)
+            return self.c(paddle.nn.functional.channel_shuffle(y, 2)).mean(axis=[2, 3])
+
+    g = slim_core.trace(Net(), input_spec=[[1, 3, 8, 8]])
+    grp = next(grp for grp in g.channel_groups() if any(m.layer == "a" and m.axis == 0 for m in grp.members))
+    assert not grp.frozen and grp.size == 4
+    assert {(m.layer, m.axis, m.offset, m.repeat) for m in grp.members if m.param == "weight"} == {
+        ("a", 0, 0, 1),
+        ("b", 0, 0, 1),
+        ("c", 1, 0, 2),
+    }

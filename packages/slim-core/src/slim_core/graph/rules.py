@@ -624,6 +624,25 @@ def _tile(s: ChannelSolver, lay: Layout, outer: int) -> Layout | None:
     return s.refresh(first)
 
 
+@register_channel_rule("pd_op.channel_shuffle")
+def _channel_shuffle(node: Node, s: ChannelSolver) -> None:
+    """``F.channel_shuffle(x, g)``: the g chunks are tied channel by channel, then interleaved (``repeat=g``)."""
+    x, out = node.inputs[0], node.outputs[0]
+    lay = s.layout(x)
+    if not isinstance(lay, Layout):
+        return
+    groups = int(node.attrs.get("groups", 1) or 1)
+    fmt = str(node.attrs.get("data_format", "NCHW"))
+    cax = 1 if fmt.startswith("NC") else x.rank - 1
+    chunk = _tile(s, lay, groups) if lay.axis == cax and s.length(lay) % groups == 0 else None
+    if chunk is None:
+        why = f"{s._where()}: channel_shuffle over channels that do not split into {groups} equal groups"
+        s.freeze(lay, why)
+        s.fresh(out, why, axis=cax)
+        return
+    s.set_layout(out, Layout(cax, tuple((sp, rep * groups) for sp, rep in chunk.segs)))
+
+
 @register_channel_rule(*RESHAPE_OPS)
 def _reshape(node: Node, s: ChannelSolver) -> None:
     x, out = node.inputs[0], node.outputs[0]
