@@ -14,7 +14,7 @@ from slim_core._paddle import require_paddle
 
 require_paddle()
 
-from slim_analysis.flops import FLOP_COUNTERS, flops, node_flops, params, register_flops, unknown_ops  # noqa: E402
+from slim_analysis.flops import FLOP_COUNTERS, FlopCount, flops, node_flops, params, register_flops, unknown_ops  # noqa: E402
 from slim_analysis.latency import LatencyConfig, LatencyReport, LatencyStats, latency  # noqa: E402
 from slim_analysis.predictor import LatencyPredictor, Prediction  # noqa: E402
 from slim_analysis.size import DtypeStats, ModelSize, model_size  # noqa: E402
@@ -23,6 +23,7 @@ from slim_analysis.summary import LayerRow, ModelSummary, summary  # noqa: E402
 __all__ = [
     "__version__",
     "flops",
+    "FlopCount",
     "params",
     "node_flops",
     "unknown_ops",

@@ -45,9 +45,11 @@ def analysed(model: Any, input_shape: Any = None, example_inputs: Any = None) ->
     A Layer is traced with the given shapes. An inference model keeps the shapes it
     was saved with; a dynamic batch dim (-1) is analysed per sample and the
     multiplier is the requested batch size (FLOPs scale linearly with the batch).
+    A model saved with other dynamic dims (OCR: ``[-1, 3, 48, -1]``) needs ``input_shape``:
+    its program's shapes are inferred again for that shape.
 
     Raises:
-        DataError: shapes missing, not fitting the model, or dynamic non-batch dims in a saved model.
+        DataError: shapes missing or not fitting the model (dynamic non-batch dims of a saved model without ``input_shape``).
         ModelLoadError: a path that holds no model.
     """
     paddle = require_paddle()
@@ -65,10 +67,13 @@ def analysed(model: Any, input_shape: Any = None, example_inputs: Any = None) ->
         if shapes is not None:
             _check_against_feeds(graph, shapes)
         unknown = [list(v.shape) for v in graph.inputs if v.shape is not None and any(d < 0 for d in v.shape[1:])]
+        if unknown and shapes is not None:
+            # fix the dynamic dims and infer every op's shape again (the batch too: it is given)
+            return ModelGraph.from_inference_model(Path(model), input_shapes=shapes), 1
         if unknown:
             raise DataError(
                 f"the model at {model} was saved with dynamic non-batch dims {unknown}; FLOPs need static shapes: "
-                "re-export it with a fixed input_spec (only the batch dim may be None)"
+                "give input_shape (CLI: --input-shape), e.g. " + ";".join(",".join("1" if d < 0 else str(d) for d in s) for s in unknown)
             )
         batch = 1
         if shapes is not None and graph.inputs and graph.inputs[0].shape and graph.inputs[0].shape[0] < 0:

@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("model", nargs="?", help="model path, file.py (with build_model()), or zoo:resnet18")
     p.add_argument("--input-shape", default=None, help="e.g. 1,3,224,224 (several inputs: 1,3,224,224;1,10)")
+    p.add_argument("--loop-trips", type=int, default=None, help="iterations of while loops (a loop body counts once if not given)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--max-rows", type=int, default=None, help="limit the per-layer table")
     p.add_argument("--latency", action="store_true", help="also measure latency (Paddle Inference, oneDNN)")
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_path and shapes is None:
         raise DataError("--input-shape is required for a Layer, e.g. --input-shape 1,3,224,224")
     out: dict[str, Any] = {}
-    s = summary(model, shapes)
+    s = summary(model, shapes, loop_trips=args.loop_trips)
     out["summary"] = s.to_dict()
     if is_path:
         out["size"] = model_size(model).to_dict()

@@ -6,8 +6,13 @@ multiply-accumulate (MAC)** for convolutions, linear layers and matmuls, as in
 count elementwise work: bias and residual adds 1 per output element, batch/layer/
 group/instance norm 2 per element (scale and shift; statistics are not counted),
 activations other than ReLU/ReLU6 1 per element, softmax 3 per element, pooling
-one per element of every window. ReLU, ReLU6, dropout, reshapes, concat and
-other data movement count 0. Multiply by two for "FLOPs = 2 x MACs".
+one per element of every window, comparisons/selects 1 per element, reductions
+1 per input element, interpolation 2/4/8/16 per output element (linear/bilinear/
+trilinear/bicubic), RoI align 4 per sampling point. ReLU, ReLU6, dropout, reshapes,
+concat, slices, expand/tile, nearest interpolation and other data movement count 0.
+An op with no counter is listed by name (``FlopCount.unknown_ops``,
+``ModelSummary.unknown_ops``), never silently counted as 0.
+Multiply by two for "FLOPs = 2 x MACs".
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from slim_analysis._model import analysed, is_model_path
 from slim_core import ModelGraph, Registry, require_paddle
 from slim_core.graph import Node
 
-__all__ = ["FLOP_COUNTERS", "register_flops", "node_flops", "unknown_ops", "flops", "params"]
+__all__ = ["FLOP_COUNTERS", "FlopCount", "register_flops", "node_flops", "unknown_ops", "counted_nodes", "loop_flops", "flops", "params"]
 
 FLOP_COUNTERS = Registry("FLOPs counter")
 """``{op type: counter(node) -> int}``. Register your own with :func:`register_flops`."""
@@ -44,6 +49,13 @@ ZERO_FLOP_OPS = frozenset(
         "pd_op.fetch",
         "pd_op.shape",
         "pd_op.shape64",
+        "pd_op.while",
+        "pd_op.if",
+        "cf.yield",
+        "cf.condition_yield",
+        "cf.tuple_push",
+        "cf.tuple_pop",
+        "cf.stack_create",
         "pd_op.cast",
         "pd_op.assign",
         "pd_op.slice",
@@ -51,6 +63,58 @@ ZERO_FLOP_OPS = frozenset(
         "pd_op.embedding",
         "builtin.combine",
         "builtin.split",
+        "pd_op.expand",
+        "pd_op.expand_as",
+        "pd_op.broadcast_to",
+        "pd_op.tile",
+        "pd_op.strided_slice",
+        "pd_op.index_select",
+        "pd_op.gather_nd",
+        "pd_op.take_along_axis",
+        "pd_op.stack",
+        "pd_op.unstack",
+        "pd_op.unbind",
+        "pd_op.pad",
+        "pd_op.pad3d",
+        "pd_op.roll",
+        "pd_op.flip",
+        "pd_op.nearest_interp",
+        "pd_op.one_hot",
+        "pd_op.arange",
+        "pd_op.full_like",
+        "pd_op.full_with_tensor",
+        "pd_op.zeros_like",
+        "pd_op.ones_like",
+        "pd_op.assign_value",
+        "pd_op.assign_value_",
+        "pd_op.contiguous",
+        "pd_op.share_data",
+        "pd_op.memcpy_h2d",
+        "pd_op.memcpy_d2h",
+        "pd_op.view_shape",
+        "pd_op.meshgrid",
+        "pd_op.increment",
+        "pd_op.increment_",
+        "pd_op.assign_out_",
+        "pd_op.shadow_output",
+        "pd_op.unsqueeze_",
+        "pd_op.squeeze_",
+        "pd_op.reshape_",
+        "pd_op.flatten_",
+        "pd_op.transpose_",
+        "pd_op.relu_",
+        "pd_op.relu6_",
+        "pd_op.pixel_shuffle",
+        "pd_op.pixel_unshuffle",
+        "pd_op.channel_shuffle",
+        "pd_op.logical_not",
+        "pd_op.logical_and",
+        "pd_op.logical_or",
+        "pd_op.logical_xor",
+        "pd_op.tril",
+        "pd_op.triu",
+        "pd_op.nonzero",
+        "pd_op.select_input",
     }
 )
 
@@ -113,9 +177,79 @@ def _matmul(node: Node) -> int:
     "pd_op.exp",
     "pd_op.sqrt",
     "pd_op.clip",
+    "pd_op.hard_swish",
+    "pd_op.hardtanh",
+    "pd_op.selu",
+    "pd_op.celu",
+    "pd_op.softplus",
+    "pd_op.softsign",
+    "pd_op.logsigmoid",
+    "pd_op.log",
+    "pd_op.rsqrt",
+    "pd_op.square",
+    "pd_op.abs",
+    "pd_op.pow",
+    "pd_op.elementwise_pow",
+    "pd_op.remainder",
+    "pd_op.floor_divide",
+    "pd_op.floor",
+    "pd_op.ceil",
+    "pd_op.round",
+    "pd_op.sign",
+    "pd_op.erf",
+    "pd_op.sin",
+    "pd_op.cos",
+    "pd_op.reciprocal",
+    "pd_op.tanh_shrink",
+    "pd_op.thresholded_relu",
+    "pd_op.where",
+    "pd_op.equal",
+    "pd_op.not_equal",
+    "pd_op.greater_than",
+    "pd_op.greater_equal",
+    "pd_op.less_than",
+    "pd_op.less_equal",
+    "pd_op.isnan",
+    "pd_op.isinf",
+    "pd_op.swiglu",
 )
 def _elementwise(node: Node) -> int:
     return _numel(node.output.shape)
+
+
+_INTERP = {"pd_op.linear_interp": 2, "pd_op.bilinear_interp": 4, "pd_op.trilinear_interp": 8, "pd_op.bicubic_interp": 16}
+
+
+@register_flops(*_INTERP)
+def _interp(node: Node) -> int:
+    return _INTERP[node.type] * _numel(node.output.shape)
+
+
+@register_flops("pd_op.roi_align")
+def _roi_align(node: Node) -> int:
+    ratio = int(node.attrs.get("sampling_ratio", -1) or -1)
+    points = ratio * ratio if ratio > 0 else 4  # adaptive sampling: about 2x2 points per bin on small RoIs
+    return _numel(node.output.shape) * (4 * points + 1)
+
+
+@register_flops("pd_op.roi_pool", "pd_op.psroi_pool")
+def _roi_pool(node: Node) -> int:
+    return _numel(node.output.shape)  # one comparison per output at least; the bin size depends on the RoI
+
+
+@register_flops("pd_op.log_softmax")
+def _log_softmax(node: Node) -> int:
+    return 3 * _numel(node.output.shape)
+
+
+@register_flops("pd_op.bmm")
+def _bmm(node: Node) -> int:
+    return _numel(node.output.shape) * max(int(node.inputs[0].shape[-1]), 1)
+
+
+@register_flops("pd_op.p_norm", "pd_op.squared_l2_norm")
+def _p_norm(node: Node) -> int:
+    return 2 * _numel(node.inputs[0].shape)
 
 
 @register_flops("pd_op.batch_norm", "pd_op.batch_norm_", "pd_op.layer_norm", "pd_op.group_norm", "pd_op.instance_norm")
@@ -128,7 +262,7 @@ def _softmax(node: Node) -> int:
     return 3 * _numel(node.output.shape)
 
 
-@register_flops("pd_op.pool2d", "pd_op.pool3d")
+@register_flops("pd_op.pool2d", "pd_op.pool3d", "pd_op.max_pool2d_with_index")
 def _pool(node: Node) -> int:
     x, out = node.inputs[0], node.output
     if node.attrs.get("global_pooling") or node.attrs.get("adaptive"):
@@ -143,29 +277,103 @@ def _pool(node: Node) -> int:
     return _numel(out.shape) * window
 
 
-@register_flops("pd_op.mean", "pd_op.sum")
+@register_flops(
+    "pd_op.mean",
+    "pd_op.sum",
+    "pd_op.max",
+    "pd_op.min",
+    "pd_op.amax",
+    "pd_op.amin",
+    "pd_op.prod",
+    "pd_op.logsumexp",
+    "pd_op.argmax",
+    "pd_op.argmin",
+    "pd_op.cumsum",
+    "pd_op.topk",
+    "pd_op.any",
+    "pd_op.all",
+)
 def _reduce(node: Node) -> int:
     return _numel(node.inputs[0].shape)
 
 
+def _base_type(t: str) -> str:
+    """``pd_op.relu_`` (in place) -> ``pd_op.relu``."""
+    return t[:-1] if t.endswith("_") and not t.endswith("__") else t
+
+
 def node_flops(node: Node) -> int:
     """FLOPs (MACs) of one node; 0 for data movement and unknown ops (see :func:`unknown_ops`)."""
-    fn = FLOP_COUNTERS.get(node.type, None)
+    fn = FLOP_COUNTERS.get(node.type, None) or FLOP_COUNTERS.get(_base_type(node.type), None)
     if fn is None:
         return 0
     return int(fn(node))
 
 
-def unknown_ops(graph: ModelGraph) -> dict[str, int]:
-    """Op types in ``graph`` that have no FLOPs counter and are not known to be free."""
-    out: dict[str, int] = {}
+def _trips_of(node: Node, loop_trips: Any) -> int:
+    if node.type != "pd_op.while":
+        return 1
+    if isinstance(loop_trips, dict):
+        return int(loop_trips.get(node.index, loop_trips.get(f"pd_op.while#{node.index}", 1)))
+    return int(loop_trips) if loop_trips else 1
+
+
+def counted_nodes(graph: ModelGraph, loop_trips: Any = None) -> list[tuple[Node, int]]:
+    """``(node, multiplier)`` for every op, sub-block ops included.
+
+    A ``while`` body counts ``loop_trips`` times (an int for every loop, or ``{node index: trips}``;
+    default 1, i.e. per iteration); both branches of an ``if`` count once.
+    """
+    out: list[tuple[Node, int]] = []
+
+    def add(n: Node, mult: int) -> None:
+        out.append((n, mult))
+        inner = mult * _trips_of(n, loop_trips)
+        for b in graph.body(n):
+            add(b, inner)
+
     for n in graph.nodes:
-        if n.type not in FLOP_COUNTERS and n.type not in ZERO_FLOP_OPS:
-            out[n.type] = out.get(n.type, 0) + 1
+        add(n, 1)
     return out
 
 
-def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) -> int:
+def loop_flops(graph: ModelGraph) -> dict[str, int]:
+    """``{"pd_op.while#<index>": FLOPs of one iteration of its body}`` (nested loops counted once per iteration)."""
+    out = {}
+    for n in graph.all_nodes():
+        if n.type == "pd_op.while":
+            sub = ModelGraph(graph.body(n), [], [], [], {}, graph.source, sub_nodes=graph.sub_nodes)
+            out[f"pd_op.while#{n.index}"] = sum(node_flops(b) * m for b, m in counted_nodes(sub))
+    return out
+
+
+def unknown_ops(graph: ModelGraph) -> dict[str, int]:
+    """Op types in ``graph`` (loop bodies included) that have no FLOPs counter and are not known to be free."""
+    out: dict[str, int] = {}
+    for n in graph.all_nodes():
+        t = n.type
+        if any(x in FLOP_COUNTERS or x in ZERO_FLOP_OPS for x in (t, _base_type(t))):
+            continue
+        out[t] = out.get(t, 0) + 1
+    return out
+
+
+class FlopCount(int):
+    """The FLOPs as an ``int``, with ``unknown_ops``: ``{op type: count}`` of ops no counter knows
+    (counted as 0, so the total is a lower bound when it is not empty), and ``loops``:
+    ``{"pd_op.while#<index>": FLOPs of one iteration}`` of the control-flow loops."""
+
+    unknown_ops: dict[str, int]
+    loops: dict[str, int]
+
+    def __new__(cls, value: int, unknown: dict[str, int] | None = None, loops: dict[str, int] | None = None) -> FlopCount:
+        obj = super().__new__(cls, value)
+        obj.unknown_ops = dict(unknown or {})
+        obj.loops = dict(loops or {})
+        return obj
+
+
+def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None, loop_trips: Any = None) -> FlopCount:
     """Count the FLOPs of one forward pass (1 FLOP = 1 multiply-accumulate; see the module docs).
 
     Args:
@@ -173,9 +381,11 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) ->
         input_shape: ``[1, 3, 224, 224]`` (or a list of shapes for several inputs); the batch
             size counts, so use 1 for per-image numbers.
         example_inputs: tensors instead of ``input_shape``.
+        loop_trips: iterations of ``while`` loops (an int for all, or ``{node index: trips}``); a loop
+            body counts once (per iteration) when not given.
 
     Returns:
-        The FLOPs as an int.
+        The FLOPs as a :class:`FlopCount` (an int whose ``unknown_ops`` names the ops without a counter).
 
     Raises:
         DataError: no or a wrong input shape (the message names the expected shape).
@@ -187,7 +397,8 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None) ->
         13824
     """
     g, batch = analysed(model, input_shape, example_inputs)
-    return batch * sum(node_flops(n) for n in g.nodes)
+    total = sum(node_flops(n) * m for n, m in counted_nodes(g, loop_trips))
+    return FlopCount(batch * total, unknown_ops(g), {k: batch * v for k, v in loop_flops(g).items()})
 
 
 def params(model: Any, *, trainable_only: bool = False) -> int:

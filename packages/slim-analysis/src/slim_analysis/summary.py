@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from slim_analysis._model import analysed
-from slim_analysis.flops import _numel, node_flops, unknown_ops
+from slim_analysis.flops import _numel, _trips_of, counted_nodes, loop_flops, node_flops, unknown_ops
 from slim_core import require_paddle
 
 __all__ = ["LayerRow", "ModelSummary", "summary"]
@@ -40,6 +40,8 @@ class ModelSummary:
         total_params: parameter elements.
         input_shapes: the shapes analysed.
         unknown_ops: op types counted as 0 FLOPs because no counter knows them.
+        loops: ``{"pd_op.while#<index>": {"flops_per_iteration": f, "trips": n}}``; the rows count
+            each loop body ``trips`` times.
     """
 
     rows: list[LayerRow]
@@ -47,6 +49,7 @@ class ModelSummary:
     total_params: int
     input_shapes: list[list[int]]
     unknown_ops: dict[str, int] = field(default_factory=dict)
+    loops: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -56,6 +59,7 @@ class ModelSummary:
             "input_shapes": self.input_shapes,
             "flops_definition": "1 FLOP = 1 multiply-accumulate",
             "unknown_ops": dict(self.unknown_ops),
+            "loops": {k: dict(v) for k, v in self.loops.items()},
             "rows": [{**asdict(r), "output_shape": list(r.output_shape) if r.output_shape is not None else None} for r in self.rows],
         }
 
@@ -74,6 +78,10 @@ class ModelSummary:
             f"Total: {self.total_params:,} params, {self.total_flops:,} FLOPs ({self.total_flops / 1e9:.3f} G; 1 FLOP = 1 MAC) "
             f"for input {self.input_shapes}"
         )
+        for name, lp in self.loops.items():
+            lines.append(
+                f"Loop {name}: {lp['flops_per_iteration']:,} FLOPs per iteration x {lp['trips']} trip(s) (pass loop_trips / --loop-trips)"
+            )
         if self.unknown_ops:
             lines.append(f"Counted as 0 FLOPs (no counter): {', '.join(f'{k} x{v}' for k, v in sorted(self.unknown_ops.items()))}")
         return "\n".join(lines)
@@ -89,13 +97,14 @@ def _layer_types(model: Any) -> dict[str, str]:
     return {}
 
 
-def summary(model: Any, input_shape: Any = None, *, example_inputs: Any = None) -> ModelSummary:
+def summary(model: Any, input_shape: Any = None, *, example_inputs: Any = None, loop_trips: Any = None) -> ModelSummary:
     """Per-layer parameters and FLOPs.
 
     Args:
         model: a ``paddle.nn.Layer``, a :class:`slim_core.ModelGraph`, or an inference-model path.
         input_shape: ``[1, 3, 224, 224]`` (or a list of shapes).
         example_inputs: tensors instead of ``input_shape``.
+        loop_trips: iterations of ``while`` loops (an int, or ``{node index: trips}``; default 1).
 
     Returns:
         A :class:`ModelSummary`; ``print(s.to_markdown())`` shows the table.
@@ -111,8 +120,8 @@ def summary(model: Any, input_shape: Any = None, *, example_inputs: Any = None) 
     by_key: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     pooled: dict[str, dict[str, Any]] = {}
-    for n in g.nodes:
-        f = batch * node_flops(n)
+    for n, mult in counted_nodes(g, loop_trips):
+        f = batch * mult * node_flops(n)
         key = n.layer
         if key is None and n.params:  # inference models: group by the parameter name prefix ("conv2d_0")
             key = sorted(n.params.values())[0].rsplit(".", 1)[0]
@@ -152,4 +161,8 @@ def summary(model: Any, input_shape: Any = None, *, example_inputs: Any = None) 
     shapes = [list(v.shape) for v in g.inputs if v.shape is not None]
     if batch != 1:
         shapes = [[batch, *s[1:]] for s in shapes]
-    return ModelSummary(rows=rows, total_flops=total_flops, total_params=total_params, input_shapes=shapes, unknown_ops=unknown_ops(g))
+    whiles = {f"pd_op.while#{n.index}": n for n in g.all_nodes() if n.type == "pd_op.while"}
+    loops = {k: {"flops_per_iteration": batch * v, "trips": _trips_of(whiles[k], loop_trips)} for k, v in loop_flops(g).items()}
+    return ModelSummary(
+        rows=rows, total_flops=total_flops, total_params=total_params, input_shapes=shapes, unknown_ops=unknown_ops(g), loops=loops
+    )

@@ -160,7 +160,7 @@ def build_cost_models(model: Any, groups: Sequence[Any], flops: dict[str, float]
                 continue
             seen.add(key)
             segs.setdefault((m.layer, m.param), {}).setdefault(m.axis, []).append((g.id, max(int(m.repeat), 1), m.kind))
-    sub = dict(model.named_sublayers())
+    sub = dict(model.named_sublayers(include_self=True))
     params: list[CostEntry] = []
     for qual, p in model.named_parameters():
         layer, _, attr = qual.rpartition(".")

@@ -102,7 +102,7 @@ def load_pruned(build_fn: Callable[[], Any], path: str | os.PathLike[str]) -> An
     except (ValueError, KeyError) as exc:
         raise ModelLoadError(f"{spec_file} is not a slim-prune spec: {exc}") from exc
     model = build_fn()
-    subs = dict(model.named_sublayers())
+    subs = dict(model.named_sublayers(include_self=True))
     for name, entry in layers.items():
         if name not in subs:
             raise ModelLoadError(f"the spec names layer {name!r}, which the model from build_fn does not have")

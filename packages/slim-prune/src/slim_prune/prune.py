@@ -99,7 +99,7 @@ def _channel_slices(
     model: Any, group: Any, grads: dict[int, np.ndarray] | None, cache: dict[int, np.ndarray] | None = None
 ) -> list[ChannelSlice]:
     """Lazy per-channel views of every member of ``group``; ``cache`` shares parameter arrays across groups."""
-    subs = dict(model.named_sublayers())
+    subs = dict(model.named_sublayers(include_self=True))
     cache = {} if cache is None else cache
     out = []
     for m in group.members:
@@ -214,17 +214,21 @@ def plan_pruning(
 def model_spec(model: Any) -> dict[str, Any]:
     """Per-layer parameter shapes and shape attributes: the pruned architecture."""
     spec: dict[str, Any] = {}
-    for name, layer in model.named_sublayers():
+    for name, layer in model.named_sublayers(include_self=True):
         params = {n: [int(s) for s in p.shape] for n, p in layer.named_parameters(include_sublayers=False) if p is not None}
         h = handler_for(layer, required=False)
         attrs = h.attributes(layer) if h is not None else {}
+        for attr in HEAD_COUNT_ATTRS + HEAD_WIDTH_ATTRS:  # hand-written attention reads its split from these
+            val = getattr(layer, attr, None)
+            if isinstance(val, int) and not isinstance(val, bool):
+                attrs.setdefault(attr, val)
         if params or attrs:
             spec[name] = {"type": type(layer).__name__, "params": params, "attrs": attrs}
     return spec
 
 
 def _snapshot(model: Any, layers: set[str]) -> dict[str, Any]:
-    subs = dict(model.named_sublayers())
+    subs = dict(model.named_sublayers(include_self=True))
     snap = {}
     for name in layers:
         layer = subs[name]
@@ -241,8 +245,41 @@ def _sync_parents(model: Any, touched: set[str]) -> None:
             handler_for(layer).sync(layer)
 
 
+HEAD_COUNT_ATTRS = ("num_heads", "heads", "n_heads", "n_head", "nhead", "num_attention_heads")
+HEAD_WIDTH_ATTRS = ("head_dim", "dim_head", "head_size", "attention_head_size")
+
+
+def _head_attr_changes(model: Any, plan: PrunePlan) -> list[tuple[Any, str, int, int]]:
+    """``(module, attribute, old, new)`` for attention layers whose head count or head width a plan changes.
+
+    The graph marks groups whose channels a reshape splits into ``(heads, head_dim)``; the layer that
+    wrote that reshape reads the split from an attribute (``self.num_heads``, ``self.head_dim``). It is
+    found among the parents of the group's layers by name and by its value (equal to the old count).
+    """
+    subs = dict(model.named_sublayers(include_self=True))
+    changes: dict[tuple[int, str], tuple[Any, str, int, int]] = {}
+    for gid, removed in plan.removed.items():
+        g = plan.groups[gid]
+        for role in getattr(g, "roles", ()):
+            names = HEAD_COUNT_ATTRS if role == "heads" else HEAD_WIDTH_ATTRS
+            parents = []
+            for m in g.members:
+                path = m.layer
+                while path:
+                    path = path.rpartition(".")[0]
+                    if path in subs and path not in parents:
+                        parents.append(path)
+            for path in parents:
+                mod = subs[path]
+                for attr in names:
+                    val = getattr(mod, attr, None)
+                    if isinstance(val, int) and not isinstance(val, bool) and val == g.size:
+                        changes.setdefault((id(mod), attr), (mod, attr, val, g.size - len(removed)))
+    return list(changes.values())
+
+
 def _restore(model: Any, snap: dict[str, Any]) -> None:
-    subs = dict(model.named_sublayers())
+    subs = dict(model.named_sublayers(include_self=True))
     for name, (params, attrs) in snap.items():
         layer = subs[name]
         for n, arr in params.items():
@@ -266,7 +303,7 @@ def apply_plan(
     Returns:
         ``{layer: (out channels before, after)}`` for layers that lost output channels.
     """
-    subs = dict(model.named_sublayers())
+    subs = dict(model.named_sublayers(include_self=True))
     cuts: dict[tuple[str, str, int], set[int]] = {}
     for gid, removed in plan.removed.items():
         g = plan.groups[gid]
@@ -282,7 +319,10 @@ def apply_plan(
         if h is not None and h.out_axes(subs[name]):
             before[name] = h.count_out(subs[name])
     snap = _snapshot(model, touched)
+    head_changes = _head_attr_changes(model, plan)
     try:
+        for mod, attr, _old, new in head_changes:
+            setattr(mod, attr, new)
         for (layer, pname, axis), removed in sorted(cuts.items()):
             param = getattr(subs[layer], pname, None)
             if param is None:
@@ -299,6 +339,8 @@ def apply_plan(
             if expect_shapes is not None and shapes != expect_shapes:
                 raise PruneError(f"output shapes changed from {expect_shapes} to {shapes}: a model output was not frozen")
     except Exception as exc:
+        for mod, attr, old, _new in head_changes:
+            setattr(mod, attr, old)
         _restore(model, snap)
         raise PruneError(f"the pruned model failed ({error_summary(exc)}); the model was restored") from exc
     out = {}
@@ -319,11 +361,14 @@ def _breaking_groups(model: Any, plan: PrunePlan, inputs: Sequence[Any], shapes:
     def breaks(gids: list[int]) -> bool:
         sub = PrunePlan(plan.groups, {g: plan.removed[g] for g in gids}, {g: plan.names.get(g, str(g)) for g in gids})
         snap = _snapshot(model, {m.layer for g in gids for m in plan.groups[g].members})
+        heads = _head_attr_changes(model, sub)
         try:
             apply_plan(model, sub, inputs, shapes)
         except PruneError:
             return True  # apply_plan already restored the model
         _restore(model, snap)
+        for mod, attr, old, _new in heads:
+            setattr(mod, attr, old)
         return False
 
     def search(gids: list[int]) -> set[int]:
@@ -407,8 +452,18 @@ def prune_(
                 base = None if config.ratio is None else 1.0 - (1.0 - config.ratio) ** (1.0 / config.steps)
                 step_config = config.replace(ratio=base, ratios=per_step)
         exclude: set[int] = set()
+        broke: list[str] = []
         while True:
-            plan = plan_pruning(model, step_config, inputs, loss_fn=loss_fn, remove_fraction=frac, graph=graph, exclude=exclude)
+            try:
+                plan = plan_pruning(model, step_config, inputs, loss_fn=loss_fn, remove_fraction=frac, graph=graph, exclude=exclude)
+            except ConfigError as exc:
+                if not exclude:
+                    raise
+                raise ConfigError(
+                    f"{exc}; left unpruned because pruning them alone makes the forward fail: {', '.join(broke)} "
+                    "(a reshape or slice in the model's code that does not follow the width, e.g. a head width "
+                    "computed from the input width)"
+                ) from exc
             try:
                 changed = apply_plan(model, plan, inputs, shapes_before)
                 break
@@ -416,6 +471,7 @@ def prune_(
                 bad = _breaking_groups(model, plan, inputs, shapes_before)
                 if not bad or bad <= exclude:
                     raise
+                broke += [f"{plan.names.get(g, g)} ({plan.groups[g].size} channels)" for g in sorted(bad - exclude)]
                 exclude |= bad
         for layer, (b, a) in changed.items():
             channels[layer] = (channels.get(layer, (b, a))[0], a)

@@ -49,6 +49,7 @@ from slim_quant.paddle_int8 import (
     activation_vars,
     calibrate_program,
     find_sites,
+    float_blocks,
     fold_affine_blocks,
     fuse_bias_reshapes,
     rewrite_program,
@@ -228,6 +229,7 @@ def quantize_legacy_program(
         feeds = [prog.global_block().var(n) for n in src.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, src.fetch_targets, exe, program=prog, clip_extra=False)
     info["sites"] = [{"op": s.op_type, "weight": s.weight, "input": s.act} for s in sites]
+    info["float_blocks"] = float_blocks(prog)
     return info
 
 
@@ -798,6 +800,7 @@ def quantize_inference_model(
                 result.skipped_formats[f] = str(exc).splitlines()[0]
                 continue
             result.skipped[f] = {w: reasons.get(w, "skip_layers / skip_types") for w in sorted(skip_f)}
+            result.skipped[f].update(info.get("float_blocks", {}))  # control-flow bodies kept in float
             result.metrics.update({f"{f}_{k}": v for k, v in metrics.items()})
             records[f] = result.record(f, info)
             records[f].update(skipped_weights=result.skipped[f], metrics=metrics)

@@ -37,6 +37,8 @@ __all__ = [
     "QuantSite",
     "find_sites",
     "activation_vars",
+    "CONTROL_FLOW_OPS",
+    "float_blocks",
     "constant_vars",
     "fuse_bias_reshapes",
     "fold_affine_blocks",
@@ -327,6 +329,24 @@ def signed_residual_relus_to_leaky(program: Any, non_negative: set[str]) -> int:
     return done
 
 
+CONTROL_FLOW_OPS = ("while", "conditional_block", "select_input", "select_output", "recurrent")
+"""Legacy ops that own a sub-block: the ops inside stay float (see :func:`float_blocks`)."""
+
+
+def float_blocks(program: Any) -> dict[str, str]:
+    """``{"<op type> (block <i>)": reason}`` for each control-flow sub-block left in float."""
+    out = {}
+    for op in program.global_block().ops:
+        if op.type in CONTROL_FLOW_OPS and op.has_attr("sub_block"):
+            idx = op._block_attr_id("sub_block")
+            n = len(program.block(idx).ops)
+            out[f"{op.type} (block {idx})"] = (
+                f"{n} ops inside a {op.type} loop/branch are kept in float: calibration observes block 0 only "
+                "and oneDNN INT8 passes do not rewrite sub-blocks"
+            )
+    return out
+
+
 def activation_vars(program: Any) -> list[str]:
     """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
     block = program.global_block()
@@ -334,8 +354,8 @@ def activation_vars(program: Any) -> list[str]:
     seen: set[str] = set()
     constant = constant_vars(program)
     for op in block.ops:
-        if op.type in ("feed", "fetch"):
-            continue
+        if op.type in ("feed", "fetch") or op.type in CONTROL_FLOW_OPS:
+            continue  # a loop body stays float (find_sites reads block 0 only); its carried vars are not observed
         slots = [(s, op.input(s)) for s in op.input_names] + [(s, op.output(s)) for s in op.output_names if s not in _SKIP_OUT_SLOTS]
         for _, vs in slots:
             for v in vs:

@@ -46,12 +46,24 @@ def _shape(v: Any) -> tuple[int, ...] | None:
         return None
 
 
+def _blocks(op: Any) -> list[Any]:
+    """The sub-blocks of a control-flow op (while body, if branches), else []."""
+    try:
+        if op.num_regions() == 0:
+            return []
+        return list(op.blocks())
+    except Exception:  # ops without regions
+        return []
+
+
 def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str]], output_values: list[Any], source: str) -> Any:
     values: list[Value] = []
     by_id: dict[str, Value] = {}
     params: dict[str, ParamInfo] = {}
     nodes: list[Node] = []
     inputs: list[Value] = []
+    sub_nodes: dict[int, list[Node]] = {}
+    counter = [0]
 
     def new_value(pv: Any, producer: Node | None, index: int) -> Value:
         val = Value(id=len(values), shape=_shape(pv), dtype=_dtype_name(pv), producer=producer, index=index)
@@ -59,7 +71,15 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
         by_id[pv.id] = val
         return val
 
-    for op in program.global_block().ops:
+    def walk(ops: Any, owner: Node | None) -> list[Node]:
+        out_nodes: list[Node] = []
+        for op in ops:
+            node = visit(op, owner)
+            if node is not None:
+                out_nodes.append(node)
+        return out_nodes
+
+    def visit(op: Any, owner: Node | None) -> Node | None:
         name = op.name()
         if name == "builtin.parameter":
             pname = op.attrs()["parameter_name"]
@@ -69,7 +89,7 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
             qual = f"{layer}.{attr}" if layer else attr
             val.param = qual
             params[qual] = ParamInfo(name=qual, layer=layer, attr=attr, shape=val.shape or (), dtype=val.dtype or "", program_name=pname)
-            continue
+            return None
         if name == "builtin.constant_op" or name == "builtin.constant":
             # inference programs keep parameters as persistable constants
             attrs = op.attrs()
@@ -79,7 +99,7 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
             if pname:
                 val.param = pname
                 params[pname] = ParamInfo(pname, "", pname, val.shape or (), val.dtype or "", pname)
-            continue
+            return None
         operands = [op.operand_source(i) for i in range(op.num_operands())]
         ins: list[Value | None] = []
         for o in operands:
@@ -90,7 +110,16 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
             in_names = []
         if len(in_names) != len(ins):
             in_names = [f"x{i}" for i in range(len(ins))]
-        node = Node(index=len(nodes), type=name, attrs=python_attrs(op), inputs=ins, input_names=in_names, outputs=[])
+        node = Node(
+            index=counter[0],
+            type=name,
+            attrs=python_attrs(op),
+            inputs=ins,
+            input_names=in_names,
+            outputs=[],
+            block=owner.index if owner else None,
+        )
+        counter[0] += 1
         for i in range(op.num_results()):
             node.outputs.append(new_value(op.result(i), node, i))
         for v in ins:
@@ -106,10 +135,19 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
         layers = {params[p].layer for p in node.params.values() if p in params and params[p].layer}
         if len(layers) == 1:
             node.layer = layers.pop()
-        if name in ("pd_op.data", "pd_op.feed"):
+        if name in ("pd_op.data", "pd_op.feed") and owner is None:
             node.outputs[0].name = node.attrs.get("name")
             inputs.append(node.outputs[0])
-        nodes.append(node)
+        body: list[Node] = []
+        for blk in _blocks(op):
+            for arg in blk.args():
+                new_value(arg, None, 0)  # loop-carried values: fed by the op's operands and the body's yield
+            body.extend(walk(blk.ops, node))
+        if body:
+            sub_nodes[node.index] = body
+        return node
+
+    nodes = walk(program.global_block().ops, None)
 
     outs: list[Value] = []
     for ov in output_values:
@@ -122,4 +160,4 @@ def build_graph(cls: Any, program: Any, *, param_names: dict[str, tuple[str, str
     for n in nodes:
         if n.type == "pd_op.fetch" and n.inputs and n.inputs[0] is not None and n.inputs[0] not in outs:
             outs.append(n.inputs[0])
-    return cls(nodes=nodes, values=values, inputs=inputs, outputs=outs, params=params, source=source, program=program)
+    return cls(nodes=nodes, values=values, inputs=inputs, outputs=outs, params=params, source=source, program=program, sub_nodes=sub_nodes)

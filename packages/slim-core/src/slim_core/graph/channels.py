@@ -92,6 +92,9 @@ class ChannelGroup:
         members: parameter slices that carry them.
         frozen: True when the group must not be pruned (see ``reason``).
         reason: why it is frozen (names the op or layer), else None.
+        roles: ``"heads"`` when one group channel is one attention head (a reshape split the channels
+            into ``(heads, head_dim)``), ``"head_dim"`` when the channels are the per-head width; a pruner
+            must then also lower the owning layer's head count or head width.
     """
 
     id: int
@@ -99,6 +102,7 @@ class ChannelGroup:
     members: tuple[ChannelMember, ...]
     frozen: bool
     reason: str | None
+    roles: tuple[str, ...] = ()
 
     def indices(self, member: ChannelMember, channels: Any) -> list[int]:
         """Expand group channel indices into parameter indices along ``member.axis``.
@@ -172,6 +176,8 @@ class ChannelSolver:
         self.layouts: dict[int, Any] = {}
         self.frozen_params: dict[str, str] = {}
         self.node: Node | None = None
+        self.splits: dict[int, list[int]] = {}
+        self.roles: dict[int, set[str]] = {}
 
     # -- spaces --------------------------------------------------------------------
     def new_space(self, size: int, frozen: str | None = None) -> int:
@@ -214,10 +220,13 @@ class ChannelSolver:
             for why in self.reasons.pop(hi):
                 self.freeze_space(lo, why)
 
-    def coarsen(self, s: int, factor: int) -> None:
+    def coarsen(self, s: int, factor: int, *, heads: bool = False) -> None:
         """Make one channel of space ``s`` stand for ``factor`` consecutive old channels (attention heads)."""
+        self.refresh_all()
         r = self.find(s)
         self.size[r] //= factor
+        if heads:
+            self.mark(r, "heads")
         for m in self.members:
             if self.find(m.space) == r:
                 m.repeat *= factor
@@ -227,7 +236,86 @@ class ChannelSolver:
             elif isinstance(lay, list):
                 self.layouts[vid] = [self._coarsen_layout(x, r, factor) if isinstance(x, Layout) else x for x in lay]
 
+    def split_space(self, s: int, sizes: list[int]) -> list[int]:
+        """Cut the channels of space ``s`` (and of every space tied to it) into consecutive parts of ``sizes``.
+
+        A refinement is always safe: members and layouts are rewritten part by part, and the parts of
+        tied spaces stay tied. Returns the new spaces (one per part).
+        """
+        r = self.find(s)
+        if sum(sizes) != self.size[r] or len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"cannot cut {self.size[r]} channels into {sizes}")
+        cls = [x for x in range(len(self.parent)) if x not in self.splits and self.find(x) == r]
+        parts_of = {x: [self.new_space(n) for n in sizes] for x in cls}
+        self.splits.update(parts_of)
+        base = parts_of[cls[0]]
+        for x in cls[1:]:
+            for a, b in zip(base, parts_of[x]):
+                self.union(a, b)
+        for p in base:
+            for why in self.reasons.get(r, []):
+                self.freeze_space(p, why)
+            for role in self.roles.get(r, ()):
+                self.mark(p, role)
+        members = []
+        for m in self.members:
+            if m.space not in parts_of:
+                members.append(m)
+                continue
+            off = m.offset
+            for p, n in zip(parts_of[m.space], sizes):
+                members.append(_Member(p, m.layer, m.param, m.axis, off, m.repeat, m.kind))
+                off += n * m.repeat
+        self.members = members
+        self.refresh_all()
+        return [self.find(p) for p in base]
+
+    def mark(self, s: int, role: str) -> None:
+        """Record that the channels of space ``s`` play ``role`` (``"heads"``, ``"head_dim"``)."""
+        self.roles.setdefault(s, set()).add(role)
+
+    def refresh(self, lay: Any) -> Any:
+        """``lay`` with every segment of a space that was split replaced by its parts."""
+        if isinstance(lay, list):
+            return [self.refresh(x) for x in lay]
+        if not isinstance(lay, Layout) or not any(sp in self.splits for sp, _ in lay.segs):
+            return lay
+        segs: list[tuple[int, int]] = []
+        todo = list(lay.segs)
+        while todo:
+            sp, r = todo.pop(0)
+            if sp in self.splits:
+                todo[:0] = [(p, r) for p in self.splits[sp]]
+            else:
+                segs.append((sp, r))
+        return Layout(lay.axis, tuple(segs))
+
+    def refresh_all(self) -> None:
+        if self.splits:
+            for vid, lay in list(self.layouts.items()):
+                self.layouts[vid] = self.refresh(lay)
+
+    def boundaries(self, lay: Layout) -> set[int]:
+        """Positions along the channel axis where a segment starts (0 excluded)."""
+        return {off for _, _, off in self.offsets(lay)[1:]}
+
+    def cut(self, lay: Layout, positions: Any) -> Layout | None:
+        """Refine ``lay`` so that every position in ``positions`` starts a segment; None if one falls inside a repeat."""
+        lay = self.refresh(lay)
+        for p in sorted(set(positions)):
+            for sp, r, off in self.offsets(lay):
+                size = self.space_size(sp)
+                if off < p < off + size * r:
+                    if (p - off) % r:
+                        return None
+                    k = (p - off) // r
+                    self.split_space(sp, [k, size - k])
+                    lay = self.refresh(lay)
+                    break
+        return lay
+
     def _coarsen_layout(self, lay: Layout, r: int, factor: int) -> Layout:
+        lay = self.refresh(lay)
         if not any(self.find(s) == r for s, _ in lay.segs):
             return lay
         return Layout(lay.axis, tuple((s, rep * factor if self.find(s) == r else rep) for s, rep in lay.segs))
@@ -237,9 +325,10 @@ class ChannelSolver:
         """The layout of ``v`` (a :class:`Layout`, a list for vector values, or None)."""
         if v is None:
             return None
-        return self.layouts.get(v.id)
+        return self.refresh(self.layouts.get(v.id))
 
     def set_layout(self, v: Value, lay: Any) -> None:
+        lay = self.refresh(lay)
         if isinstance(lay, Layout) and v.shape is not None:
             n = self.length(lay)
             if not (0 <= lay.axis < v.rank) or (v.shape[lay.axis] >= 0 and v.shape[lay.axis] != n):
@@ -250,12 +339,12 @@ class ChannelSolver:
         self.layouts[v.id] = lay
 
     def length(self, lay: Layout) -> int:
-        return sum(self.space_size(s) * r for s, r in lay.segs)
+        return sum(self.space_size(s) * r for s, r in self.refresh(lay).segs)
 
     def offsets(self, lay: Layout) -> list[tuple[int, int, int]]:
         """``(space, repeat, offset)`` for each segment."""
         out, off = [], 0
-        for s, r in lay.segs:
+        for s, r in self.refresh(lay).segs:
             out.append((s, r, off))
             off += self.space_size(s) * r
         return out
@@ -274,6 +363,7 @@ class ChannelSolver:
 
     def freeze(self, lay: Any, reason: str) -> None:
         """Freeze every space in ``lay`` (a Layout or a list of them)."""
+        lay = self.refresh(lay)
         if isinstance(lay, Layout):
             for s, _ in lay.segs:
                 self.freeze_space(s, reason)
@@ -282,19 +372,46 @@ class ChannelSolver:
                 self.freeze(x, reason)
 
     def unify(self, a: Layout, b: Layout) -> bool:
-        """Tie two layouts channel by channel; freeze both when their segments differ."""
-        sa, sb = self._norm(a), self._norm(b)
-        if len(sa) == len(sb) and all(ra == rb and self.space_size(x) == self.space_size(y) for (x, ra), (y, rb) in zip(sa, sb)):
-            for (x, _), (y, _) in zip(sa, sb):
-                self.union(x, y)
-            return True
+        """Tie two layouts channel by channel (see :meth:`align`); freeze both when they cannot be aligned."""
+        return self.align(a, b) is not None
+
+    def align(self, a: Layout, b: Layout) -> Layout | None:
+        """Tie two layouts channel by channel and return the tied layout (None, both frozen, if impossible).
+
+        Layouts of the same length whose segments differ (a concat added to a plain tensor, as in
+        GhostNet) are aligned first: spaces are cut where the other layout has a boundary, and where
+        one channel of a side covers ``k`` positions the other side is coarsened by ``k``.
+        """
+        ok = self.length(a) == self.length(b)
+        for _ in range(64):
+            if not ok:
+                break
+            a, b = self.refresh(a), self.refresh(b)
+            sa, sb = list(a.segs), list(b.segs)
+            if len(sa) == len(sb) and all(ra == rb and self.space_size(x) == self.space_size(y) for (x, ra), (y, rb) in zip(sa, sb)):
+                for (x, _), (y, _) in zip(sa, sb):
+                    self.union(x, y)
+                return self.refresh(a)
+            ba, bb = self.boundaries(a), self.boundaries(b)
+            if ba != bb:
+                ok = self.cut(a, bb - ba) is not None and self.cut(b, ba - bb) is not None
+                continue
+            ok = False
+            for (x, ra), (y, rb) in zip(sa, sb):
+                if ra == rb:
+                    continue
+                (lo, rlo), (_, rhi) = sorted(((x, ra), (y, rb)), key=lambda t: t[1])
+                factor = rhi // rlo
+                if rhi % rlo == 0 and self.space_size(lo) % factor == 0:
+                    root = self.find(lo)
+                    self.coarsen(lo, factor)
+                    a, b = self._coarsen_layout(a, root, factor), self._coarsen_layout(b, root, factor)
+                    ok = True
+                break
         why = f"{self._where()}: combines tensors whose channels are laid out differently"
         self.freeze(a, why)
         self.freeze(b, why)
-        return False
-
-    def _norm(self, lay: Layout) -> list[tuple[int, int]]:
-        return list(lay.segs)
+        return None
 
     # -- members -------------------------------------------------------------------
     def param_info(self, v: Value | None) -> ParamInfo | None:
@@ -305,7 +422,7 @@ class ChannelSolver:
 
     def add_member(self, lay: Layout, info: ParamInfo, axis: int, kind: str, scale: int = 1) -> None:
         """Attach ``axis`` of parameter ``info`` to every segment of ``lay``."""
-        for s, r, off in self.offsets(lay):
+        for s, r, off in self.offsets(self.refresh(lay)):
             self.members.append(_Member(s, info.layer, info.attr, axis, off * scale, r * scale, kind))
 
     def param_member(self, v: Value, lay: Layout, size_axis_in_view: int, kind: str = "out") -> None:
@@ -314,6 +431,7 @@ class ChannelSolver:
         if info is None:
             self.freeze(lay, f"{self._where()}: parameter {v.param} is not known")
             return
+        lay = self.refresh(lay)
         n = self.length(lay)
         if v.producer is None:
             self.add_member(lay, info, size_axis_in_view, kind)
@@ -442,6 +560,7 @@ class ChannelSolver:
                     members=tuple(uniq),
                     frozen=bool(reasons),
                     reason="; ".join(reasons) if reasons else None,
+                    roles=tuple(sorted({x for sp, rs in self.roles.items() if self.find(sp) == root for x in rs})),
                 )
             )
         return groups

@@ -80,6 +80,8 @@ class Node:
         outputs: result values.
         layer: owning sublayer path (``"layer1.0.conv1"``) when the op reads parameters of one sublayer, else None.
         params: ``{operand name: qualified parameter name}`` for parameter operands.
+        block: ``index`` of the control-flow node (``pd_op.while``, ``pd_op.if``) whose sub-block holds
+            this op, None for ops of the main block.
     """
 
     index: int
@@ -90,6 +92,7 @@ class Node:
     outputs: list[Value]
     layer: str | None = None
     params: dict[str, str] = field(default_factory=dict)
+    block: int | None = None
 
     def input(self, name: str) -> Value | None:
         """The operand called ``name`` (``"x"``, ``"filter"``), or None."""
@@ -132,6 +135,8 @@ class ModelGraph:
         outputs: graph output values.
         params: ``{qualified name: ParamInfo}``.
         source: ``"layer"`` or ``"inference"``.
+        sub_nodes: ``{control-flow node index: ops of its sub-blocks}`` (a ``while`` body, both
+            branches of an ``if``); those ops are not in ``nodes``, whose rules see the main block only.
 
     Example:
         >>> g = slim_core.trace(model, input_spec=[paddle.static.InputSpec([1, 3, 64, 64])])  # doctest: +SKIP
@@ -149,8 +154,10 @@ class ModelGraph:
         params: dict[str, ParamInfo],
         source: str,
         program: Any = None,
+        sub_nodes: dict[int, list[Node]] | None = None,
     ) -> None:
         self.nodes = nodes
+        self.sub_nodes = sub_nodes or {}
         self.values = values
         self.inputs = inputs
         self.outputs = outputs
@@ -183,24 +190,52 @@ class ModelGraph:
         return build_graph(cls, program, param_names=param_names or {}, output_values=output_values or [], source=source)
 
     @classmethod
-    def from_inference_model(cls, path: Any) -> ModelGraph:
+    def from_inference_model(cls, path: Any, input_shapes: Any = None) -> ModelGraph:
         """Load an inference model (PIR ``.json`` or legacy ``.pdmodel``) and build its graph.
 
         Legacy programs are translated to PIR first. Parameters are named by their
         program variable names (there is no Layer to map them to), so channel
         members carry ``layer=""`` and ``param=<variable name>``.
 
+        Args:
+            path: the model path.
+            input_shapes: one shape per input; fixes dynamic dims and re-infers every shape
+                (legacy programs; see :func:`slim_core.graph.trace.graph_from_inference_model`).
+
         Raises:
             ModelLoadError: missing or corrupt files.
+            DataError: input shapes that do not fit the saved inputs.
         """
         from slim_core.graph.trace import graph_from_inference_model
 
-        return graph_from_inference_model(path)
+        return graph_from_inference_model(path, input_shapes)
 
     # -- queries ----------------------------------------------------------------------
     def layer_nodes(self, layer_name: str) -> list[Node]:
         """Nodes owned by the sublayer ``layer_name`` (exact path), in program order."""
         return [n for n in self.nodes if n.layer == layer_name]
+
+    def body(self, node: Node) -> list[Node]:
+        """The ops of ``node``'s sub-blocks (a ``while`` loop body), in program order; [] for other ops.
+
+        Example:
+            >>> [n.type for n in g.body(g.nodes_of_type("pd_op.while")[0])][:2]   # doctest: +SKIP
+            ['pd_op.matmul', 'pd_op.add']
+        """
+        return self.sub_nodes.get(node.index, [])
+
+    def all_nodes(self) -> list[Node]:
+        """Main-block nodes with each control-flow node's sub-block ops right after it."""
+        out: list[Node] = []
+
+        def add(n: Node) -> None:
+            out.append(n)
+            for b in self.sub_nodes.get(n.index, []):
+                add(b)
+
+        for n in self.nodes:
+            add(n)
+        return out
 
     def nodes_of_type(self, *types: str) -> list[Node]:
         """Nodes whose ``type`` is one of ``types``."""

@@ -13,7 +13,7 @@ from typing import Any
 from slim_core.graph.channels import ChannelSolver, Layout, register_channel_rule
 from slim_core.graph.ir import Node, Value
 
-__all__ = ["const_value", "PASSTHROUGH_OPS", "ELEMENTWISE_OPS", "RESHAPE_OPS", "TRUSTED_RESHAPE_LAYERS"]
+__all__ = ["const_value", "PASSTHROUGH_OPS", "ELEMENTWISE_OPS", "RESHAPE_OPS"]
 
 PASSTHROUGH_OPS = (
     "pd_op.relu",
@@ -73,11 +73,6 @@ ELEMENTWISE_OPS = (
     "pd_op.remainder",
     "pd_op.floor_divide",
 )
-TRUSTED_RESHAPE_LAYERS = {"MultiHeadAttention"}
-"""Layer classes whose reshapes compute their target shape from layer attributes (``num_heads``) at run
-time; a pruner that changes their channels must update those attributes. Reshapes elsewhere whose
-constant target shape spells out the channel count are frozen."""
-
 RESHAPE_OPS = ("pd_op.reshape", "pd_op.flatten", "pd_op.squeeze", "pd_op.unsqueeze", "pd_op.view_shape")
 _NO_CHANNEL_OPS = (
     "pd_op.full_int_array",
@@ -251,13 +246,47 @@ def _matmul(node: Node, s: ChannelSolver) -> None:
             s.add_member(new, winfo, out_axis, "out")
         return
     ly = s.layout(y)
-    # two activations (attention): channels on batch axes are tied, contracted channels are frozen
-    if isinstance(lx, Layout) and isinstance(ly, Layout) and x.rank >= 3 and y.rank >= 3:
-        bx, by = x.rank - 2, y.rank - 2
-        if lx.axis < bx and ly.axis < by and (lx.axis + out.rank - x.rank) == (ly.axis + out.rank - y.rank):
-            s.unify(lx, ly)
-            s.set_layout(out, Layout(lx.axis + out.rank - x.rank, lx.segs))
+    # two activations (attention): channels on batch axes are tied; channels on the contracted
+    # axes of both sides (a head_dim of q and k) are tied and summed away; row/column channels pass
+    if x is not None and y is not None and x.rank >= 2 and y.rank >= 2 and out.rank >= 2:
+        ro = out.rank
+        kx, rowx = (x.rank - 2, x.rank - 1) if tx else (x.rank - 1, x.rank - 2)
+        ky, coly = (y.rank - 1, y.rank - 2) if ty else (y.rank - 2, y.rank - 1)
+
+        def role(lay: Any, rank: int, k: int, keep: int, keep_out: int) -> Any:
+            if not isinstance(lay, Layout):
+                return None
+            if lay.axis == k:
+                return "contract"
+            if lay.axis == keep:
+                return keep_out
+            return lay.axis + ro - rank
+
+        rx_ = role(lx, x.rank, kx, rowx, ro - 2)
+        ry_ = role(ly, y.rank, ky, coly, ro - 1)
+        why = f"{s._where()}: contracts channels against a tensor that does not carry them"
+        if rx_ == "contract" and ry_ == "contract":
+            if s.align(lx, ly) is None:
+                s.fresh(out, f"{s._where()}: contracted channels do not line up")
             return
+        keep: list[tuple[Layout, int]] = []
+        for lay, r in ((lx, rx_), (ly, ry_)):
+            if r == "contract":
+                s.freeze(lay, why)
+            elif r is not None:
+                keep.append((lay, r))
+        if not keep:
+            if any(r == "contract" for r in (rx_, ry_)):
+                s.fresh(out, why)
+            return
+        lay0, ax0 = keep[0]
+        if len(keep) == 2:
+            if keep[1][1] == ax0:
+                lay0 = s.align(lay0, keep[1][0]) or lay0
+            else:
+                s.freeze(keep[1][0], f"{s._where()}: the output would carry channels on two axes")
+        s.set_layout(out, Layout(ax0, s.refresh(lay0).segs))
+        return
     why = f"{s._where()}: matmul between tensors contracts their channels"
     for v, lay in ((x, lx), (y, ly)):
         s.freeze(lay, why)
@@ -371,6 +400,23 @@ def _concat(node: Node, s: ChannelSolver) -> None:
         return
     ax = axis[0] % out.rank
     real = [(v, lay) for v, lay in zip(parts, lays)]
+    carried = [lay for _, lay in real if isinstance(lay, Layout)]
+    if carried and all(lay.axis == carried[0].axis != ax for lay in carried):
+        # tokens concatenated (a class token before the patches): parameters broadcast along
+        # the new axis carry the same channels
+        params = [(v, _param_source(v)) for v, lay in real if not isinstance(lay, Layout)]
+        if all(src is not None for _, src in params):
+            lay0 = carried[0]
+            for other in carried[1:]:
+                s.unify(lay0, other)
+            for _v, (pv, shift) in params:  # type: ignore[misc]
+                pax = lay0.axis - shift
+                if 0 <= pax < pv.rank and pv.shape[pax] == s.length(lay0):
+                    s.param_member(pv, lay0, pax, "out")
+                else:
+                    s.freeze(lay0, f"{s._where()}: concatenated parameter does not line up with the channels")
+            s.set_layout(out, lay0)
+            return
     if any(not isinstance(lay, Layout) for _, lay in real):
         why = f"{s._where()}: concatenates a tensor without channel layout"
         s.freeze(lays, why)
@@ -388,28 +434,6 @@ def _concat(node: Node, s: ChannelSolver) -> None:
     why = f"{s._where()}: concatenates tensors with channels on different axes"
     s.freeze(lays, why)
     s.fresh(out, why)
-
-
-def _split_layout(s: ChannelSolver, lay: Layout, sizes: list[int]) -> list[Layout] | None:
-    """Cut ``lay`` at the section boundaries; None when a cut falls inside a segment."""
-    segs = s.offsets(lay)
-    out, i = [], 0
-    start = 0
-    for n in sizes:
-        end = start + n
-        part = []
-        while i < len(segs) and segs[i][2] < end:
-            sp, r, off = segs[i]
-            seg_end = off + s.space_size(sp) * r
-            if off < start or seg_end > end:
-                return None
-            part.append((sp, r))
-            i += 1
-        if not part:
-            return None
-        out.append(Layout(lay.axis, tuple(part)))
-        start = end
-    return out
 
 
 @register_channel_rule("pd_op.split", "pd_op.split_with_num")
@@ -436,12 +460,106 @@ def _split(node: Node, s: ChannelSolver) -> None:
     if ax != lay.axis:
         s.layouts[out.id] = [lay for _ in sections]
         return
-    parts = _split_layout(s, lay, sections)
+    parts = _cut_sections(s, lay, sections)
     if parts is None:
-        why = f"{s._where()}: splits a channel block at {sections}"
+        why = f"{s._where()}: splits a channel block at {sections} inside a repeated channel"
         s.freeze(lay, why)
         parts = [Layout(lay.axis, ((s.new_space(n, why), 1),)) for n in sections]
+    elif len(set(sections)) > 1:
+        # unequal constant sections: pruning would move the cut unless the code recomputes it
+        s.freeze(lay, f"{s._where()}: splits the channels at fixed unequal sections {sections}")
+    else:
+        # equal sections are computed from the width at run time (x.shape[1] // n): every part
+        # must lose the same number of channels, so the parts are tied channel by channel
+        for p in parts[1:]:
+            s.unify(parts[0], p)
+        parts = [s.refresh(p) for p in parts]
     s.layouts[out.id] = parts
+
+
+def _cut_sections(s: ChannelSolver, lay: Layout, sizes: list[int]) -> list[Layout] | None:
+    """Cut ``lay`` into consecutive sections (cutting spaces where needed); None when a cut falls inside a repeat."""
+    pos, bounds = 0, []
+    for n in sizes[:-1]:
+        pos += n
+        bounds.append(pos)
+    lay = s.cut(lay, bounds)
+    if lay is None:
+        return None
+    out, start, segs = [], 0, s.offsets(lay)
+    for n in sizes:
+        part = [(sp, r) for sp, r, off in segs if start <= off < start + n]
+        out.append(Layout(lay.axis, tuple(part)))
+        start += n
+    return out
+
+
+@register_channel_rule("pd_op.slice", "pd_op.strided_slice")
+def _slice(node: Node, s: ChannelSolver) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    lay = s.layout(x)
+    if not isinstance(lay, Layout):
+        return
+    axes = [int(a) % x.rank for a in (node.attrs.get("axes") or [])]
+    dec = sorted(int(a) % x.rank for a in (node.attrs.get("decrease_axis") or []))
+    if lay.axis in axes:
+        i = axes.index(lay.axis)
+        starts = _int_list(const_value(node.inputs[1])) if len(node.inputs) > 1 else None
+        ends = _int_list(const_value(node.inputs[2])) if len(node.inputs) > 2 else None
+        strides = _int_list(const_value(node.inputs[3])) if node.type == "pd_op.strided_slice" and len(node.inputs) > 3 else [1]
+        n = x.shape[lay.axis]
+        full = (
+            starts is not None
+            and ends is not None
+            and (strides or [1])[min(i, len(strides or [1]) - 1)] == 1
+            and starts[i] in (0, -n)
+            and ends[i] >= n
+            and lay.axis not in dec
+        )
+        if not full:
+            why = f"{s._where()}: slices the channel axis with fixed bounds"
+            s.freeze(lay, why)
+            s.fresh(out, why)
+            return
+    new_axis = lay.axis - sum(1 for d in dec if d < lay.axis)
+    if out.shape is not None and out.rank == x.rank - len(dec):
+        s.set_layout(out, Layout(new_axis, lay.segs))
+    else:
+        why = f"{s._where()}: output rank does not follow the decreased axes"
+        s.freeze(lay, why)
+        s.fresh(out, why)
+
+
+@register_channel_rule("pd_op.expand", "pd_op.expand_as", "pd_op.broadcast_to", "pd_op.tile")
+def _expand(node: Node, s: ChannelSolver) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    lay = s.layout(x)
+    if not isinstance(lay, Layout):
+        return  # a parameter broadcast (a class token): consumers attach it through _param_source
+    ax = lay.axis + out.rank - x.rank
+    if out.shape is None or out.shape[ax] != x.shape[lay.axis]:
+        why = f"{s._where()}: repeats the channel axis"
+        s.freeze(lay, why)
+        s.fresh(out, why)
+        return
+    s.set_layout(out, Layout(ax, lay.segs))
+
+
+_PARAM_BROADCAST_OPS = ("pd_op.expand", "pd_op.expand_as", "pd_op.broadcast_to", "pd_op.tile", "pd_op.cast", "pd_op.assign")
+
+
+def _param_source(v: Value | None) -> tuple[Value, int] | None:
+    """``(parameter value, rank offset)`` when ``v`` is a parameter broadcast by expand/tile (a class token)."""
+    shift = 0
+    while v is not None and v.producer is not None and v.producer.type in _PARAM_BROADCAST_OPS:
+        src = v.producer.inputs[0]
+        if src is None:
+            return None
+        shift += v.rank - src.rank
+        v = src
+    if v is None or v.param is None or v.producer is not None:
+        return None
+    return v, shift
 
 
 @register_channel_rule("pd_op.transpose")
@@ -459,6 +577,70 @@ def _transpose(node: Node, s: ChannelSolver) -> None:
 
 def _prod(xs: Any) -> int:
     return int(math.prod(int(d) for d in xs))
+
+
+def _unmerge(s: ChannelSolver, lay: Layout, inner: int, *, allow_coarsen: bool) -> Layout | None:
+    """The layout on the outer axis when the channel axis is split into ``(outer, inner)``.
+
+    Segments whose repeat is a multiple of ``inner`` just shrink their repeat (undoing an earlier
+    merge); otherwise, with ``allow_coarsen``, one channel becomes ``inner`` consecutive positions
+    (one attention head). None when a segment does not line up with ``inner``.
+    """
+    new = []
+    for sp, rep, off in s.offsets(lay):
+        length = s.space_size(sp) * rep
+        if off % inner or length % inner:
+            return None
+        if rep % inner == 0:
+            new.append((sp, rep // inner))
+        elif allow_coarsen and inner % rep == 0 and s.space_size(sp) % (inner // rep) == 0:
+            new.append((sp, -(inner // rep)))  # coarsened below, once every segment is known to fit
+        else:
+            return None
+    segs, done = [], set()
+    for sp, rep in new:
+        if rep < 0:
+            if s.find(sp) not in done:
+                s.coarsen(sp, -rep, heads=True)
+                done.add(s.find(sp))
+            rep = 1
+        segs.append((sp, rep))
+    return s.refresh(Layout(lay.axis, tuple(segs)))
+
+
+def _tile(s: ChannelSolver, lay: Layout, outer: int) -> Layout | None:
+    """Channels split into ``(outer, rest)`` with the rest carrying them (a ``[3, heads, head_dim]`` qkv
+    reshape, a channel shuffle): the ``outer`` chunks are cut apart and tied, the layout of chunk 0 is returned."""
+    n = s.length(lay)
+    step = n // outer
+    parts = _cut_sections(s, lay, [step] * outer)
+    if parts is None:
+        return None
+    first = parts[0]
+    for p in parts[1:]:
+        first = s.align(first, p)
+        if first is None:
+            return None
+    return s.refresh(first)
+
+
+@register_channel_rule("pd_op.channel_shuffle")
+def _channel_shuffle(node: Node, s: ChannelSolver) -> None:
+    """``F.channel_shuffle(x, g)``: the g chunks are tied channel by channel, then interleaved (``repeat=g``)."""
+    x, out = node.inputs[0], node.outputs[0]
+    lay = s.layout(x)
+    if not isinstance(lay, Layout):
+        return
+    groups = int(node.attrs.get("groups", 1) or 1)
+    fmt = str(node.attrs.get("data_format", "NCHW"))
+    cax = 1 if fmt.startswith("NC") else x.rank - 1
+    chunk = _tile(s, lay, groups) if lay.axis == cax and s.length(lay) % groups == 0 else None
+    if chunk is None:
+        why = f"{s._where()}: channel_shuffle over channels that do not split into {groups} equal groups"
+        s.freeze(lay, why)
+        s.fresh(out, why, axis=cax)
+        return
+    s.set_layout(out, Layout(cax, tuple((sp, rep * groups) for sp, rep in chunk.segs)))
 
 
 @register_channel_rule(*RESHAPE_OPS)
@@ -507,46 +689,58 @@ def _reshape(node: Node, s: ChannelSolver) -> None:
         s.fresh(out, why_mix)
         return
     target = _int_list(const_value(node.inputs[1])) if node.type == "pd_op.reshape" and len(node.inputs) > 1 else None
-    struct = str(node.attrs.get("struct_name", ""))
-    trusted = any(f"/{name}/" in struct for name in TRUSTED_RESHAPE_LAYERS)
-    if target is not None and len(target) == len(oshape) and target[j0] not in (-1, 0) and not trusted:
-        why = f"{s._where()}: reshape to the fixed shape {target} hard-codes {target[j0]} channels"
-        s.freeze(lay, why)
-        s.fresh(out, why)
-        return
-    in_block = list(ishape[a:e])
-    out_block = [d for d in oshape[j0:f] if d != 1] or [1]
-    if oshape[j0] == c:
-        s.set_layout(out, Layout(j0, lay.segs))
-        return
-    if oshape[j0] % c == 0 and in_block[0] == c:
-        # channel merged with the following dims: each channel now covers R positions
-        r = oshape[j0] // c
-        if _prod(in_block[1:]) % r == 0 and len(out_block) == 1:
-            s.set_layout(out, Layout(j0, tuple((sp, rep * r) for sp, rep in lay.segs)))
+    if target is not None and len(target) == len(oshape) and target[j0] not in (-1, 0) and oshape[j0] == c:
+        inferred = [i for i, t in enumerate(target) if t == -1 and not j0 <= i < f]
+        if inferred:
+            # reshape([B, C, -1]), reshape([-1, 2048]): a fixed channel count next to an inferred dim
+            # would silently re-cut the data after pruning instead of failing
+            why = f"{s._where()}: reshape to the fixed shape {target} hard-codes {target[j0]} channels next to an inferred dim"
+            s.freeze(lay, why)
+            s.fresh(out, why)
             return
-    if c % oshape[j0] == 0 and len(in_block) == 1:
-        # channel split into (outer, inner): the outer axis keeps coarser channels (attention heads)
-        inner = c // oshape[j0]
-        new = []
-        for sp, rep, off in s.offsets(lay):
-            length = s.space_size(sp) * rep
-            if off % inner or length % inner:
-                new = None
+    # Reshape targets are taken to be computed from the tensor's shape or the layer's attributes
+    # (x.shape[1] // groups, self.num_heads); a hard-coded count fails the pruner's trial forward.
+    j, cur, cc = j0, lay, c
+    role = None
+    while oshape[j] != cc:
+        outer = oshape[j]
+        if outer == 1 and j + 1 < f:
+            j += 1  # a single head or group: the channels stay on the next axis
+            role = "head_dim" if f == len(oshape) else None
+            continue
+        if outer > cc and outer % cc == 0 and j == j0:
+            # channel merged with the following dims: each channel now covers outer/cc positions
+            r = outer // cc
+            if _prod(ishape[a + 1 : e]) % r:
+                cur = None
                 break
-            if rep % inner == 0:
-                new.append((sp, rep // inner))
-            elif inner % rep == 0 and s.space_size(sp) % (inner // rep) == 0:
-                s.coarsen(sp, inner // rep)
-                new.append((sp, 1))
-            else:
-                new = None
-                break
-        if new is not None:
-            s.set_layout(out, Layout(j0, tuple(new)))
-            return
-    s.freeze(lay, why_mix)
-    s.fresh(out, why_mix)
+            cur = Layout(j, tuple((sp, rep * r) for sp, rep in cur.segs))
+            cc = outer
+            break
+        if cc % outer:
+            cur = None
+            break
+        inner = cc // outer
+        at_end = j + 2 == f and f == len(oshape)
+        nxt = _unmerge(s, cur, inner, allow_coarsen=False)
+        if nxt is None and at_end:
+            nxt = _unmerge(s, cur, inner, allow_coarsen=True)  # (heads, head_dim): one channel per head
+        if nxt is not None:
+            cur, cc = nxt, outer
+            break
+        nxt = _tile(s, cur, outer)  # (chunks, ...): q/k/v or shuffle groups, tied chunk by chunk
+        if nxt is None:
+            cur = None
+            break
+        cur, cc, j = nxt, inner, j + 1
+    if cur is None:
+        s.freeze(lay, why_mix)
+        s.fresh(out, why_mix)
+        return
+    if role is not None:
+        for sp, _ in s.refresh(cur).segs:
+            s.mark(sp, role)
+    s.set_layout(out, Layout(j, s.refresh(cur).segs))
 
 
 @register_channel_rule("pd_op.mean", "pd_op.sum", "pd_op.max", "pd_op.min", "pd_op.prod", "pd_op.amax", "pd_op.amin", "pd_op.logsumexp")

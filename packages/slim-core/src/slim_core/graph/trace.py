@@ -15,7 +15,7 @@ from slim_core._paddle import require_paddle
 from slim_core.errors import DataError, ModelLoadError, SlimError
 from slim_core.graph.ir import ModelGraph
 
-__all__ = ["trace", "graph_from_inference_model", "input_specs", "expected_input_hint"]
+__all__ = ["trace", "graph_from_inference_model", "reinfer_legacy_shapes", "input_specs", "expected_input_hint"]
 
 
 def _to_spec(paddle: Any, x: Any, i: int) -> Any:
@@ -198,16 +198,80 @@ def _check_shapes(graph: ModelGraph, shapes: list[list[int]], layer: Any) -> Non
             raise DataError(f"input shape {shapes} does not fit {type(layer).__name__}: {bad}; {expected_input_hint(layer)}")
 
 
-def graph_from_inference_model(path: str | os.PathLike[str] | Sequence[Any]) -> ModelGraph:
-    """Build the graph of a saved inference model (PIR or legacy)."""
+def graph_from_inference_model(
+    path: str | os.PathLike[str] | Sequence[Any], input_shapes: Sequence[Sequence[int]] | None = None
+) -> ModelGraph:
+    """Build the graph of a saved inference model (PIR or legacy).
+
+    Args:
+        path: the model path.
+        input_shapes: one shape per feed, in feed order; given, dynamic dims (``-1``) of the saved
+            inputs are fixed and every op's output shape is inferred again (legacy programs), so an
+            OCR recognizer saved as ``[-1, 3, 48, -1]`` can be analysed at ``[1, 3, 48, 320]``.
+
+    Raises:
+        DataError: a shape that contradicts a fixed dim of the saved input, or a wrong number of shapes.
+        UnsupportedOpError: re-inferring shapes of a PIR (``.json``) program, which Paddle does not offer.
+    """
     from slim_core.model_io import load_inference_model
 
     paddle = require_paddle()
     model = load_inference_model(path)  # type: ignore[arg-type]
     program = model.program
+    if input_shapes is not None:
+        if model.format != "legacy":
+            from slim_core.errors import UnsupportedOpError
+
+            raise UnsupportedOpError(
+                f"{model.model_file}: fixing input shapes needs a legacy (.pdmodel) program; for a PIR model "
+                "re-export it with a static input_spec"
+            )
+        reinfer_legacy_shapes(program, input_shapes)
     if model.format == "legacy":
         try:
             program = paddle.pir.translate_to_pir(model.program.desc)
         except Exception as exc:
             raise ModelLoadError(f"could not translate legacy program {model.model_file} to PIR: {str(exc).splitlines()[0][:300]}") from exc
     return ModelGraph.from_program(program, source="inference")
+
+
+def reinfer_legacy_shapes(program: Any, input_shapes: Sequence[Sequence[int]]) -> None:
+    """Set the feed shapes of a legacy program and infer every op's output shapes again, in place.
+
+    ``reshape`` outputs that shape inference leaves at ``-1`` (the target came as a tensor) are
+    completed from the element count when only one dim is unknown.
+    """
+    block = program.global_block()
+    feeds = sorted((op for op in block.ops if op.type == "feed"), key=lambda op: int(op.attr("col")))
+    if len(feeds) != len(input_shapes):
+        names = [op.output("Out")[0] for op in feeds]
+        raise DataError(f"the model has {len(feeds)} inputs {names} but {len(input_shapes)} input shapes were given")
+    for op, shape in zip(feeds, input_shapes):
+        var = block.var(op.output("Out")[0])
+        saved = list(var.shape)
+        shape = [int(d) for d in shape]
+        if len(saved) != len(shape) or any(o >= 0 and o != d for o, d in zip(saved, shape)) or any(d <= 0 for d in shape):
+            raise DataError(f"input shape {shape} does not match the model input {var.name} with saved shape {saved} (-1 = any)")
+        var.desc.set_shape(shape)
+    for op in block.ops:
+        if op.type in ("feed", "fetch"):
+            continue
+        try:
+            op.desc.infer_shape(block.desc)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"input shapes {[list(s) for s in input_shapes]} do not fit the model: op {op.type} failed: {first}") from exc
+        if op.type in ("reshape2", "reshape"):
+            _complete_reshape(block, op)
+
+
+def _complete_reshape(block: Any, op: Any) -> None:
+    x = block.var(op.input("X")[0])
+    out = block.var(op.output("Out")[0])
+    ins, outs = list(x.shape), list(out.shape)
+    if any(d < 0 for d in ins) or sum(1 for d in outs if d < 0) != 1:
+        return
+    known = int(np.prod([d for d in outs if d >= 0])) if len(outs) > 1 else 1
+    total = int(np.prod(ins))
+    if known > 0 and total % known == 0:
+        out.desc.set_shape([total // known if d < 0 else d for d in outs])

@@ -1,14 +1,48 @@
-"""The ``paddle.vision.models`` architectures the graph is tested on, with the smallest input each accepts.
+"""Architectures the graph is tested on: ``paddle.vision.models`` and tiny model-zoo-style networks.
+
+``VISION_MODELS`` are built by Paddle; ``STYLE_MODELS`` are small networks written the
+way their original projects write them (hand-written attention, split + channel shuffle,
+``split`` into scales, slices, concat feeding a residual add), for 32x32 inputs.
 
 Example:
     >>> from slim_core.graph.zoo import VISION_MODELS, input_shape
     >>> input_shape("alexnet")
     [1, 3, 224, 224]
+    >>> model = build_style_model("deit_like")   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-__all__ = ["VISION_MODELS", "MIN_SIZES", "input_shape"]
+from typing import Any
+
+__all__ = ["VISION_MODELS", "MIN_SIZES", "input_shape", "STYLE_MODELS", "build_style_model"]
+
+STYLE_MODELS: dict[str, str] = {
+    "pvt_v2_like": "PVTv2Like",
+    "deit_like": "DeiTLike",
+    "mobilevit_like": "MobileViTLike",
+    "esnet_like": "ESNetLike",
+    "res2net_like": "Res2NetLike",
+    "efficientnet_like": "EfficientNetLike",
+    "ghostnet_like": "GhostNetLike",
+}
+"""``{name: class in slim_core.graph.zoo_nets}``; every one takes ``[N, 3, 32, 32]`` and has 10 classes."""
+
+
+def build_style_model(name: str) -> Any:
+    """Build one of :data:`STYLE_MODELS` with random weights (needs Paddle).
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    from slim_core.errors import ConfigError
+
+    if name not in STYLE_MODELS:
+        raise ConfigError(f"unknown zoo model {name!r}; known: {sorted(STYLE_MODELS)}")
+    from slim_core.graph import zoo_nets
+
+    return getattr(zoo_nets, STYLE_MODELS[name])()
+
 
 VISION_MODELS: tuple[str, ...] = (
     "resnet18",
