@@ -15,6 +15,8 @@ __all__ = [
     "PaddleVersionError",
     "ExportError",
     "OutputExistsError",
+    "MissingExtraError",
+    "summarize",
 ]
 
 
@@ -48,3 +50,29 @@ class ExportError(SlimError):
 
 class OutputExistsError(SlimError, FileExistsError):
     """An output path exists and would be overwritten without ``overwrite=True``."""
+
+
+class MissingExtraError(SlimError, ImportError):
+    """An optional dependency (ONNX Runtime, OpenVINO, paddle2onnx, Optuna, matplotlib, ...) is not installed.
+
+    The one error every slim package raises for a missing extra; the message names
+    what needed it and the ``pip install`` command that brings it (see
+    :func:`slim_core.extras.require`).
+    """
+
+
+def summarize(exc: BaseException, limit: int = 300) -> str:
+    """One informative line of a (often very long) Paddle / paddle2onnx / runtime error.
+
+    Paddle's dy2static errors start with "In transformed code:" and a traceback; the
+    cause is the last line, so that one is kept.
+
+    Example:
+        >>> summarize(ValueError("bad shape\\n  at line 3"))
+        'bad shape'
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if lines[0].startswith("In transformed code") else lines[0]
+    return line[:limit]

@@ -1,8 +1,10 @@
 """Input specifications: one normalized form for shapes, ``InputSpec`` objects and dicts.
 
-Every entry point that traces or exports a Layer accepts the same loose input
-spec and turns it into a list of ``paddle.static.InputSpec`` here, with one
-clear :class:`~slim_core.ConfigError` for anything malformed.
+Every entry point that traces, times or exports a Layer (``slim_core.trace``,
+``slim_deploy.export``, ``slim_analysis.latency``, slim-quant's calibration
+tracing, slim-auto) accepts the same loose input spec and turns it into a list of
+``paddle.static.InputSpec`` here, with one clear :class:`~slim_core.ConfigError`
+for anything malformed. Example tensors or arrays count as specs of their shape and dtype.
 
 Example:
     >>> specs = normalize_input_spec([1, 3, 32, 32])            # doctest: +SKIP
@@ -18,12 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import ConfigError, require_paddle
+from slim_core._paddle import require_paddle
+from slim_core.errors import ConfigError
 
-__all__ = ["InputSpecLike", "normalize_input_spec", "example_inputs", "check_spec_matches_forward", "spec_to_dicts"]
+__all__ = [
+    "InputSpecLike",
+    "normalize_input_spec",
+    "specs_from_batch",
+    "example_inputs",
+    "check_spec_matches_forward",
+    "spec_to_dicts",
+    "specs_from_dicts",
+]
 
 InputSpecLike = Any
-"""A shape (``[None, 3, 32, 32]``), an ``InputSpec``, a list of those, or a dict ``{name: shape or InputSpec}``."""
+"""A shape (``[None, 3, 32, 32]``), an ``InputSpec``, a tensor or array (its shape and dtype), a list of
+those, or a dict ``{name: shape or InputSpec}``."""
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
@@ -37,11 +49,17 @@ def _dtype_name(dtype: Any) -> str:
     return {"VarType.FP32": "float32", "VarType.INT64": "int64", "VarType.INT32": "int32", "VarType.FP16": "float16"}.get(text, text)
 
 
+def _is_array(paddle: Any, value: Any) -> bool:
+    return isinstance(value, (np.ndarray, paddle.Tensor))
+
+
 def _one(item: Any, name: str, where: str, dynamic_batch: bool) -> Any:
     paddle = require_paddle()
     InputSpec = paddle.static.InputSpec
     dtype = "float32"
-    if isinstance(item, InputSpec):
+    if _is_array(paddle, item):
+        shape, dtype = [int(d) for d in item.shape], _dtype_name(item.dtype)
+    elif isinstance(item, InputSpec):
         shape = list(item.shape)
         dtype = _dtype_name(item.dtype)
         name = item.name or name
@@ -79,16 +97,17 @@ def _one(item: Any, name: str, where: str, dynamic_batch: bool) -> Any:
     return InputSpec(shape=dims, dtype=dtype, name=name)
 
 
-def normalize_input_spec(input_spec: InputSpecLike, *, dynamic_batch: bool = True) -> list[Any]:
+def normalize_input_spec(input_spec: InputSpecLike, *, dynamic_batch: bool = True, default_name: str = "x") -> list[Any]:
     """Turn a loose input spec into a list of ``paddle.static.InputSpec``.
 
     Args:
         input_spec: a shape, an ``InputSpec``, a ``(shape, dtype)`` pair, a list of
             those (one per model input), or a dict ``{name: shape or InputSpec}``.
         dynamic_batch: make the first dimension of every input dynamic (``None``).
+        default_name: name of an unnamed single input (several are called ``x0``, ``x1``, ...).
 
     Returns:
-        One ``InputSpec`` per model input; unnamed inputs are called ``x`` (or ``x0``, ``x1``, ...).
+        One ``InputSpec`` per model input.
 
     Raises:
         ConfigError: the spec is missing, malformed, has non-positive sizes, an
@@ -102,19 +121,34 @@ def normalize_input_spec(input_spec: InputSpecLike, *, dynamic_batch: bool = Tru
         specs = [_one(v, k, f"input_spec[{k!r}]", dynamic_batch) for k, v in items]
         specs = [paddle.static.InputSpec(s.shape, s.dtype, k) for s, (k, _) in zip(specs, items)]
     else:
-        if isinstance(input_spec, paddle.static.InputSpec) or _is_shape(input_spec) or isinstance(input_spec, dict):
+        single = isinstance(input_spec, (paddle.static.InputSpec, dict)) or _is_array(paddle, input_spec)
+        if single or _is_shape(input_spec):
             input_spec = [input_spec]
         elif isinstance(input_spec, tuple) and len(input_spec) == 2 and _is_shape(input_spec[0]) and isinstance(input_spec[1], str):
             input_spec = [input_spec]
         if not isinstance(input_spec, (list, tuple)):
             raise ConfigError(f"input_spec must be a shape, an InputSpec or a list of them, got {type(input_spec).__name__}")
         n = len(input_spec)
-        specs = [_one(item, "x" if n == 1 else f"x{i}", f"input_spec[{i}]", dynamic_batch) for i, item in enumerate(input_spec)]
+        specs = [_one(item, default_name if n == 1 else f"x{i}", f"input_spec[{i}]", dynamic_batch) for i, item in enumerate(input_spec)]
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"input_spec has duplicate input names: {', '.join(sorted(dup))}")
     return specs
+
+
+def specs_from_batch(batch: Any, names: Sequence[str] | None = None) -> list[Any]:
+    """Specs (dynamic batch) of one data batch: a dict ``{input name: array}`` read in ``names`` order, or a list of arrays.
+
+    Example:
+        >>> specs = specs_from_batch({"x": np.zeros((4, 3, 8, 8), "float32")}, ["x"])   # doctest: +SKIP
+        >>> list(specs[0].shape)                                                         # doctest: +SKIP
+        [-1, 3, 8, 8]
+    """
+    if isinstance(batch, dict):
+        keys = list(names) if names is not None else list(batch)
+        return normalize_input_spec({k: np.asarray(batch[k]) if not hasattr(batch[k], "shape") else batch[k] for k in keys})
+    return normalize_input_spec(list(batch), default_name=(names[0] if names else "x"))
 
 
 def check_spec_matches_forward(model: Any, specs: Sequence[Any]) -> None:
@@ -166,3 +200,10 @@ def example_inputs(specs: Sequence[Any], batch: int = 2, *, seed: int = 0) -> li
 def spec_to_dicts(specs: Sequence[Any]) -> list[dict[str, Any]]:
     """JSON-ready ``[{name, shape, dtype}]`` (dynamic sizes as -1)."""
     return [{"name": s.name, "shape": [-1 if d is None else int(d) for d in s.shape], "dtype": _dtype_name(s.dtype)} for s in specs]
+
+
+def specs_from_dicts(items: Sequence[dict[str, Any]]) -> list[Any]:
+    """The inverse of :func:`spec_to_dicts` (a manifest's ``inputs`` back to ``InputSpec``; -1 is dynamic)."""
+    return normalize_input_spec(
+        {str(i["name"]): {"shape": list(i["shape"]), "dtype": i.get("dtype", "float32")} for i in items}, dynamic_batch=False
+    )
