@@ -158,11 +158,9 @@ class Predictor:
         return Artifact("onnx", out)
 
     def _runner(self, art: Artifact, runtime: str) -> Runner:
-        runner = open_runner(
+        return open_runner(
             art.model, runtime, params_file=art.params, threads=self.threads, int8=self.int8 and runtime == "paddle", package="slim-deploy"
         )
-        runner.format = art.format  # type: ignore[attr-defined]
-        return runner
 
     def _auto(self, probe: Sequence[np.ndarray] | None, tolerance: float) -> Any:
         paths: list[tuple[Artifact, str]] = [(a, a.runtime) for a in self.artifacts.values()]

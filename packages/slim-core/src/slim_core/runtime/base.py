@@ -61,6 +61,7 @@ class Runner:
     Attributes:
         runtime: registry name of the runtime (``"paddle"``, ``"onnxruntime"``, ``"openvino"``).
         model_file: the file that was loaded.
+        format: its format (``"paddle"``, ``"paddle-legacy"`` or ``"onnx"``).
         threads: CPU threads the runtime was told to use.
     """
 
@@ -68,6 +69,7 @@ class Runner:
 
     def __init__(self, model_file: Path, threads: int) -> None:
         self.model_file = Path(model_file)
+        self.format = _SUFFIX_FORMAT.get(self.model_file.suffix, "")
         self.threads = int(threads)
         self.input_names: list[str] = []
         self.output_names: list[str] = []
