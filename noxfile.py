@@ -321,12 +321,67 @@ def versions(session: nox.Session) -> None:
     session.log(f"all {len(PACKAGES)} packages at {reference}, sibling pins exact")
 
 
+DEP_CHECK = r"""
+import ast, re, sys, tomllib
+from pathlib import Path
+root = Path(sys.argv[1])
+stdlib = set(sys.stdlib_module_names) | {"__future__"}
+# import name -> distribution name where they differ
+dist_of = {"yaml": "pyyaml", "paddle": "paddlepaddle"}
+bad = []
+for pyproject in sorted((root / "packages").glob("*/pyproject.toml")):
+    project = tomllib.loads(pyproject.read_text())["project"]
+    name = project["name"]
+    src = pyproject.parent / "src"
+    if not src.is_dir():
+        continue
+    def names(reqs):
+        return {re.split(r"[\[=<>!~ ;]", r, maxsplit=1)[0].lower() for r in reqs}
+    hard = names(project.get("dependencies", []))
+    extras = set().union(*[names(v) for v in project.get("optional-dependencies", {}).values()] or [set()])
+    own = {d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))}
+    top, lazy, text = set(), set(), ""
+    for f in src.rglob("*.py"):
+        text += f.read_text()
+        tree = ast.parse(f.read_text())
+        body = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module.split(".")[0]]
+            else:
+                continue
+            (top if id(node) in body else lazy).update(mods)
+    for mod in sorted((top | lazy) - stdlib - own):
+        dist = dist_of.get(mod, mod.replace("_", "-"))
+        if dist == "paddlepaddle":
+            continue  # never a hard requirement (CPU vs GPU builds); checked by require_paddle at import
+        if mod in top and dist not in hard:
+            bad.append(f"{name}: imports {mod} at module top but does not declare {dist} in dependencies")
+        elif dist not in hard and dist not in extras:
+            bad.append(f"{name}: imports {mod} but declares {dist} neither in dependencies nor in an extra")
+    for dist in sorted(d for d in hard if d.startswith("slim-")):
+        mod = dist.replace("-", "_")
+        if mod not in top | lazy and f'"{mod}' not in text:  # slim-auto loads some siblings by name ("slim_prune:prune_")
+            bad.append(f"{name}: declares {dist} but never uses {mod}")
+if bad:
+    sys.exit("declared dependencies do not match imports:\n  " + "\n  ".join(bad))
+print("declared dependencies match imports")
+"""
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    """ruff check, ruff format --check, the package layering (import-linter) and declared dependencies vs imports."""
+    session.install("ruff>=0.6", "import-linter>=2")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # contracts in .importlinter: auto > quant > {prune, nas, deploy} > {analysis, distill} > core; deploy never imports quant.
+    # The packages are found on PYTHONPATH (import-linter reads the source, it imports nothing).
+    src_path = os.pathsep.join(str(p["dir"] / "src") for p in PACKAGES.values() if p["module"])
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": src_path})
+    _run_script(session, "python", "dependency_check.py", DEP_CHECK, str(ROOT))
 
 
 @nox.session

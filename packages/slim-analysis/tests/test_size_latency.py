@@ -96,6 +96,27 @@ def test_latency_onnxruntime(small_cnn):
     assert r.backend == "onnxruntime" and r.median_ms() > 0
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("paddle2onnx") is None,
+    reason="openvino/paddle2onnx not installed: pip install 'slim-analysis[openvino]'",
+)
+def test_latency_and_latency_table_on_openvino(small_cnn, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    r = sa.latency(small_cnn, [1, 3, 8, 8], backend="openvino", batch_sizes=(1, 2), warmup=1, repeats=3)
+    assert r.backend == "openvino" and set(r.results) == {1, 2} and r.median_ms(2) > 0
+    pred = sa.LatencyPredictor.build([(small_cnn, [1, 3, 8, 8])], threads=1, backend="openvino", warmup=1, repeats=2, max_signatures=2)
+    assert pred.backend == "openvino" and pred.entries
+    assert sa.LatencyPredictor.load(pred.save(tmp_path / "t.json")).backend == "openvino"
+
+
+def test_latency_missing_runtime_names_the_extra(small_cnn, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail like an absent package
+    with pytest.raises(slim_core.errors.MissingExtraError, match=r"slim-analysis\[openvino\]"):
+        sa.latency(small_cnn, [1, 3, 8, 8], backend="openvino", warmup=0, repeats=1)
+
+
 def test_latency_bad_settings(small_cnn):
     with pytest.raises(slim_core.ConfigError, match="onnxruntime"):
         sa.latency(small_cnn, [1, 3, 8, 8], backend="tensorrt")

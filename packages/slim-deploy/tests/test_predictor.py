@@ -5,13 +5,17 @@ import pytest
 from conftest import inputs_for, layer_out
 
 from slim_core import ConfigError, DataError, ModelLoadError
+from slim_core.runtime import runtime_available
 from slim_deploy import Predictor, has_quant_ops
 
 
 def test_auto_picks_a_measured_equivalent_path_and_says_so(exported):
     model, spec, result = exported
     pred = Predictor(result.path, backend="auto", threads=1)
-    assert [c.format for c in pred.selection] == ["paddle", "paddle-legacy", "onnx"]
+    expected = [("paddle", "paddle"), ("paddle-legacy", "paddle"), ("onnx", "onnxruntime")]
+    if runtime_available("openvino"):  # every installed runtime is measured on every artifact it reads
+        expected += [("paddle-legacy", "openvino"), ("onnx", "openvino")]
+    assert [(c.format, c.runtime) for c in pred.selection] == expected
     assert all(c.equivalent and c.median_ms and c.median_ms > 0 for c in pred.selection)
     fastest = min(pred.selection, key=lambda c: c.median_ms)
     assert (pred.format, pred.backend) == (fastest.format, fastest.runtime)

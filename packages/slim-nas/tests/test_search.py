@@ -123,17 +123,11 @@ def test_pareto_plot(tmp_path):
 
 
 def test_pareto_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib")
-        return real_import(name, *args, **kwargs)
+    import sys
 
     result = search(lambda c: (c["x"], c["y"]), SPACE, "random", n_trials=5, seed=0, directions=["maximize", "maximize"])
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    for mod in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, mod, None)  # makes the import fail like an absent package
     with pytest.raises(MissingExtraError, match=r"slim-nas\[plot\]"):
         result.plot_pareto(tmp_path / "x.png")
 

@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--max-rows", type=int, default=None, help="limit the per-layer table")
     p.add_argument("--latency", action="store_true", help="also measure latency (Paddle Inference, oneDNN)")
-    p.add_argument("--backend", default="paddle", help="latency backend: paddle or onnxruntime")
+    p.add_argument(
+        "--backend", default="paddle", choices=["paddle", "onnxruntime", "openvino"], help="runtime for --latency and --build-latency-table"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,8")
     p.add_argument("--repeats", type=int, default=20)
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         rep = latency(model, lat_shape, threads=args.threads, backend=args.backend, batch_sizes=bs, repeats=args.repeats)
         out["latency"] = rep.to_dict()
     if args.build_latency_table:
-        pred = LatencyPredictor.build([(model, lat_shape)], threads=args.threads)
+        pred = LatencyPredictor.build([(model, lat_shape)], threads=args.threads, backend=args.backend)
         pred.save(args.build_latency_table)
         out["latency_table"] = {"path": args.build_latency_table, "entries": len(pred.entries), "scale": pred.scale}
     if args.predict_latency:

@@ -1,14 +1,15 @@
-"""Measured latency through Paddle Inference (CPU, oneDNN) or ONNX Runtime.
+"""Measured latency through Paddle Inference (CPU, oneDNN), ONNX Runtime or OpenVINO.
 
-Nothing here downloads or installs anything; a missing optional backend is a
-:class:`~slim_core.ConfigError` that says what to install.
+The runtimes are slim-core's runners (:mod:`slim_core.runtime`). Nothing here
+downloads or installs anything; a missing optional backend is a
+:class:`~slim_core.errors.MissingExtraError` that names ``pip install 'slim-analysis[onnx]'``
+(or ``[openvino]``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import statistics
 import tempfile
 import time
@@ -21,6 +22,9 @@ import numpy as np
 
 from slim_analysis._model import is_model_path, normalize_shapes
 from slim_core import ConfigError, DataError, SlimConfig, check_range, require_paddle
+from slim_core.model_io import resolve_model_path
+from slim_core.runtime import Runner, open_runner, paddle_to_onnx
+from slim_core.spec import normalize_input_spec
 
 __all__ = [
     "LatencyConfig",
@@ -28,7 +32,6 @@ __all__ = [
     "LatencyReport",
     "latency",
     "exported_model",
-    "PaddleRunner",
     "make_runner",
     "measure",
     "stats_of",
@@ -44,7 +47,8 @@ class LatencyConfig(SlimConfig):
     Attributes:
         batch_sizes: batch sizes to time (the first dim of ``input_shape`` is replaced).
         threads: CPU threads for the backend.
-        backend: ``"paddle"`` (Paddle Inference, oneDNN on) or ``"onnxruntime"``.
+        backend: ``"paddle"`` (Paddle Inference, oneDNN on), ``"onnxruntime"`` or ``"openvino"``
+            (the model is converted to ONNX for them; OpenVINO reads a legacy program directly).
         warmup: untimed runs first.
         repeats: timed runs per batch size.
         mkldnn: use oneDNN in Paddle Inference.
@@ -52,7 +56,7 @@ class LatencyConfig(SlimConfig):
 
     batch_sizes: tuple[int, ...] = (1,)
     threads: int = 1
-    backend: Literal["paddle", "onnxruntime"] = "paddle"
+    backend: Literal["paddle", "onnxruntime", "openvino"] = "paddle"
     warmup: int = 3
     repeats: int = 20
     mkldnn: bool = True
@@ -188,7 +192,7 @@ def exported_model(model: Any, input_shapes: list[list[int]]) -> Iterator[Path]:
         return
     if not isinstance(model, paddle.nn.Layer):
         raise DataError(f"expected a paddle.nn.Layer or an inference-model path, got {type(model).__name__}")
-    specs = [paddle.static.InputSpec([None, *s[1:]], "float32", f"x{i}") for i, s in enumerate(input_shapes)]
+    specs = normalize_input_spec(list(input_shapes))
     was_training = model.training
     saved_funcs = dict(getattr(model, "_original_funcs", {}))
     forward = model.forward
@@ -211,79 +215,32 @@ def exported_model(model: Any, input_shapes: list[list[int]]) -> Iterator[Path]:
         yield prefix
 
 
-class PaddleRunner:
-    """A Paddle Inference predictor on CPU for an inference-model prefix."""
+def make_runner(prefix: Path, cfg: LatencyConfig) -> Runner:
+    """A slim-core runner of the inference model at ``prefix`` on ``cfg.backend``.
 
-    def __init__(self, prefix: Path, threads: int = 1, mkldnn: bool = True) -> None:
-        paddle = require_paddle()
-        import paddle.inference as pi
+    ONNX Runtime gets an ONNX conversion (made in a temporary folder and loaded, then
+    removed); OpenVINO reads a legacy ``.pdmodel`` itself and gets the conversion for a
+    PIR program.
 
-        model_file = Path(str(prefix) + ".json")
-        if not model_file.exists():
-            model_file = Path(str(prefix) + ".pdmodel")
-        params_file = Path(str(prefix) + ".pdiparams")
-        config = pi.Config(str(model_file), str(params_file))
-        config.disable_gpu()
-        if mkldnn:
-            config.enable_mkldnn()
-        config.set_cpu_math_library_num_threads(int(threads))
-        config.disable_glog_info()
-        del paddle
-        self.predictor = pi.create_predictor(config)
-        self.names = list(self.predictor.get_input_names())
+    Raises:
+        MissingExtraError: the runtime (or paddle2onnx for the conversion) is not installed.
+        DataError: paddle2onnx cannot convert the model.
+    """
+    base, fmt = resolve_model_path(Path(prefix))
+    model_file = Path(str(base) + (".json" if fmt == "pir" else ".pdmodel"))
+    params_file = Path(str(base) + ".pdiparams")
+    if cfg.backend == "paddle":
+        return open_runner(model_file, "paddle", params_file=params_file, threads=cfg.threads, mkldnn=cfg.mkldnn, package="slim-analysis")
+    if cfg.backend == "openvino" and model_file.suffix == ".pdmodel":
+        return open_runner(model_file, "openvino", threads=cfg.threads, package="slim-analysis")
+    from slim_core import ExportError
 
-    def feed(self, arrays: list[np.ndarray]) -> None:
-        """Copy inputs into the predictor."""
-        for name, arr in zip(self.names, arrays):
-            h = self.predictor.get_input_handle(name)
-            h.reshape(list(arr.shape))
-            h.copy_from_cpu(arr)
-
-    def run(self) -> None:
-        """Run on the inputs already fed (no copies): the kernel time alone."""
-        self.predictor.run()
-
-    def __call__(self, arrays: list[np.ndarray]) -> None:
-        self.feed(arrays)
-        self.predictor.run()
-        for name in self.predictor.get_output_names():
-            self.predictor.get_output_handle(name).copy_to_cpu()
-
-
-class OrtRunner:
-    """ONNX Runtime session for a Paddle inference model converted with paddle2onnx."""
-
-    def __init__(self, prefix: Path, threads: int = 1) -> None:
+    with tempfile.TemporaryDirectory(prefix="slim_latency_onnx_") as tmp:
         try:
-            import onnxruntime as ort
-            import paddle2onnx
-        except ImportError as exc:
-            raise ConfigError(
-                f"backend 'onnxruntime' needs onnxruntime and paddle2onnx ({exc.name} is missing): pip install 'slim-analysis[onnx]'"
-            ) from exc
-        model_file = Path(str(prefix) + ".json")
-        if not model_file.exists():
-            model_file = Path(str(prefix) + ".pdmodel")
-        self._tmp = tempfile.TemporaryDirectory(prefix="slim_ort_")
-        onnx_path = os.path.join(self._tmp.name, "model.onnx")
-        try:
-            paddle2onnx.export(str(model_file), str(prefix) + ".pdiparams", save_file=onnx_path, opset_version=13, verbose=False)
-        except Exception as exc:
-            raise DataError(f"paddle2onnx could not convert {model_file}: {str(exc).splitlines()[0][:300] if str(exc) else exc}") from exc
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, arrays: list[np.ndarray]) -> None:
-        self.session.run(None, dict(zip(self.names, arrays)))
-
-
-def make_runner(prefix: Path, cfg: LatencyConfig) -> Any:
-    if cfg.backend == "onnxruntime":
-        return OrtRunner(prefix, cfg.threads)
-    return PaddleRunner(prefix, cfg.threads, cfg.mkldnn)
+            onnx_file = paddle_to_onnx(model_file, params_file, Path(tmp) / "model.onnx", package="slim-analysis")
+        except ExportError as exc:
+            raise DataError(str(exc)) from exc
+        return open_runner(onnx_file, cfg.backend, threads=cfg.threads, package="slim-analysis")
 
 
 def time_runner(runner: Any, arrays: list[np.ndarray], warmup: int, repeats: int) -> list[float]:
@@ -299,13 +256,14 @@ def latency(model: Any, input_shape: Any, config: LatencyConfig | None = None, *
             inference-model path (PIR or legacy).
         input_shape: ``[1, 3, 224, 224]`` or a list of shapes; the batch dim is replaced by each batch size.
         config: a :class:`LatencyConfig`; keyword overrides (``threads=2``, ``batch_sizes=(1, 8)``,
-            ``backend="onnxruntime"``, ``warmup``, ``repeats``) are applied on top.
+            ``backend="onnxruntime"`` or ``"openvino"``, ``warmup``, ``repeats``) are applied on top.
 
     Returns:
         A :class:`LatencyReport` with median, p10/p90, min, mean and std per batch size.
 
     Raises:
-        ConfigError: bad settings, or the ONNX Runtime backend is not installed.
+        ConfigError: bad settings.
+        MissingExtraError: the ONNX Runtime / OpenVINO backend is not installed.
         DataError: the input shape does not fit the model.
 
     Example:

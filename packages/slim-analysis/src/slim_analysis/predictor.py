@@ -3,7 +3,8 @@
 The user builds a per-op latency table on their own device, once
 (``slim analyze --build-latency-table table.json``): every distinct op
 *signature* (op type, input shapes, the attributes that change the kernel) of
-the given models is run alone through Paddle Inference and timed. The table is
+the given models is run alone through Paddle Inference (or ONNX Runtime / OpenVINO:
+``backend=``) and timed. The table is
 JSON (never pickle). ``predict(model)`` traces a model and sums the table over
 its ops; ops whose exact signature is missing fall back to a per-op-type fit
 ``ms = a + b * MFLOPs`` from the table.
@@ -29,7 +30,7 @@ import numpy as np
 
 from slim_analysis._model import graph_of
 from slim_analysis.flops import node_flops
-from slim_analysis.latency import PaddleRunner, exported_model, time_runner
+from slim_analysis.latency import LatencyConfig, exported_model, make_runner, time_runner
 from slim_core import ConfigError, DataError, ModelGraph, ModelLoadError, atomic_write, progress, require_paddle
 from slim_core.graph import Node
 
@@ -259,6 +260,7 @@ class LatencyPredictor:
         entries: dict[str, float],
         *,
         threads: int = 1,
+        backend: str = "paddle",
         scale: float = 1.0,
         overhead_ms: float = 0.0,
         device: dict[str, Any] | None = None,
@@ -266,6 +268,7 @@ class LatencyPredictor:
     ) -> None:
         self.entries = dict(entries)
         self.threads = int(threads)
+        self.backend = str(backend)
         self.scale = float(scale)
         self.overhead_ms = float(overhead_ms)
         self.device = device or {}
@@ -296,6 +299,7 @@ class LatencyPredictor:
         models: list[tuple[Any, Any]],
         *,
         threads: int = 1,
+        backend: str = "paddle",
         warmup: int = 3,
         repeats: int = 10,
         max_signatures: int | None = None,
@@ -306,6 +310,8 @@ class LatencyPredictor:
         Args:
             models: ``[(Layer or inference-model path, input_shape), ...]``.
             threads: CPU threads (use the number you will deploy with).
+            backend: the runtime to time on: ``"paddle"`` (default), ``"onnxruntime"`` or ``"openvino"``
+            (each op is converted to ONNX for the last two; their extras must be installed).
             warmup, repeats: runs per op (the fastest run is stored: robust to other load on the machine).
             max_signatures: time at most this many signatures (the most frequent first); others use fits.
             calibrate: also time the whole models and store the measured / summed ratio as ``scale``.
@@ -317,6 +323,7 @@ class LatencyPredictor:
             raise ConfigError("build() needs at least one (model, input_shape) pair")
         if threads < 1 or repeats < 1 or warmup < 0:
             raise ConfigError(f"threads and repeats must be >= 1 and warmup >= 0 (got {threads}, {repeats}, {warmup})")
+        cfg = LatencyConfig(threads=threads, backend=backend, warmup=warmup, repeats=repeats)  # type: ignore[arg-type]
         graphs = [(m, s, graph_of(m, s)) for m, s in models]
         counts: dict[str, int] = {}
         flops_by_sig: dict[str, int] = {}
@@ -331,18 +338,18 @@ class LatencyPredictor:
             sigs = sigs[:max_signatures]
         # a one-op program still pays the executor's fixed cost per run; inside a model that cost is
         # paid once, so it is measured on a trivial op and taken off every entry
-        dispatch = _time_overhead(threads, warmup, repeats, kernel_only=True)
+        dispatch = _time_overhead(cfg, kernel_only=True)
         entries: dict[str, float] = {}
         for sig in progress(sigs, desc="timing ops", total=len(sigs)):
-            ms = _time_signature(sig, threads, warmup, repeats)
+            ms = _time_signature(sig, cfg)
             if ms is not None:
                 entries[sig] = max(ms - dispatch, 0.05 * ms)
-        overhead = _time_overhead(threads, warmup, repeats)
-        pred = cls(entries, threads=threads, overhead_ms=overhead, device=_device(), flops_by_sig=flops_by_sig)
+        overhead = _time_overhead(cfg)
+        pred = cls(entries, threads=threads, backend=backend, overhead_ms=overhead, device=_device(), flops_by_sig=flops_by_sig)
         if calibrate:
             measured, summed = 0.0, 0.0
             for m, s, g in graphs:
-                measured += _time_model(m, s, threads, warmup, repeats) - overhead
+                measured += _time_model(m, s, cfg) - overhead
                 summed += pred._raw(g)[0]
             if summed > 0 and measured > 0:
                 pred.scale = measured / summed
@@ -380,6 +387,7 @@ class LatencyPredictor:
             "format": TABLE_FORMAT,
             "device": self.device,
             "threads": self.threads,
+            "backend": self.backend,
             "scale": self.scale,
             "overhead_ms": self.overhead_ms,
             "entries": [{"signature": json.loads(k), "ms": v, "flops": self.flops_by_sig.get(k, 0)} for k, v in self.entries.items()],
@@ -414,6 +422,7 @@ class LatencyPredictor:
             return cls(
                 entries,
                 threads=int(data["threads"]),
+                backend=str(data.get("backend", "paddle")),
                 scale=float(data["scale"]),
                 overhead_ms=float(data["overhead_ms"]),
                 device=dict(data.get("device", {})),
@@ -423,22 +432,23 @@ class LatencyPredictor:
             raise ModelLoadError(f"latency table {p} is damaged: {exc!r}") from exc
 
 
-def _time_layer(layer: Any, shapes: list[list[int]], threads: int, warmup: int, repeats: int, kernel_only: bool = True) -> float:
+def _time_layer(layer: Any, shapes: list[list[int]], cfg: LatencyConfig, kernel_only: bool = True) -> float:
     rng = np.random.default_rng(0)
     with exported_model(layer, shapes) as prefix:
-        runner = PaddleRunner(prefix, threads)
+        runner = make_runner(prefix, cfg)
         arrays = [rng.standard_normal(s).astype("float32") for s in shapes]
         if kernel_only:
             # an op inside a model gets its input from the previous op: time the run without input/output copies
             runner.feed(arrays)
-            times = time_runner(lambda _a: runner.run(), arrays, warmup, repeats)
+            times = time_runner(lambda _a: runner.run_fed(), arrays, cfg.warmup, cfg.repeats)
         else:
-            times = time_runner(runner, arrays, warmup, repeats)
+            times = time_runner(runner, arrays, cfg.warmup, cfg.repeats)
+        runner.close()
     # the minimum is the least disturbed by other processes on a shared machine
     return float(np.min(times) * 1000.0)
 
 
-def _time_signature(sig: str, threads: int, warmup: int, repeats: int) -> float | None:
+def _time_signature(sig: str, cfg: LatencyConfig) -> float | None:
     parsed = json.loads(sig)
     builder = OP_BUILDERS.get(parsed[0])
     if builder is None:
@@ -447,25 +457,25 @@ def _time_signature(sig: str, threads: int, warmup: int, repeats: int) -> float 
     if layer is None or not shapes or any(d < 0 for s in shapes for d in s):
         return None
     try:
-        return _time_layer(layer, shapes, threads, warmup, repeats)
-    except Exception:  # an op config Paddle Inference rejects alone is left to the per-type fit
+        return _time_layer(layer, shapes, cfg)
+    except Exception:  # an op config the runtime rejects alone is left to the per-type fit
         return None
 
 
-def _time_overhead(threads: int, warmup: int, repeats: int, kernel_only: bool = False) -> float:
+def _time_overhead(cfg: LatencyConfig, kernel_only: bool = False) -> float:
     paddle = require_paddle()
 
     class Tiny(paddle.nn.Layer):  # one trivial op: the fixed cost of a predictor run
         def forward(self, t: Any) -> Any:
             return paddle.nn.functional.relu(t)
 
-    return _time_layer(Tiny(), [[1, 8]], threads, warmup, repeats, kernel_only=kernel_only)
+    return _time_layer(Tiny(), [[1, 8]], cfg, kernel_only=kernel_only)
 
 
-def _time_model(model: Any, shape: Any, threads: int, warmup: int, repeats: int) -> float:
+def _time_model(model: Any, shape: Any, cfg: LatencyConfig) -> float:
     from slim_analysis._model import normalize_shapes
 
     shapes = normalize_shapes(shape)
     if shapes is None:
         raise DataError("input_shape is required to time a model")
-    return _time_layer(model, shapes, threads, warmup, repeats, kernel_only=False)
+    return _time_layer(model, shapes, cfg, kernel_only=False)

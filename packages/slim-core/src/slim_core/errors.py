@@ -18,6 +18,7 @@ __all__ = [
     "ExportError",
     "OutputExistsError",
     "error_summary",
+    "MissingExtraError",
 ]
 
 
@@ -53,6 +54,15 @@ class OutputExistsError(SlimError, FileExistsError):
     """An output path exists and would be overwritten without ``overwrite=True``."""
 
 
+class MissingExtraError(SlimError, ImportError):
+    """An optional dependency (ONNX Runtime, OpenVINO, paddle2onnx, Optuna, matplotlib, ...) is not installed.
+
+    The one error every slim package raises for a missing extra; the message names
+    what needed it and the ``pip install`` command that brings it (see
+    :func:`slim_core.extras.require`).
+    """
+
+
 _PADDLE_KIND = re.compile(
     r"\((InvalidArgument|PreconditionNotMet|NotFound|OutOfRange|Unimplemented|Unavailable|Fatal|External|AlreadyExists|PermissionDenied|ResourceExhausted|InvalidType)\)"
 )
@@ -69,5 +79,8 @@ def error_summary(exc: BaseException, limit: int = 300) -> str:
         'ValueError: (InvalidArgument) bad shape [3] vs [4]'
     """
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    line = next((ln for ln in lines if _PADDLE_KIND.search(ln)), lines[0] if lines else "")
+    if lines and lines[0].startswith("In transformed code"):  # dy2static: the cause is the last line
+        line = lines[-1]
+    else:
+        line = next((ln for ln in lines if _PADDLE_KIND.search(ln)), lines[0] if lines else "")
     return f"{type(exc).__name__}: {line[:limit]}" if line else type(exc).__name__

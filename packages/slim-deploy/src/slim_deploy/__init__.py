@@ -13,6 +13,7 @@ from slim_deploy.__about__ import __version__
 
 require_paddle()
 
+from slim_core.spec import normalize_input_spec  # noqa: E402
 from slim_deploy.benchmark import BenchmarkReport, BenchmarkRow, benchmark  # noqa: E402
 from slim_deploy.bn_fold import fold_bn, fold_bn_  # noqa: E402
 from slim_deploy.compare import CompareReport, OutputAgreement, compare  # noqa: E402
@@ -21,7 +22,6 @@ from slim_deploy.export import ExportResult, convert, export  # noqa: E402
 from slim_deploy.manifest import MANIFEST_NAME, Manifest, has_quant_ops, read_manifest, write_manifest  # noqa: E402
 from slim_deploy.predictor import Candidate, Predictor, paddle_to_onnx  # noqa: E402
 from slim_deploy.rep import REP_BLOCKS, ACBlock, DBBlock, RepBlock, RepConfig, RepVGGBlock, merge, merge_, rep_blocks, reparameterize  # noqa: E402
-from slim_deploy.spec import normalize_input_spec  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -1,34 +1,17 @@
-"""Lazy imports of the optional ONNX pieces, with one clear error naming the extra."""
+"""Lazy imports of slim-deploy's optional pieces through :func:`slim_core.extras.require` (kept for older imports)."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from types import ModuleType
 
-from slim_deploy.errors import MissingExtraError
+from slim_core.extras import available
+from slim_core.extras import require as _require
 
 __all__ = ["require", "available"]
 
-_EXTRA = {"paddle2onnx": "onnx", "onnxruntime": "onnx", "onnx": "onnx"}
-_WHAT = {"paddle2onnx": "ONNX export", "onnxruntime": "the ONNX Runtime backend", "onnx": "reading ONNX models"}
-
-
-def available(module: str) -> bool:
-    """Whether ``module`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+_EXTRA = {"paddle2onnx": "onnx", "onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino"}
 
 
 def require(module: str) -> ModuleType:
-    """Import an optional dependency or raise :class:`MissingExtraError` naming the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        extra = _EXTRA.get(module, "onnx")
-        raise MissingExtraError(
-            f"{_WHAT.get(module, module)} needs the Python package {module!r}, which is not installed ({exc}); "
-            f"install it with `pip install 'slim-deploy[{extra}]'`"
-        ) from exc
+    """Import an optional dependency or raise slim-core's ``MissingExtraError`` naming ``pip install 'slim-deploy[<extra>]'``."""
+    return _require(module, package="slim-deploy", extra=_EXTRA.get(module, "onnx"))

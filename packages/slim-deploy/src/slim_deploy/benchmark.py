@@ -1,4 +1,4 @@
-"""Measured latency of an exported model on each runtime and batch size, side by side.
+"""Measured latency of an exported model on each runtime and batch size, side by side; the fastest is named.
 
 Example:
     >>> report = benchmark("out/resnet18", batch_sizes=(1, 16), threads=2)   # doctest: +SKIP
@@ -18,8 +18,9 @@ import numpy as np
 
 from slim_analysis.latency import LatencyStats, measure, stats_of
 from slim_core import ConfigError
-from slim_deploy.manifest import locate_artifacts
-from slim_deploy.predictor import Predictor
+from slim_core.runtime import runtime_available
+from slim_deploy.manifest import FORMATS, Artifact, locate_artifacts
+from slim_deploy.predictor import _READS, RUNTIME_NAMES, Predictor
 
 __all__ = ["benchmark", "BenchmarkReport", "BenchmarkRow"]
 
@@ -47,6 +48,25 @@ class BenchmarkReport:
     input_shape: list[int]
     rows: list[BenchmarkRow] = field(default_factory=list)
 
+    def fastest(self) -> dict[int, BenchmarkRow]:
+        """The row with the lowest median per batch size."""
+        best: dict[int, BenchmarkRow] = {}
+        for r in self.rows:
+            if r.batch_size not in best or r.latency.median_ms < best[r.batch_size].latency.median_ms:
+                best[r.batch_size] = r
+        return best
+
+    def fastest_lines(self) -> list[str]:
+        """``fastest at batch 1: onnx on openvino, 2.10 ms (1.80x the first row)`` per batch size."""
+        first: dict[int, BenchmarkRow] = {}
+        for r in self.rows:
+            first.setdefault(r.batch_size, r)
+        out = []
+        for b, r in self.fastest().items():
+            ratio = first[b].latency.median_ms / r.latency.median_ms if r.latency.median_ms else float("nan")
+            out.append(f"fastest at batch {b}: {r.format} on {r.backend}, {r.latency.median_ms:.2f} ms ({ratio:.2f}x the first row)")
+        return out
+
     def to_markdown(self) -> str:
         lines = [
             "| format | runtime | batch | threads | median ms | p90 ms | ms / sample | vs first |",
@@ -70,10 +90,13 @@ class BenchmarkReport:
                 {"format": r.format, "backend": r.backend, "batch_size": r.batch_size, "threads": r.threads} | dataclasses.asdict(r.latency)
                 for r in self.rows
             ],
+            "fastest": {
+                str(b): {"format": r.format, "backend": r.backend, "median_ms": r.latency.median_ms} for b, r in self.fastest().items()
+            },
         }
 
 
-def _interleaved(preds: dict[str, Predictor], x: np.ndarray, warmup: int, repeat: int, max_seconds: float) -> list[LatencyStats]:
+def _interleaved(preds: dict[Any, Predictor], x: np.ndarray, warmup: int, repeat: int, max_seconds: float) -> list[LatencyStats]:
     """Time every predictor in rounds (one run each per round), so load from other processes hits all alike."""
     for pred in preds.values():
         measure(lambda p=pred: p.run([x]), warmup=warmup, repeat=1)
@@ -85,6 +108,28 @@ def _interleaved(preds: dict[str, Predictor], x: np.ndarray, warmup: int, repeat
         if time.perf_counter() - start > max_seconds * len(preds) and len(times[0]) >= 3:
             break
     return [stats_of(t, x.shape[0]) for t in times]
+
+
+def _paths(path: Any, arts: dict[str, Artifact], backends: Sequence[str] | None) -> list[tuple[str, str]]:
+    """``(format, runtime)`` pairs to time; a format missing from ``arts`` but readable after conversion is ``onnx``."""
+    has_paddle = any(a.runtime == "paddle" for a in arts.values())
+    if not backends:
+        return [(f, rt) for f in arts for rt in RUNTIME_NAMES if f in _READS[rt] and runtime_available(rt)]
+    out: list[tuple[str, str]] = []
+    for b in backends:
+        fmt, _, rt = b.partition("/")
+        if not rt:
+            if fmt in RUNTIME_NAMES and fmt not in FORMATS:  # a runtime: the first artifact it reads, else a conversion
+                rt = fmt
+                fmt = next((f for f in arts if f in _READS[rt]), "onnx")
+            else:
+                rt = "onnxruntime" if fmt == "onnx" else "paddle"
+        if fmt not in arts and not (fmt == "onnx" and has_paddle):
+            raise ConfigError(f"{path} has no {fmt!r} model; present: {', '.join(arts)}")
+        if rt not in RUNTIME_NAMES or fmt not in _READS[rt]:
+            raise ConfigError(f"runtime {rt!r} cannot run the {fmt} model; runtimes: {', '.join(RUNTIME_NAMES)}")
+        out.append((fmt, rt))
+    return list(dict.fromkeys(out))
 
 
 def benchmark(
@@ -105,14 +150,16 @@ def benchmark(
         input_shape: shape of one sample without the batch dimension (default: from the manifest).
         batch_sizes: batch sizes to time.
         threads: CPU threads per runtime.
-        backends: formats to time, e.g. ``["paddle", "paddle-legacy", "onnx"]`` (default: every artifact present).
+        backends: what to time: formats (``"paddle"``, ``"paddle-legacy"``, ``"onnx"``, each on its own
+            runtime), runtimes (``"onnxruntime"``, ``"openvino"``) or ``"format/runtime"`` pairs
+            (``"onnx/openvino"``). Default: every artifact on every installed runtime that reads it.
         warmup: untimed runs per configuration.
         repeat: timed runs per configuration (fewer when ``max_seconds`` is reached).
         max_seconds: time budget per configuration.
 
-    The formats are timed in interleaved rounds (each runs once per round), so a
+    The paths are timed in interleaved rounds (each runs once per round), so a
     load change on a shared machine affects all of them alike; compare ratios
-    within one report.
+    within one report. :meth:`BenchmarkReport.fastest` names the fastest per batch size.
 
     Returns:
         A :class:`BenchmarkReport`; :meth:`~BenchmarkReport.to_markdown` prints the table.
@@ -126,13 +173,7 @@ def benchmark(
     arts, manifest = locate_artifacts(path)
     if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
-    formats = list(backends) if backends else list(arts)
-    for f in formats:
-        if f == "onnxruntime":
-            f = "onnx"
-        if f not in arts and not (f == "onnx" and any(a.runtime == "paddle" for a in arts.values())):
-            raise ConfigError(f"{path} has no {f!r} model; present: {', '.join(arts)}")
-    formats = ["onnx" if f == "onnxruntime" else f for f in formats]
+    paths = _paths(path, arts, backends)
     if input_shape is None:
         if manifest is None or len(manifest.inputs) != 1 or manifest.inputs[0].get("shape") is None:
             raise ConfigError("input_shape is required for a model without a single-input slim.json manifest")
@@ -144,16 +185,14 @@ def benchmark(
         raise ConfigError(f"input_shape {list(input_shape)} has dynamic or non-positive sizes; give concrete sizes")
     rng = np.random.default_rng(0)
     report = BenchmarkReport(str(path), list(input_shape))
-    preds = {}
-    for f in formats:
-        if f in arts:
-            preds[f] = Predictor(path, backend="onnxruntime" if f == "onnx" else "paddle", format=f, threads=threads)
-        else:  # ONNX Runtime on a converted copy of the Paddle model
-            preds[f] = Predictor(path, backend="onnxruntime", threads=threads)
+    preds: dict[tuple[str, str], Predictor] = {}
+    for f, rt in paths:
+        # a format missing from the export is an ONNX conversion of the Paddle model, made by the Predictor
+        preds[(f, rt)] = Predictor(path, backend=rt, format=f if f in arts else None, threads=threads)
     for b in batch_sizes:
         x = rng.standard_normal([b, *input_shape]).astype(dtype)
-        for stats, (f, pred) in zip(_interleaved(preds, x, warmup, repeat, max_seconds), preds.items()):
-            report.rows.append(BenchmarkRow(f, pred.backend, b, pred.threads, stats))
+        for stats, pred in zip(_interleaved(preds, x, warmup, repeat, max_seconds), preds.values()):
+            report.rows.append(BenchmarkRow(pred.format, pred.backend, b, pred.threads, stats))
     for pred in preds.values():
         pred.close()
     return report

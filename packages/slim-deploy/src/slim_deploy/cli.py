@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from slim_core import DataError
+from slim_deploy.predictor import BACKENDS
 
 __all__ = ["register_run", "register_bench"]
 
@@ -54,11 +55,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def register_run(sub: Any) -> None:
     """Add ``slim run MODEL --input x.npy``."""
-    p = sub.add_parser("run", help="run an exported model on .npy inputs (Paddle Inference or ONNX Runtime)")
+    p = sub.add_parser("run", help="run an exported model on .npy inputs (Paddle Inference, ONNX Runtime or OpenVINO)")
     p.add_argument("model", help="export directory, Paddle inference model or .onnx file")
     p.add_argument("--input", "-i", nargs="+", required=True, help=".npy file per model input (or one .npz)")
     p.add_argument("--output", "-o", help="write the outputs here (.npy for one output, else .npz)")
-    p.add_argument("--backend", default="default", choices=["default", "auto", "paddle", "onnxruntime"])
+    p.add_argument(
+        "--backend",
+        default="default",
+        choices=list(BACKENDS),
+        help="runtime: default (the model's own), auto (fastest that agrees), paddle, onnxruntime, openvino",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_run)
 
@@ -69,6 +75,8 @@ def _bench(args: argparse.Namespace) -> int:
     shape = [int(s) for s in args.shape.split(",")] if args.shape else None
     report = benchmark(args.model, shape, args.batch_sizes, threads=args.threads, backends=args.backends, repeat=args.repeat)
     print(report.to_markdown())
+    for line in report.fastest_lines():
+        print(line)
     return 0
 
 
@@ -79,6 +87,12 @@ def register_bench(sub: Any) -> None:
     p.add_argument("--shape", help="one sample's shape without batch, e.g. 3,224,224 (default: from slim.json)")
     p.add_argument("--batch-sizes", "-b", type=int, nargs="+", default=[1])
     p.add_argument("--threads", "-t", type=int, default=None)
-    p.add_argument("--backends", nargs="+", default=None, help="formats to time: paddle paddle-legacy onnx (default: all present)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="what to time: formats (paddle paddle-legacy onnx), runtimes (onnxruntime openvino) or pairs like onnx/openvino "
+        "(default: every model file on every installed runtime that reads it)",
+    )
     p.add_argument("--repeat", type=int, default=20)
     p.set_defaults(func=_bench)

@@ -26,13 +26,13 @@ import numpy as np
 
 from slim_core import ConfigError, ExportError, atomic_dir, check_writable, require_paddle
 from slim_core.config import check_choice
+from slim_core.extras import require
 from slim_core.model_io import convert_to_pir
-from slim_deploy._extras import require
+from slim_core.spec import InputSpecLike, check_spec_matches_forward, example_inputs, normalize_input_spec, spec_to_dicts, specs_from_dicts
 from slim_deploy.compare import CompareReport, compare, layer_outputs
-from slim_deploy.errors import VerificationError, summarize
+from slim_deploy.errors import VerificationError, error_summary
 from slim_deploy.manifest import FILES, FORMATS, Manifest, check_compression, locate_artifacts, read_manifest, write_manifest
 from slim_deploy.predictor import Predictor, paddle_to_onnx
-from slim_deploy.spec import InputSpecLike, check_spec_matches_forward, example_inputs, normalize_input_spec, spec_to_dicts
 
 __all__ = ["export", "convert", "ExportResult"]
 
@@ -71,9 +71,9 @@ def _formats(format: str | Sequence[str]) -> list[str]:
 
 def _check_extras(formats: list[str], verify: bool) -> None:
     if "onnx" in formats:
-        require("paddle2onnx")
+        require("paddle2onnx", package="slim-deploy", extra="onnx", what="ONNX export")
         if verify:
-            require("onnxruntime")
+            require("onnxruntime", package="slim-deploy", extra="onnx")
 
 
 def _data_arrays(data: Any, n_inputs: int) -> list[np.ndarray]:
@@ -125,7 +125,7 @@ def export(
     Args:
         model: a ``paddle.nn.Layer`` (exported in eval mode; its mode is restored, its weights untouched).
         path: the output directory.
-        input_spec: input shape(s) or ``InputSpec`` (see :func:`slim_deploy.spec.normalize_input_spec`).
+        input_spec: input shape(s) or ``InputSpec`` (see :func:`slim_core.spec.normalize_input_spec`).
         format: ``"paddle"`` (PIR ``model.json`` + ``model.pdiparams``, the default),
             ``"paddle-legacy"`` (``model_legacy.pdmodel``, which Paddle Inference's oneDNN
             INT8 path needs), ``"onnx"`` (``model.onnx`` via paddle2onnx, needs the
@@ -178,7 +178,7 @@ def export(
             except Exception as exc:  # the spec does not fit the model: say so before writing anything
                 shapes = [list(a.shape) for a in data]
                 raise ExportError(
-                    f"{type(model).__name__} could not export: it fails on inputs of shape {shapes}: {summarize(exc)}"
+                    f"{type(model).__name__} could not export: it fails on inputs of shape {shapes}: {error_summary(exc)}"
                 ) from exc
         with atomic_dir(out, overwrite=overwrite) as tmp:
             _save_layer(model, tmp, specs, formats, opset)
@@ -215,7 +215,7 @@ def _save_layer(model: Any, tmp: Path, specs: list[Any], formats: list[str], ops
             if info.exists():
                 info.unlink()  # training-only metadata, not needed to run the model
     except Exception as exc:
-        raise ExportError(f"Paddle could not export {type(model).__name__} with input spec {shapes}: {summarize(exc)}") from exc
+        raise ExportError(f"Paddle could not export {type(model).__name__} with input spec {shapes}: {error_summary(exc)}") from exc
     finally:
         if not paddle.in_dynamic_mode():
             paddle.disable_static()
@@ -282,9 +282,7 @@ def convert(
         if verify_data is not None:
             data = _data_arrays(verify_data, len(probe.input_names))
         elif src_manifest is not None:
-            paddle = require_paddle()
-            specs = [paddle.static.InputSpec([None if d == -1 else d for d in i["shape"]], i["dtype"], i["name"]) for i in inputs]
-            data = example_inputs(specs, batch=2)
+            data = example_inputs(specs_from_dicts(inputs), batch=2)
         else:
             raise ConfigError(f"{path} has no slim.json, so its input shapes are unknown: pass verify_data or verify=False")
     if not src_manifest:

@@ -242,7 +242,7 @@ def write_manifest(
     Args:
         directory: the export directory.
         inputs: ``[{"name", "shape", "dtype"}]`` (dynamic sizes as -1; ``shape``/``dtype`` None when unknown),
-            see :func:`slim_deploy.spec.spec_to_dicts`.
+            see :func:`slim_core.spec.spec_to_dicts`.
         format: the primary artifact's format (default: the first present of paddle, paddle-legacy, onnx).
         outputs: output names, when known.
         compression: what was applied, e.g. ``{"quantization": {"method": "ptq", "bits": 8}}``.

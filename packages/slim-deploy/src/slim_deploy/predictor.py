@@ -1,15 +1,19 @@
-"""Run exported models on Paddle Inference (oneDNN on CPU, INT8 when quantized) or ONNX Runtime.
+"""Run exported models on Paddle Inference (oneDNN on CPU, INT8 when quantized), ONNX Runtime or OpenVINO.
+
+The runtimes themselves are slim-core's runners (:mod:`slim_core.runtime`); this
+module finds the artifacts of an export directory, converts a model for a runtime
+that cannot read it, and for ``backend="auto"`` times every installed runtime.
 
 Example:
     >>> run = Predictor("out/resnet18", threads=2)            # doctest: +SKIP
     >>> logits = run(images)                                   # doctest: +SKIP
     >>> run = Predictor("out/resnet18", backend="auto")       # doctest: +SKIP
     >>> print(run.describe())                                  # doctest: +SKIP
+    >>> run = Predictor("out/resnet18_int8", backend="openvino")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -20,37 +24,20 @@ from typing import Any, Literal
 import numpy as np
 
 from slim_analysis.latency import measure
-from slim_core import ConfigError, DataError, ModelLoadError, check_array, require_paddle
+from slim_core import ConfigError, DataError, check_array
 from slim_core.config import check_choice
-from slim_core.model_io import check_model_files
-from slim_deploy._extras import available, require
-from slim_deploy.errors import summarize
+from slim_core.errors import error_summary
+from slim_core.extras import available
+from slim_core.runtime import InputInfo, Runner, open_runner, paddle_to_onnx, runtime_available
+from slim_core.spec import example_inputs, specs_from_dicts
 from slim_deploy.manifest import Artifact, has_quant_ops, locate_artifacts
 
-__all__ = ["Predictor", "Backend", "InputInfo", "Candidate", "paddle_to_onnx"]
+__all__ = ["Predictor", "Backend", "InputInfo", "Candidate", "paddle_to_onnx", "BACKENDS", "RUNTIME_NAMES"]
 
-Backend = Literal["default", "auto", "paddle", "onnxruntime"]
-BACKENDS = ("default", "auto", "paddle", "onnxruntime")
-
-_ORT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """A model input: name, shape (``None`` for dynamic or unknown sizes) and dtype (None when unknown)."""
-
-    name: str
-    shape: tuple[int | None, ...] | None
-    dtype: str | None
+Backend = Literal["default", "auto", "paddle", "onnxruntime", "openvino"]
+RUNTIME_NAMES = ("paddle", "onnxruntime", "openvino")
+BACKENDS = ("default", "auto", *RUNTIME_NAMES)
+_READS = {"paddle": ("paddle", "paddle-legacy"), "onnxruntime": ("onnx",), "openvino": ("onnx", "paddle-legacy")}
 
 
 @dataclass(frozen=True)
@@ -65,128 +52,6 @@ class Candidate:
     note: str = ""
 
 
-def paddle_to_onnx(
-    model_file: str | os.PathLike[str], params_file: str | os.PathLike[str], out_file: str | os.PathLike[str], *, opset: int = 13
-) -> Path:
-    """Convert a Paddle inference model (PIR ``.json`` or legacy ``.pdmodel``) to ONNX with paddle2onnx.
-
-    Raises:
-        MissingExtraError: paddle2onnx is not installed (install ``slim-deploy[onnx]``).
-        ExportError: paddle2onnx refuses the model (its message is kept).
-    """
-    from slim_core import ExportError
-    from slim_core.model_io import convert_to_pir
-
-    p2o = require("paddle2onnx")
-    model_file, params_file, out_file = Path(model_file), Path(params_file), Path(out_file)
-    check_model_files(model_file, params_file)  # paddle2onnx converts damaged files without a word
-    with tempfile.TemporaryDirectory(prefix="slim-p2o-") as tmp:
-        if model_file.suffix == ".pdmodel":
-            # convert through slim_core (checked) instead of paddle2onnx's own temp-dir translation
-            prefix = convert_to_pir(model_file, Path(tmp) / "pir")
-            model_file, params_file = Path(str(prefix) + ".json"), Path(str(prefix) + ".pdiparams")
-        try:
-            with _quiet_fds():
-                p2o.export(
-                    str(model_file),
-                    str(params_file),
-                    str(out_file),
-                    opset_version=opset,
-                    verbose=False,
-                    enable_onnx_checker=True,
-                    optimize_tool="None",  # the default ("polygraphy") pip-installs onnx_graphsurgeon at run time
-                )
-        except Exception as exc:
-            first = summarize(exc)
-            raise ExportError(f"paddle2onnx could not convert {model_file}: {first}") from exc
-    if not out_file.is_file() or out_file.stat().st_size == 0:
-        raise ExportError(f"paddle2onnx wrote no ONNX file for {model_file} (unsupported operators? run with verbose paddle2onnx to see)")
-    return out_file
-
-
-@contextlib.contextmanager
-def _quiet_fds() -> Any:
-    """Silence C++ level stdout (paddle2onnx prints progress lines from C++)."""
-    try:
-        fd = os.dup(1)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            try:
-                yield
-            finally:
-                os.dup2(fd, 1)
-    finally:
-        os.close(fd)
-
-
-class _PaddleRunner:
-    runtime = "paddle"
-
-    def __init__(self, art: Artifact, threads: int, int8: bool) -> None:
-        paddle = require_paddle()
-        from paddle import inference
-
-        assert art.params is not None
-        config = inference.Config(str(art.model), str(art.params))
-        config.enable_new_ir(art.format == "paddle")
-        config.disable_gpu()
-        config.disable_glog_info()
-        config.set_cpu_math_library_num_threads(threads)
-        self.onednn = bool(paddle.base.core.is_compiled_with_mkldnn())
-        if self.onednn:
-            config.enable_mkldnn()
-            config.set_mkldnn_cache_capacity(16)  # bounded cache of oneDNN primitives across input shapes
-            if int8:
-                config.enable_mkldnn_int8()
-        try:
-            self.pred = inference.create_predictor(config)
-        except Exception as exc:
-            first = summarize(exc)
-            hint = " (Paddle Inference runs INT8 on CPU only from the legacy format: export with format='paddle-legacy')" if int8 else ""
-            raise ModelLoadError(f"Paddle Inference could not load {art.model}: {first}{hint}") from exc
-        self.input_names = list(self.pred.get_input_names())
-        self.output_names = list(self.pred.get_output_names())
-        self._in = [self.pred.get_input_handle(n) for n in self.input_names]
-        self._out = [self.pred.get_output_handle(n) for n in self.output_names]
-
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        for h, a in zip(self._in, arrays):
-            h.reshape(list(a.shape))
-            h.copy_from_cpu(np.ascontiguousarray(a))
-        self.pred.run()
-        return [h.copy_to_cpu() for h in self._out]
-
-
-class _OrtRunner:
-    runtime = "onnxruntime"
-
-    def __init__(self, art: Artifact, threads: int) -> None:
-        ort = require("onnxruntime")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        try:
-            self.sess = ort.InferenceSession(str(art.model), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            first = summarize(exc)
-            raise ModelLoadError(f"ONNX Runtime could not load {art.model}: {first}") from exc
-        ins = self.sess.get_inputs()
-        self.input_names = [i.name for i in ins]
-        self.output_names = [o.name for o in self.sess.get_outputs()]
-        self.infos = [
-            InputInfo(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape), _ORT_DTYPES.get(i.type)) for i in ins
-        ]
-
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return list(self.sess.run(None, dict(zip(self.input_names, arrays))))
-
-
 class Predictor:
     """Run an exported model on numpy arrays.
 
@@ -194,12 +59,14 @@ class Predictor:
         path: an export directory written by :func:`export` (with ``slim.json``), a
             Paddle inference model (prefix, file or directory; PIR or legacy) or an ``.onnx`` file.
         backend: ``"default"`` runs the primary artifact on its own runtime (Paddle
-            Inference for Paddle formats, ONNX Runtime for ONNX); ``"paddle"`` or
-            ``"onnxruntime"`` force a runtime (a Paddle model is converted to ONNX in a
-            temporary directory for ONNX Runtime); ``"auto"`` times every path that is
-            available (all artifacts, plus an ONNX conversion when the ``onnx`` extra is
-            installed), keeps those whose outputs match the primary path within
-            ``tolerance``, and picks the fastest. :attr:`selection` lists what was measured.
+            Inference for Paddle formats, ONNX Runtime for ONNX); ``"paddle"``,
+            ``"onnxruntime"`` or ``"openvino"`` force a runtime (OpenVINO reads the ONNX or
+            legacy Paddle model; a model the runtime cannot read is converted to ONNX in a
+            temporary directory); ``"auto"`` times every path that is available (all
+            artifacts on every installed runtime that reads them, plus an ONNX conversion
+            when the ``onnx`` extra is installed), keeps those whose outputs match the
+            primary path within ``tolerance``, and picks the fastest. :attr:`selection`
+            lists what was measured.
         threads: CPU threads (default: ``min(4, os.cpu_count())``).
         int8: ``"auto"`` enables Paddle Inference's oneDNN INT8 path when the manifest
             says the model is INT8 or the program holds quantize ops; True/False force it.
@@ -210,7 +77,8 @@ class Predictor:
     Raises:
         ModelLoadError: missing or corrupt model files.
         ConfigError: unknown backend, or a backend that cannot run this model.
-        MissingExtraError: ONNX Runtime / paddle2onnx needed but not installed.
+        MissingExtraError: ONNX Runtime / OpenVINO / paddle2onnx needed but not installed
+            (the message names ``pip install 'slim-deploy[onnx]'`` or ``'slim-deploy[openvino]'``).
 
     Example:
         >>> run = Predictor("out/mobilenet", backend="auto", threads=2)   # doctest: +SKIP
@@ -249,7 +117,7 @@ class Predictor:
         self.int8 = self._want_int8(primary, int8)
         if backend == "default":
             runner = self._runner(primary, primary.runtime)
-        elif backend in ("paddle", "onnxruntime"):
+        elif backend in RUNTIME_NAMES:
             runner = self._runner(self._artifact_for(backend), backend)
         else:
             runner = self._auto(probe, tolerance)
@@ -272,6 +140,9 @@ class Predictor:
         for art in self.artifacts.values():
             if art.runtime == runtime:
                 return art
+        for art in self.artifacts.values():
+            if art.format in _READS[runtime]:
+                return art
         if runtime == "paddle":
             raise ConfigError(f"{self.path} holds only an ONNX model; Paddle Inference cannot run it (use backend='onnxruntime')")
         return self._converted_onnx()
@@ -286,23 +157,32 @@ class Predictor:
             paddle_to_onnx(src.model, src.params, out)
         return Artifact("onnx", out)
 
-    def _runner(self, art: Artifact, runtime: str) -> Any:
-        check_model_files(art.model, art.params)  # a damaged file is a ModelLoadError here, never a crash or wrong outputs
-        runner = _PaddleRunner(art, self.threads, self.int8) if runtime == "paddle" else _OrtRunner(art, self.threads)
-        runner.format = art.format
-        return runner
+    def _runner(self, art: Artifact, runtime: str) -> Runner:
+        return open_runner(
+            art.model, runtime, params_file=art.params, threads=self.threads, int8=self.int8 and runtime == "paddle", package="slim-deploy"
+        )
 
     def _auto(self, probe: Sequence[np.ndarray] | None, tolerance: float) -> Any:
         paths: list[tuple[Artifact, str]] = [(a, a.runtime) for a in self.artifacts.values()]
         notes: dict[int, str] = {}
+        ov_reads = [a for a in self.artifacts.values() if a.format in _READS["openvino"]]
         if "onnx" not in self.artifacts and not self.int8:
-            if available("paddle2onnx") and available("onnxruntime"):
+            if available("paddle2onnx") and (runtime_available("onnxruntime") or runtime_available("openvino")):
                 try:
-                    paths.append((self._converted_onnx(), "onnxruntime"))
-                    notes[len(paths) - 1] = "converted on the fly"
-                except Exception as exc:  # a conversion failure only removes a candidate
+                    converted = self._converted_onnx()
+                    if runtime_available("onnxruntime"):
+                        paths.append((converted, "onnxruntime"))
+                        notes[len(paths) - 1] = "converted on the fly"
+                    if not ov_reads:
+                        ov_reads = [converted]
+                except Exception as exc:  # a conversion failure (or no paddle2onnx) only removes a candidate
                     self.selection.append(Candidate("onnx", "onnxruntime", None, None, False, f"conversion failed: {str(exc)[:200]}"))
-        paths = [(a, r) for a, r in paths if r == "paddle" or available("onnxruntime")]
+        if runtime_available("openvino"):
+            for art in ov_reads:
+                paths.append((art, "openvino"))
+                if art.format == "onnx" and "onnx" not in self.artifacts:
+                    notes[len(paths) - 1] = "converted on the fly"
+        paths = [(a, r) for a, r in paths if runtime_available(r)]
         primary = self._runner(*paths[0])
         inputs = list(probe) if probe is not None else self._probe_inputs(primary)
         ref = primary.run(inputs)
@@ -333,8 +213,6 @@ class Predictor:
         return ok[best][0]
 
     def _probe_inputs(self, runner: Any) -> list[np.ndarray]:
-        from slim_deploy.spec import example_inputs
-
         if self.manifest is None:
             infos = getattr(runner, "infos", None)
             if not infos or any(i.shape is None or None in i.shape[1:] for i in infos):
@@ -344,9 +222,7 @@ class Predictor:
             shapes = self.manifest.inputs
             if any(s.get("shape") is None for s in shapes):
                 raise ConfigError(f"the manifest of {self.path} does not record input shapes: pass probe=[array, ...]")
-        paddle = require_paddle()
-        specs = [paddle.static.InputSpec([None if d == -1 else d for d in s["shape"]], s["dtype"], s["name"]) for s in shapes]
-        return example_inputs(specs, batch=1)
+        return example_inputs(specs_from_dicts(shapes), batch=1)
 
     def _input_infos(self, runner: Any) -> list[InputInfo]:
         if self.manifest is not None and [i["name"] for i in self.manifest.inputs] == self.input_names:
@@ -412,7 +288,7 @@ class Predictor:
         try:
             return self._runner_obj.run(arrays)
         except Exception as exc:
-            first = summarize(exc)
+            first = error_summary(exc)
             shapes = ", ".join(f"{n}{list(a.shape)}" for n, a in zip(self.input_names, arrays))
             raise DataError(f"{self.backend} failed on inputs {shapes}: {first}") from exc
 
@@ -423,7 +299,11 @@ class Predictor:
 
     def describe(self) -> str:
         """One line saying which runtime and format run, and for ``"auto"`` what was measured."""
-        extra = ", oneDNN INT8" if self.int8 and self.backend == "paddle" else ""
+        extra = (
+            ", oneDNN INT8"
+            if self.int8 and self.backend == "paddle"
+            else (", INT8 QDQ" if self.int8 and self.backend == "openvino" else "")
+        )
         line = f"{self.backend} running the {self.format} model at {self.path} with {self.threads} thread(s){extra}"
         if self.selection:
             parts = []
@@ -436,6 +316,8 @@ class Predictor:
 
     def close(self) -> None:
         """Drop the runtime and any temporary conversion."""
+        if self._runner_obj is not None:
+            self._runner_obj.close()
         self._runner_obj = None
         if self._tmp is not None:
             self._tmp.cleanup()

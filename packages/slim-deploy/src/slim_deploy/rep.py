@@ -31,10 +31,10 @@ from typing import Any, Literal
 import numpy as np
 
 from slim_core import ConfigError, Registry, SlimConfig, require_paddle
+from slim_core.bn_fold import bn_scale_shift, find_linear_bn_pairs
+from slim_core.layers import get_sublayer, set_sublayer
 from slim_core.rollback import in_place
-from slim_deploy._graph import find_linear_bn_pairs, get_sublayer, set_sublayer
-from slim_deploy.bn_fold import bn_scale_shift
-from slim_deploy.spec import InputSpecLike
+from slim_core.spec import InputSpecLike
 
 __all__ = ["RepConfig", "RepBlock", "RepVGGBlock", "ACBlock", "DBBlock", "REP_BLOCKS", "reparameterize", "merge", "merge_", "rep_blocks"]
 

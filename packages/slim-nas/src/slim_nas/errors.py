@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from slim_core import ConfigError, SlimError
+from slim_core.errors import MissingExtraError
+from slim_core.extras import require
 
 __all__ = ["StorageError", "InfeasibleConstraintError", "MissingExtraError"]
 
@@ -15,14 +17,6 @@ class InfeasibleConstraintError(ConfigError):
     """No architecture of the space meets a constraint; the message gives the closest value found."""
 
 
-class MissingExtraError(SlimError, ImportError):
-    """An optional dependency is needed; the message names the slim-nas extra that brings it."""
-
-
 def require_optuna(what: str):
-    """Import optuna or raise MissingExtraError naming ``what`` needs it."""
-    try:
-        import optuna
-    except ImportError as exc:
-        raise MissingExtraError(f"{what} needs Optuna; install it with: pip install 'slim-nas[optuna]'") from exc
-    return optuna
+    """Import optuna or raise slim-core's MissingExtraError naming ``what`` needs it and ``pip install 'slim-nas[optuna]'``."""
+    return require("optuna", package="slim-nas", extra="optuna", what=what)

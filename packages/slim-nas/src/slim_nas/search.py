@@ -603,15 +603,12 @@ def plot_pareto(result: SearchResult, path: str | os.PathLike[str], *, x: int = 
 
     Needs matplotlib (``pip install 'slim-nas[plot]'``); the image is written atomically.
     """
-    try:
-        import matplotlib
+    from slim_core.extras import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        from slim_nas.errors import MissingExtraError
+    matplotlib = require("matplotlib", package="slim-nas", extra="plot", what="plot_pareto")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        raise MissingExtraError("plot_pareto needs matplotlib; install it with: pip install 'slim-nas[plot]'") from exc
     from slim_core import atomic_write
 
     n = len(result.directions)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from slim_core import ConfigError, DataError, SlimError, atomic_write, progress
+from slim_core import ConfigError, DataError, atomic_write, progress
 from slim_prune._util import as_inputs, check_layer_names, eval_mode
 from slim_prune.cost import CostModel, build_cost_models, layer_flops
 from slim_prune.criteria import CRITERIA, score
@@ -163,13 +163,12 @@ class Sensitivity:
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """Draw loss-vs-ratio curves into an image file (needs ``slim-prune[plot]``: matplotlib)."""
-        try:
-            import matplotlib
+        from slim_core.extras import require
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise SlimError("Sensitivity.plot needs matplotlib: pip install 'slim-prune[plot]'") from exc
+        matplotlib = require("matplotlib", package="slim-prune", extra="plot", what="Sensitivity.plot")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for g, d in sorted(self.losses.items()):
             pts = sorted(d.items())

@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import paddle
 
+from slim_core.bn_fold import fold_bn_
 from slim_core.data import Batches, data_errors
 from slim_core.errors import ConfigError, DataError, SlimError, UnsupportedOpError, error_summary
 from slim_core.layers import set_sublayer
 from slim_core.progress import progress
 from slim_core.registry import closest
 from slim_core.rollback import in_place
+from slim_core.spec import specs_from_batch as input_specs
 from slim_quant.calibrators import make_calibrator
 from slim_quant.config import PTQConfig
 from slim_quant.layers import QuantedLayer, quanted_layers
@@ -146,14 +148,7 @@ def quant_candidates(model: Any, config: PTQConfig) -> tuple[list[str], dict[str
     return picked, skipped
 
 
-def input_specs(batch: dict[str, np.ndarray], names: Sequence[str]) -> list[Any]:
-    """``InputSpec`` per input of a calibration batch, batch dimension dynamic."""
-    return [paddle.static.InputSpec([None, *batch[n].shape[1:]], str(batch[n].dtype), n) for n in names]
-
-
 def _fold_bn(model: Any, batch: dict[str, np.ndarray], names: Sequence[str]) -> list[tuple[str, str]]:
-    from slim_deploy.bn_fold import fold_bn_
-
     pairs = fold_bn_(model, input_specs(batch, names))
     return [(p.linear, p.bn) for p in pairs]
 

@@ -12,44 +12,28 @@ from typing import Any
 import numpy as np
 
 from slim_core._paddle import require_paddle
-from slim_core.errors import DataError, ModelLoadError, SlimError
+from slim_core.errors import ConfigError, DataError, ModelLoadError, SlimError
 from slim_core.graph.ir import ModelGraph
 
 __all__ = ["trace", "graph_from_inference_model", "reinfer_legacy_shapes", "input_specs", "expected_input_hint"]
 
 
-def _to_spec(paddle: Any, x: Any, i: int) -> Any:
-    if isinstance(x, paddle.static.InputSpec):
-        return x
-    if isinstance(x, paddle.Tensor):
-        return paddle.static.InputSpec(list(x.shape), str(x.dtype).replace("paddle.", ""), f"x{i}")
-    if isinstance(x, np.ndarray):
-        return paddle.static.InputSpec(list(x.shape), str(x.dtype), f"x{i}")
-    if isinstance(x, (list, tuple)) and all(isinstance(d, (int, np.integer)) for d in x):
-        return paddle.static.InputSpec([int(d) for d in x], "float32", f"x{i}")
-    raise DataError(f"input {i}: expected a paddle.Tensor, numpy array, InputSpec or shape list, got {type(x).__name__}")
-
-
 def input_specs(example_inputs: Any = None, input_spec: Any = None) -> list[Any]:
-    """Normalize ``example_inputs`` / ``input_spec`` into a list of ``InputSpec``.
+    """Normalize ``example_inputs`` / ``input_spec`` into a list of ``InputSpec`` (see :func:`slim_core.spec.normalize_input_spec`).
 
-    A single tensor, array or shape list counts as one input.
+    A single tensor, array or shape list counts as one input; sizes are kept as given (no dynamic batch).
     """
-    paddle = require_paddle()
+    from slim_core.spec import normalize_input_spec
+
     if (example_inputs is None) == (input_spec is None):
         raise DataError("pass exactly one of example_inputs (tensors/arrays) or input_spec (InputSpec list or shapes)")
     src = example_inputs if example_inputs is not None else input_spec
-    single = isinstance(src, (paddle.Tensor, np.ndarray, paddle.static.InputSpec)) or (
-        isinstance(src, (list, tuple)) and src and all(isinstance(d, (int, np.integer)) for d in src)
-    )
-    items = [src] if single else list(src)
-    if not items:
+    if isinstance(src, (list, tuple)) and not src:
         raise DataError("no inputs given: pass at least one example input or InputSpec")
-    specs = [_to_spec(paddle, x, i) for i, x in enumerate(items)]
-    for s in specs:
-        if any(d is not None and int(d) == 0 for d in s.shape):
-            raise DataError(f"input shape {list(s.shape)} has a zero-sized dimension")
-    return specs
+    try:
+        return normalize_input_spec(src, dynamic_batch=False, default_name="x0")
+    except ConfigError as exc:  # a shape that cannot be an input is a data problem here
+        raise DataError(str(exc)) from exc
 
 
 def expected_input_hint(layer: Any) -> str:

@@ -38,7 +38,7 @@ class QATState:
 
 def _conv_bn_pairs(model: Any, picked: list[str], batch: dict[str, np.ndarray], names: Sequence[str]) -> list[tuple[str, str]]:
     """Conv2D -> BatchNorm2D pairs (NCHW) proven on the traced program, restricted to layers QAT wraps."""
-    from slim_deploy.bn_fold import find_linear_bn_pairs
+    from slim_core.bn_fold import find_linear_bn_pairs
 
     subs = dict(model.named_sublayers())
     pairs = []

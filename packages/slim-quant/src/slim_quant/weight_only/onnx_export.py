@@ -132,7 +132,7 @@ def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> 
     """
     onnx = _require("onnx")
     p2o = _require("paddle2onnx")
-    from slim_deploy.errors import summarize
+    from slim_deploy.errors import error_summary
     from slim_deploy.predictor import _quiet_fds
 
     layer.eval()
@@ -143,7 +143,7 @@ def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> 
                 warnings.simplefilter("ignore")  # Paddle's "Tensor do not have 'place' interface" while tracing
                 paddle.jit.save(layer, str(prefix), input_spec=list(input_spec))
         except Exception as exc:
-            raise ExportError(f"paddle.jit.save could not trace {type(layer).__name__}: {summarize(exc)}") from exc
+            raise ExportError(f"paddle.jit.save could not trace {type(layer).__name__}: {error_summary(exc)}") from exc
         finally:
             if not paddle.in_dynamic_mode():
                 paddle.disable_static()
@@ -161,7 +161,7 @@ def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> 
                     optimize_tool="none",
                 )
         except Exception as exc:
-            raise ExportError(f"paddle2onnx could not convert {type(layer).__name__}: {summarize(exc)}") from exc
+            raise ExportError(f"paddle2onnx could not convert {type(layer).__name__}: {error_summary(exc)}") from exc
     if not data:
         raise ExportError(f"paddle2onnx wrote no ONNX graph for {type(layer).__name__} (unsupported operators?)")
     return onnx.load_from_string(data)
@@ -344,9 +344,9 @@ def _ort_session(file: Path, threads: int, options: dict[str, Any] | None = None
     try:
         return ort.InferenceSession(str(file), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        from slim_deploy.errors import summarize
+        from slim_deploy.errors import error_summary
 
-        raise ExportError(f"ONNX Runtime cannot load the exported {file.name}: {summarize(exc)}") from exc
+        raise ExportError(f"ONNX Runtime cannot load the exported {file.name}: {error_summary(exc)}") from exc
 
 
 def _ov_compiled(file: Path, threads: int, options: dict[str, Any]) -> Any:
@@ -356,9 +356,9 @@ def _ov_compiled(file: Path, threads: int, options: dict[str, Any]) -> Any:
     try:
         return ov.Core().compile_model(str(file), "CPU", cfg)
     except Exception as exc:
-        from slim_deploy.errors import summarize
+        from slim_deploy.errors import error_summary
 
-        raise ExportError(f"OpenVINO cannot compile the exported {file.name}: {summarize(exc)}") from exc
+        raise ExportError(f"OpenVINO cannot compile the exported {file.name}: {error_summary(exc)}") from exc
 
 
 def runner(runtime: str, file: str | os.PathLike[str], *, threads: int = 2, options: dict[str, Any] | None = None) -> Any:

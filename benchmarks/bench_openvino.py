@@ -1,0 +1,108 @@
+"""OpenVINO next to ONNX Runtime on the same files: FP32 and slim's INT8 QDQ export, side by side in one run.
+
+For ResNet18 and MobileNetV2 at 224x224 (random weights, latency only), batch 1 and 16, 2 threads:
+
+- FP32: the paddle2onnx export of the Layer, run by ONNX Runtime and by OpenVINO;
+- INT8: ``slim_quant.quantize`` (percentile calibration on random images) + ``slim_quant.export(formats=("onnx",))``,
+  the same QDQ file run by ONNX Runtime and by OpenVINO.
+
+All four are slim-core runners (``slim_core.runtime.open_runner``: OpenVINO with INFERENCE_NUM_THREADS,
+PERFORMANCE_HINT=LATENCY, f32 float parts); timed in alternating blocks (``timed_round_robin`` of
+bench_quant_ptq.py) so machine load hits them alike: read the ratios. Also printed: how many layers OpenVINO
+executes in INT8 (``precision_report``, from its execution graph) and the output agreement of the runtimes.
+
+Run: ``python benchmarks/bench_openvino.py [--quick]`` (``--quick``: MobileNetV2 only, fewer rounds).
+Skips with a message when openvino, onnxruntime or paddle2onnx is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("SLIM_QUIET", "1")
+os.environ.setdefault("GLOG_minloglevel", "3")
+
+import paddle  # noqa: E402
+from bench_quant_ptq import quiet_fds, timed_round_robin  # noqa: E402
+
+import slim_deploy  # noqa: E402
+import slim_quant as sq  # noqa: E402
+from slim_core.runtime import open_runner, precision_report  # noqa: E402
+
+THREADS = int(os.environ.get("BENCH_OV_THREADS", "2"))
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(a.shape[0], -1).astype("float64"), b.reshape(b.shape[0], -1).astype("float64")
+    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def bench(arch: str, quick: bool) -> None:
+    rng = np.random.default_rng(0)
+    calib = [rng.random((4, 3, 224, 224)).astype("float32") for _ in range(4)]
+    paddle.seed(0)
+    model = getattr(paddle.vision.models, arch)()
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="slim-bench-ov-") as tmp, quiet_fds():
+        d = Path(tmp)
+        slim_deploy.export(model, d / "fp32", [None, 3, 224, 224], format="onnx")
+        t0 = time.perf_counter()
+        qmodel = sq.quantize(model, sq.PTQConfig(calibrator="percentile"), calib)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sq.export(qmodel, d / "int8", formats=("onnx",), latency_guard=False)
+        t_q = time.perf_counter() - t0
+        fp32, int8 = d / "fp32" / "model.onnx", d / "int8" / "model.onnx"
+        runners = {
+            "ORT FP32": open_runner(fp32, "onnxruntime", threads=THREADS),
+            "OpenVINO FP32": open_runner(fp32, "openvino", threads=THREADS),
+            "ORT INT8 (slim QDQ)": open_runner(int8, "onnxruntime", threads=THREADS),
+            "OpenVINO INT8 (same QDQ file)": open_runner(int8, "openvino", threads=THREADS),
+        }
+        report = precision_report(runners["OpenVINO INT8 (same QDQ file)"], [[1, 3, 224, 224]])
+        probe = calib[0]
+        outs = {k: r.run([probe])[0] for k, r in runners.items()}
+        results: dict[str, dict[int, float]] = {k: {} for k in runners}
+        for bs, rounds, per in ((1, 2 if quick else 4, 10), (16, 2 if quick else 3, 2 if quick else 3)):
+            x = rng.random((bs, 3, 224, 224)).astype("float32")
+            calls = {k: (lambda r=r, x=x: r.run([x])) for k, r in runners.items()}
+            for k, v in timed_round_robin(calls, rounds, per).items():
+                results[k][bs] = v
+    best = {bs: min(results[k][bs] for k in results if "FP32" in k) for bs in (1, 16)}
+    print(f"### {arch} (quantize + QDQ export {t_q:.1f} s; {THREADS} threads, median ms)\n")
+    print("| path | batch 1 ms | vs fastest FP32 | batch 16 ms | vs fastest FP32 | cosine vs ORT FP32 |")
+    print("|---|---|---|---|---|---|")
+    for k, r in results.items():
+        print(
+            f"| {k} | {r[1]:.2f} | {best[1] / r[1]:.2f}x | {r[16]:.1f} | {best[16] / r[16]:.2f}x | {_cos(outs[k], outs['ORT FP32']):.4f} |"
+        )
+    a, b = outs["OpenVINO INT8 (same QDQ file)"], outs["ORT INT8 (slim QDQ)"]
+    print(f"\nOpenVINO INT8 vs ONNX Runtime INT8 on the same file: cosine {_cos(a, b):.4f}")
+    print(f"What OpenVINO ran in INT8: {report.summary()}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MobileNetV2 only, fewer timing rounds")
+    args = parser.parse_args()
+    missing = [m for m in ("openvino", "onnxruntime", "paddle2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"[skip] bench_openvino: {', '.join(missing)} not installed (pip install 'slim-deploy[onnx,openvino]' 'slim-quant[onnx]')")
+        return
+    print(f"# OpenVINO vs ONNX Runtime, FP32 and INT8 QDQ, {THREADS} threads (timings under whatever load the machine has)\n")
+    for arch in ["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2"]:
+        bench(arch, args.quick)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
