@@ -7,7 +7,7 @@ import pytest
 from conftest import randomize_bn
 from test_rep import VGGish
 
-import slim_deploy.bn_fold as bn_fold
+import slim_core.bn_fold as bn_fold
 import slim_deploy.rep as rep
 from slim_core.testing import assert_model_unchanged, clas_style_net, model_fingerprint
 from slim_deploy import RepConfig, fold_bn_, merge_, reparameterize

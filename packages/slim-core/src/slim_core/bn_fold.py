@@ -29,6 +29,7 @@ from slim_core._paddle import require_paddle
 from slim_core.graph.ir import VIEW_OPS, ModelGraph, Node, Value
 from slim_core.graph.trace import trace
 from slim_core.layers import get_sublayer, set_sublayer
+from slim_core.rollback import in_place
 from slim_core.spec import InputSpecLike, check_spec_matches_forward, normalize_input_spec
 
 __all__ = ["fold_bn", "fold_bn_", "bn_scale_shift", "LinearBNPair", "find_linear_bn_pairs", "linear_bn_pairs"]
@@ -151,6 +152,7 @@ def _fold_pair(model: Any, pair: LinearBNPair) -> None:
     set_sublayer(model, pair.bn, paddle.nn.Identity())
 
 
+@in_place
 def fold_bn_(model: Any, input_spec: InputSpecLike) -> list[LinearBNPair]:
     """Fold every BatchNorm that directly follows a conv/linear into it, in place.
 
