@@ -307,7 +307,7 @@ def check_model_files(model_file: str | os.PathLike[str], params_file: str | os.
         sizes = _legacy_param_sizes(mf)
     else:
         raise ModelLoadError(f"unknown model file type {mf} (expected .json, .pdmodel or .onnx)")
-    if params_file is None:
+    if params_file is None or (not sizes and not Path(params_file).exists()):  # a parameterless program has no file
         if sizes:
             raise ModelLoadError(f"model file {mf} declares {len(sizes)} parameters but no parameter file was given")
         return
