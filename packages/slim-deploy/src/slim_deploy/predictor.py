@@ -99,6 +99,13 @@ def paddle_to_onnx(
             raise ExportError(f"paddle2onnx could not convert {model_file}: {first}") from exc
     if not out_file.is_file() or out_file.stat().st_size == 0:
         raise ExportError(f"paddle2onnx wrote no ONNX file for {model_file} (unsupported operators? run with verbose paddle2onnx to see)")
+    import onnx
+
+    from slim_deploy.onnx_fix import fix_concat_ranks
+
+    model = onnx.load(str(out_file))
+    if fix_concat_ranks(model):  # paddle2onnx 2.1 output that ONNX Runtime refuses (PP-OCR models)
+        onnx.save(model, str(out_file))
     return out_file
 
 
