@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from slim_core.errors import ExportError, error_summary
-from slim_core.extras import require
+from slim_core.extras import available, require
+from slim_core.runtime.onnx_fix import fix_concat_ranks
 
 __all__ = ["paddle_to_onnx", "quiet_stdout"]
 
@@ -81,4 +82,10 @@ def paddle_to_onnx(
             raise ExportError(f"paddle2onnx could not convert {model_file}: {error_summary(exc)}") from exc
     if not out_file.is_file() or out_file.stat().st_size == 0:
         raise ExportError(f"paddle2onnx wrote no ONNX file for {model_file} (unsupported operators? run with verbose paddle2onnx to see)")
+    if available("onnx"):
+        import onnx
+
+        model = onnx.load(str(out_file))
+        if fix_concat_ranks(model):  # paddle2onnx 2.1 output that ONNX Runtime refuses (PP-OCR models)
+            onnx.save(model, str(out_file))
     return out_file
