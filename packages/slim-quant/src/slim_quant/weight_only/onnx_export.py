@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slim_analysis.latency import timed_calls
 from slim_core import Batches, ConfigError, ExportError, require_paddle
 from slim_core.atomic import atomic_dir, check_writable
 from slim_core.layers import set_sublayer
@@ -407,8 +408,6 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _median_ms(run: Any, feed: dict[str, np.ndarray]) -> float:
-    from slim_analysis.latency import timed_calls
-
     return float(np.median(timed_calls(lambda: run(feed), warmup=2, repeat=15, max_seconds=5.0)))
 
 
