@@ -106,7 +106,8 @@ def test_a_native_crash_in_one_route_is_a_failed_candidate_and_the_next_route_ru
     rows = [(c.name, c.status) for c in result.candidates]
     assert rows == [("baseline", "ok"), ("ptq [crashy]", "failed"), ("ptq [paddle]", "ok")]
     assert "crashed (SIGABRT)" in result.candidates[1].error
-    assert result.best.name == "ptq [paddle]" and result.best.runtime == "paddle"
+    paddle_route = result.candidates[2]
+    assert paddle_route.runtime == "paddle" and paddle_route.metric > 0.8 and paddle_route.latency_ms["paddle"]["1"] > 0
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert "SIGABRT" in report["candidates"][1]["error"]
 
@@ -161,4 +162,4 @@ def test_ptq_with_max_metric_drop_on_an_inference_model_gets_the_engines_eval_fn
     ).compress()
     cand = result.candidates[1]
     assert cand.name == "ptq-skip [paddle]" and cand.status == "ok", cand.error  # was "max_metric_drop needs eval_fn"
-    assert abs(cand.metric - result.baseline.metric) <= 0.001 + 1e-9 or any("Kept in float" in n for n in cand.notes)
+    assert result.baseline.metric - cand.metric <= 0.001 + 1e-9 or any("Kept in float" in n for n in cand.notes)
