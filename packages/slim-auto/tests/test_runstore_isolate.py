@@ -66,3 +66,13 @@ def test_a_native_crash_in_the_child_is_an_error_not_the_end_of_this_process():
     assert run_isolated("os.path:join", {"a": "x"}, timeout=60) == "x"
     with pytest.raises(IsolatedError, match="TypeError"):
         run_isolated("os.path:join", {"nope": 1}, timeout=60)
+
+
+def test_routes_cover_the_runtimes_and_unknown_names_fail():
+    from slim_auto.routes import ROUTES, routes_for
+    from slim_core import ConfigError
+
+    assert {"paddle", "onnxruntime", "openvino"} <= set(ROUTES)
+    assert [r.name for r in routes_for(["onnxruntime", "paddle"])] == ["onnxruntime", "paddle"]
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
+        routes_for(["tensorrt"])

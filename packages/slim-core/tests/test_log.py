@@ -64,3 +64,10 @@ def test_version_and_doctor_work_without_paddle():
     assert res.returncode == 1 and "[fail] slim needs PaddlePaddle" in res.stdout, res.stderr[-2000:]
     res = _no_paddle("compress", "recipe.yaml")
     assert res.returncode == 2 and "`slim compress` needs Paddle" in res.stderr
+
+
+def test_importing_slim_core_without_paddle_outside_the_command_still_fails_clearly():
+    code = 'import sys; sys.modules["paddle"] = None\nimport slim_core'
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode != 0 and "PaddleVersionError: slim needs PaddlePaddle 3.x" in res.stderr

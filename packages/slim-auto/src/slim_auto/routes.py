@@ -5,9 +5,10 @@ oneDNN, ``"onnxruntime"``), the slim-quant export format that feeds it and the
 slim-deploy predictor backend that runs it. For an inference-model input the PTQ
 stage tries every allowed route: each is converted in a child process (a native
 crash of a converter is a failed candidate, not the end of the run), smoke-run
-there once, then evaluated and timed here. Adding a runtime is one entry::
+there once, then evaluated and timed here. Adding a runtime is one entry, as the
+OpenVINO route below (available once slim-deploy's ``Predictor`` runs OpenVINO)::
 
-    register_route(Route("openvino", format="onnx", backend="openvino", bench="openvino"))
+    register_route(Route("openvino", format="onnx", backend="openvino", bench="onnx/openvino"))
 
 Example:
     >>> sorted(ROUTES)[:2]
@@ -76,6 +77,17 @@ def _has(module: str) -> Callable[[], bool]:
 
 register_route(Route("paddle", format="paddle", backend="paddle", bench="paddle"))
 register_route(Route("onnxruntime", format="onnx", backend="onnxruntime", bench="onnx", available=_has("onnxruntime")))
+
+
+def _openvino() -> bool:
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    from slim_deploy import predictor
+
+    return "openvino" in getattr(predictor, "BACKENDS", ())
+
+
+register_route(Route("openvino", format="onnx", backend="openvino", bench="onnx/openvino", available=_openvino))
 
 
 def routes_for(backends: list[str]) -> list[Route]:
