@@ -440,8 +440,9 @@ def test_calibration_data_of_the_wrong_shape_is_a_data_error():
     import slim_quant
 
     paddle.seed(0)
+    # refused at the trace (input shape) or at the first calibration forward (input 'x'), before the model changes
     with pytest.raises(
-        DataError, match=r"input 'x' \(shape \[4, 3, 8, 8\], float32\) in the calibration data: expected shape \[N, 1, H, W\]"
+        DataError, match=r"(input shape \[\[-1, 3, 8, 8\]\]|input 'x' \(shape \[4, 3, 8, 8\], float32\)).*expected shape \[N, 1, H, W\]"
     ):
         slim_quant.quantize_(build_tiny_cnn(width=8), slim_quant.PTQConfig(calib_batches=1), calib_data=[np.zeros((4, 3, 8, 8), "float32")])
 
@@ -463,7 +464,10 @@ def test_relative_paths_behave_like_absolute_ones(tmp_path, monkeypatch):
         rel = slim_deploy.Predictor("out/rel", backend=backend, threads=1)(x)
         ab = slim_deploy.Predictor(tmp_path / "out" / "abs", backend=backend, threads=1)(x)
         np.testing.assert_allclose(rel, ab, rtol=1e-5, atol=1e-6)
-    assert slim_analysis.model_size("out/rel/model").total_bytes == slim_analysis.model_size(tmp_path / "out" / "abs" / "model").total_bytes
+    rel_size, abs_size = slim_analysis.model_size("out/rel/model"), slim_analysis.model_size(tmp_path / "out" / "abs" / "model")
+    assert (
+        rel_size.params_file_bytes == abs_size.params_file_bytes and rel_size.by_dtype == abs_size.by_dtype
+    )  # program text holds unique names
     np.testing.assert_allclose(load_inference_model("out/rel").run([x])[0], load_inference_model(tmp_path / "out" / "abs").run([x])[0])
     Path("out/rel/model.pdiparams").write_bytes(Path("out/rel/model.pdiparams").read_bytes()[:-8])
     from slim_core import ModelLoadError

@@ -183,3 +183,13 @@ def test_cli_analyze_errors(capsys):
     assert main(["analyze", "zoo:resnet18", "--input-shape", "1,3,x"]) == 2
     assert main(["analyze", "zoo:nonet", "--input-shape", "1,3,8,8"]) == 2
     assert "unknown paddle.vision model" in capsys.readouterr().err
+
+
+def test_model_size_of_a_program_without_parameters(tmp_path):
+    class NoParams(paddle.nn.Layer):
+        def forward(self, x):
+            return x * 2.0
+
+    paddle.jit.save(NoParams(), str(tmp_path / "m"), input_spec=[paddle.static.InputSpec([None, 4], "float32", "x")])
+    s = sa.model_size(tmp_path / "m")
+    assert s.params_file_bytes == 0 and s.total_bytes == s.model_file_bytes > 0 and s.parameters == 0

@@ -103,3 +103,17 @@ def test_state_dict_needs_opt_in(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(ModelLoadError, match="could not read weights file"):
         load_state_dict(path, allow_pickle=True)
+
+
+def test_check_model_files_accepts_a_model_without_parameters(tmp_path):
+    import paddle
+
+    from slim_core.model_io import check_model_files
+
+    class NoParams(paddle.nn.Layer):
+        def forward(self, x):
+            return x * 2.0
+
+    paddle.jit.save(NoParams(), str(tmp_path / "m"), input_spec=[paddle.static.InputSpec([None, 4], "float32", "x")])
+    assert not (tmp_path / "m.pdiparams").exists()  # Paddle writes none
+    check_model_files(tmp_path / "m.json", tmp_path / "m.pdiparams")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slim_core.errors import ModelLoadError
 from slim_core.model_io import check_model_files, resolve_model_path
 from slim_core.params_file import read_params_file
 
@@ -85,10 +84,9 @@ def model_size(path: str | os.PathLike[str]) -> ModelSize:
     prefix, fmt = resolve_model_path(Path(path))
     model_file = Path(str(prefix) + (".json" if fmt == "pir" else ".pdmodel"))
     params_file = Path(str(prefix) + ".pdiparams")
-    if not params_file.is_file():
-        raise ModelLoadError(f"parameter file not found: {params_file} (the model file {model_file} needs it)")
-    check_model_files(model_file, params_file)
-    records = read_params_file(params_file)
+    check_model_files(model_file, params_file)  # a missing parameter file is an error unless the program has no parameters
+    has_params = params_file.is_file()
+    records = read_params_file(params_file) if has_params else []
     by: dict[str, list[int]] = {}
     for r in records:
         n = 1
@@ -99,11 +97,11 @@ def model_size(path: str | os.PathLike[str]) -> ModelSize:
         acc[1] += n
         acc[2] += r.nbytes
     mb = model_file.stat().st_size
-    pb = params_file.stat().st_size
+    pb = params_file.stat().st_size if has_params else 0
     return ModelSize(
         total_bytes=mb + pb,
         model_file_bytes=mb,
         params_file_bytes=pb,
         by_dtype={k: DtypeStats(*v) for k, v in by.items()},
-        files=[str(model_file), str(params_file)],
+        files=[str(model_file)] + ([str(params_file)] if has_params else []),
     )

@@ -307,10 +307,11 @@ def check_model_files(model_file: str | os.PathLike[str], params_file: str | os.
         sizes = _legacy_param_sizes(mf)
     else:
         raise ModelLoadError(f"unknown model file type {mf} (expected .json, .pdmodel or .onnx)")
-    if params_file is None or (not sizes and not Path(params_file).exists()):  # a parameterless program has no file
+    if params_file is None or not Path(params_file).exists():
         if sizes:
-            raise ModelLoadError(f"model file {mf} declares {len(sizes)} parameters but no parameter file was given")
-        return
+            missing = "no parameter file was given" if params_file is None else f"the parameter file {params_file} is not found"
+            raise ModelLoadError(f"model file {mf} declares {len(sizes)} parameters but {missing}")
+        return  # a program without parameters: Paddle writes no parameter file for it
     records = read_params_file(params_file, expected_count=len(sizes))
     if None not in sizes and sorted(_numel(r.shape) for r in records) != sorted(sizes):
         raise ModelLoadError(

@@ -124,11 +124,10 @@ def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> Mod
             except Exception as exc:
                 msg = str(exc).strip()
                 first = next((ln for ln in msg.splitlines() if ln.strip() and "Error" in ln), msg.splitlines()[0] if msg else "")
-                shapes = [list(s.shape) for s in specs]
                 low = msg.lower()
                 if any(k in low for k in ("shape", "dimension", "mismatch", "channel", "expected", "broadcast")):
                     raise DataError(
-                        f"input shape {shapes} does not fit {type(layer).__name__}: {expected_input_hint(layer)}; Paddle said: {first[:300]}"
+                        f"{_inputs_text(specs)} does not fit {type(layer).__name__}: {expected_input_hint(layer)}; Paddle said: {first[:300]}"
                     ) from exc
                 raise UnsupportedOpError(f"could not capture {type(layer).__name__}.forward as a static program: {first[:400]}") from exc
     finally:
@@ -152,14 +151,22 @@ def trace(layer: Any, example_inputs: Any = None, input_spec: Any = None) -> Mod
 
     _flatten(outputs)
     graph = ModelGraph.from_program(cp.main_program, param_names=_param_names(layer), output_values=flat, source="layer")
-    _check_shapes(graph, [list(sp.shape) for sp in specs], layer)
+    _check_shapes(graph, _inputs_text(specs), layer)
     return graph
 
 
 _CONV_OPS = ("pd_op.conv2d", "pd_op.conv1d", "pd_op.conv3d", "pd_op.depthwise_conv2d")
 
 
-def _check_shapes(graph: ModelGraph, shapes: list[list[int]], layer: Any) -> None:
+def _inputs_text(specs: Sequence[Any]) -> str:
+    """``input shape [[-1, 3, 8, 8]] of 'x'``: the shapes, and the input names when the specs carry them."""
+    shapes = [list(s.shape) for s in specs]
+    names = [getattr(s, "name", None) for s in specs]
+    named = f" of {', '.join(repr(n) for n in names)}" if all(names) else ""
+    return f"input shape {shapes}{named}"
+
+
+def _check_shapes(graph: ModelGraph, shapes: str, layer: Any) -> None:
     """Paddle's static build does not always check conv/linear input sizes; do it here."""
     for n in graph.nodes:
         x = n.inputs[0] if n.inputs else None
@@ -179,7 +186,7 @@ def _check_shapes(graph: ModelGraph, shapes: list[list[int]], layer: Any) -> Non
             if x.shape[-1] >= 0 and x.shape[-1] != need:
                 bad = f"{n.layer or n.type} needs {need} input features but gets {x.shape[-1]}"
         if bad:
-            raise DataError(f"input shape {shapes} does not fit {type(layer).__name__}: {bad}; {expected_input_hint(layer)}")
+            raise DataError(f"{shapes} does not fit {type(layer).__name__}: {bad}; {expected_input_hint(layer)}")
 
 
 def graph_from_inference_model(
