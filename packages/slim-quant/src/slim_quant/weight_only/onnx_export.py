@@ -103,8 +103,9 @@ def _require(module: str) -> Any:
     except ImportError as exc:
         from slim_deploy.errors import MissingExtraError
 
+        extra = "openvino" if module == "openvino" else "onnx"
         raise MissingExtraError(
-            f"weight-only ONNX export needs the Python package {module!r} ({exc}); install it with `pip install 'slim-quant[onnx]'`"
+            f"weight-only ONNX export needs the Python package {module!r} ({exc}); install it with `pip install 'slim-quant[{extra}]'`"
         ) from exc
 
 
@@ -363,7 +364,15 @@ def _ov_compiled(file: Path, threads: int, options: dict[str, Any]) -> Any:
 
 
 def runner(runtime: str, file: str | os.PathLike[str], *, threads: int = 2, options: dict[str, Any] | None = None) -> Any:
-    """``feed dict -> first output`` for an ONNX file on ``"onnxruntime"`` or ``"openvino"`` (CPU)."""
+    """``feed dict -> first output`` for an ONNX file on ``"onnxruntime"`` or ``"openvino"`` (CPU).
+
+    ``options``: OpenVINO compile properties, or ONNX Runtime session config entries (keys ``session.*``).
+
+    Example:
+        >>> run = runner("openvino", "out/minilm_w4/model.onnx", options=OPENVINO_OPTIONS)   # doctest: +SKIP
+        >>> run({"input_ids": ids, "attention_mask": mask}).shape                           # doctest: +SKIP
+        (16, 384)
+    """
     if runtime == "onnxruntime":
         sess = _ort_session(Path(file), threads, options)
         return lambda feed: sess.run(None, feed)[0]
@@ -381,6 +390,10 @@ def fused_kernels(runtime: str, file: str | os.PathLike[str], *, options: dict[s
 
     ONNX Runtime: ``MatMulNBits`` nodes of the optimized graph it writes (fused ``DequantizeLinear -> MatMul``
     pairs included). OpenVINO: ``FullyConnected`` layers whose runtime precision is int8/int4.
+
+    Example:
+        >>> fused_kernels("onnxruntime", "out/minilm_w4/model.onnx")["MatMulNBits"]   # doctest: +SKIP
+        36
     """
     onnx = _require("onnx")
     if runtime == "onnxruntime":
