@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,17 +18,19 @@ __all__ = ["paddle_to_onnx", "quiet_stdout"]
 
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
-    """Silence C++ level stdout (paddle2onnx prints progress lines from C++)."""
+    """Silence stdout at the C++ and the Python level (paddle2onnx prints progress lines from both)."""
     try:
         fd = os.dup(1)
     except OSError:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
         return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
             try:
-                yield
+                with contextlib.redirect_stdout(io.StringIO()):
+                    yield
             finally:
                 os.dup2(fd, 1)
     finally:

@@ -47,7 +47,12 @@ import numpy as np
 from slim_analysis.latency import timed_calls
 from slim_core import Batches, ConfigError, ExportError, require_paddle
 from slim_core.atomic import atomic_dir, check_writable
+from slim_core.errors import error_summary
+from slim_core.extras import available, require
 from slim_core.layers import set_sublayer
+from slim_core.runtime import paddle_to_onnx
+from slim_core.spec import spec_to_dicts
+from slim_deploy.manifest import write_manifest
 from slim_quant.export import ExportResult, LatencyGuardWarning, _jsonable
 from slim_quant.weight_only.api import SmoothedLinear
 from slim_quant.weight_only.layer import WeightOnlyLinear
@@ -96,23 +101,8 @@ class WeightOnlyExportResult(ExportResult):
 
 
 def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        from slim_deploy.errors import MissingExtraError
-
-        extra = "openvino" if module == "openvino" else "onnx"
-        raise MissingExtraError(
-            f"weight-only ONNX export needs the Python package {module!r} ({exc}); install it with `pip install 'slim-quant[{extra}]'`"
-        ) from exc
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+    extra = "openvino" if module == "openvino" else "onnx"
+    return require(module, package="slim-quant", extra=extra, what="weight-only ONNX export")
 
 
 def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> Any:
@@ -133,10 +123,6 @@ def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> 
         ['MatMul']
     """
     onnx = _require("onnx")
-    p2o = _require("paddle2onnx")
-    from slim_deploy.errors import error_summary
-    from slim_deploy.predictor import _quiet_fds
-
     layer.eval()
     with tempfile.TemporaryDirectory(prefix="slim-wo-onnx-") as work:
         prefix = Path(work) / "model"
@@ -149,24 +135,10 @@ def layer_to_onnx(layer: Any, input_spec: Sequence[Any], *, opset: int = 17) -> 
         finally:
             if not paddle.in_dynamic_mode():
                 paddle.disable_static()
-        model_file = prefix.with_suffix(".json")
-        try:
-            with _quiet_fds():
-                data = p2o.export(
-                    str(model_file),
-                    str(prefix.with_suffix(".pdiparams")),
-                    None,
-                    opset_version=opset,
-                    auto_upgrade_opset=False,
-                    verbose=False,
-                    enable_onnx_checker=True,
-                    optimize_tool="none",
-                )
-        except Exception as exc:
-            raise ExportError(f"paddle2onnx could not convert {type(layer).__name__}: {error_summary(exc)}") from exc
-    if not data:
-        raise ExportError(f"paddle2onnx wrote no ONNX graph for {type(layer).__name__} (unsupported operators?)")
-    return onnx.load_from_string(data)
+        out = paddle_to_onnx(
+            prefix.with_suffix(".json"), prefix.with_suffix(".pdiparams"), Path(work) / "model.onnx", opset=opset, package="slim-quant"
+        )
+        return onnx.load(str(out))
 
 
 # the float twin -----------------------------------------------------------------------------
@@ -346,8 +318,6 @@ def _ort_session(file: Path, threads: int, options: dict[str, Any] | None = None
     try:
         return ort.InferenceSession(str(file), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        from slim_deploy.errors import error_summary
-
         raise ExportError(f"ONNX Runtime cannot load the exported {file.name}: {error_summary(exc)}") from exc
 
 
@@ -358,8 +328,6 @@ def _ov_compiled(file: Path, threads: int, options: dict[str, Any]) -> Any:
     try:
         return ov.Core().compile_model(str(file), "CPU", cfg)
     except Exception as exc:
-        from slim_deploy.errors import error_summary
-
         raise ExportError(f"OpenVINO cannot compile the exported {file.name}: {error_summary(exc)}") from exc
 
 
@@ -497,7 +465,7 @@ def export_weight_only(
     if form == "matmulnbits":
         for n, lyr in layers.items():
             _nbits_block(lyr.group_size, n)
-    chosen = [r for r in RUNTIMES if _installed(r)] if runtimes is None else list(dict.fromkeys(runtimes))
+    chosen = [r for r in RUNTIMES if available(r)] if runtimes is None else list(dict.fromkeys(runtimes))
     for r in chosen:
         if r not in RUNTIMES:
             raise ConfigError(f"runtime {r!r} is not supported; use {RUNTIMES}")
@@ -580,8 +548,6 @@ def export_weight_only(
 
 
 def _write_manifest(tmp: Path, model: Any, specs: list[Any], result: WeightOnlyExportResult) -> None:
-    from slim_deploy.manifest import write_manifest
-    from slim_deploy.spec import spec_to_dicts
 
     report = getattr(model, "slim_weight_only", None)
     record = {
