@@ -122,6 +122,8 @@ class ExportResult:
         ops = list(info.get("ops", info.get("quantized_ops", [])))
         qdq = info["qdq_tensors"] if "qdq_tensors" in info else len(info.get("activations", [])) + len(info.get("observed", []))
         self.quantized_ops[fmt], self.int8_ops[fmt], self.qdq_tensors[fmt] = ops, len(ops), int(qdq)
+        if info.get("float_blocks"):  # control-flow bodies kept in float, with the reason
+            self.skipped.setdefault(fmt, {}).update(info["float_blocks"])
         rec = {"quantized_ops": ops, "int8_ops": len(ops), "qdq_tensors": int(qdq)}
         rec.update(
             {
