@@ -72,17 +72,19 @@ def test_onnx_route_quantizes_around_the_loop(legacy_loop_model, tmp_path):
     assert res.agreement["onnx_top1_agreement"] == 1.0
 
 
-def test_dygraph_loop_exports_to_onnx_with_float_loop(tmp_path):
+def test_dygraph_loop_exports_with_float_loop(tmp_path):
     paddle.seed(0)
     model = LoopDecoder()
     model.eval()
     with paddle.no_grad():
         want = model(paddle.to_tensor(X)).numpy()
     slim_quant.quantize_(model, slim_quant.PTQConfig(), [b["x"] for b in _batches()])
-    res = slim_quant.export(model, tmp_path / "int8", formats=("onnx",), latency_guard=False)
-    assert res.formats == ["onnx"] and not res.skipped_formats
-    assert len(res.quantized_ops["onnx"]) == 2  # enc and head; the cell runs inside the Loop in float
+    res = slim_quant.export(model, tmp_path / "int8", formats=("onnx", "paddle"), latency_guard=False)
+    assert res.formats == ["onnx", "paddle"] and not res.skipped_formats
+    assert len(res.quantized_ops["onnx"]) == len(res.quantized_ops["paddle"]) == 2  # enc and head; the cell runs in the loop
     (key,) = res.skipped["onnx"]
     assert key.startswith("Loop") and "kept in float" in res.skipped["onnx"][key]
+    (key,) = res.skipped["paddle"]
+    assert key.startswith("while") and "kept in float" in res.skipped["paddle"][key]
     got = _run_onnx(tmp_path / "int8" / "model.onnx", X)
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()

@@ -100,7 +100,8 @@ class ExportResult:
             (and ``{f}_top1_agreement`` for classifiers) against the reference (the fake-quant Layer, or the
             float model for :func:`quantize_inference_model`), and ``{f}_rel_err_fp32`` against FP32.
         latency_ms: the latency guard's timings.
-        skipped: per format, the weights of ops kept in float and why.
+        skipped: per format, the weights of ops kept in float and why, and the control-flow bodies kept in float
+            (``"while (block 1)"``, ``"Loop (Loop.0)"``) with the reason.
         metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``.
     """
 
