@@ -88,3 +88,54 @@ def test_dygraph_loop_exports_with_float_loop(tmp_path):
     assert key.startswith("while") and "kept in float" in res.skipped["paddle"][key]
     got = _run_onnx(tmp_path / "int8" / "model.onnx", X)
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_onnx_if_branches_stay_float_and_read_renamed_outer_tensors(tmp_path):
+    """An ``If`` whose branches read outer tensors: an initializer used only there, and the output of an
+    ``Identity`` the clean-up removes (the branches then read its input); the rest is quantized."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from slim_quant.graph_passes import QuantPlan
+    from slim_quant.onnx_qdq import quantize_onnx_model
+
+    rng = np.random.default_rng(0)
+    w = {f"w{i}": rng.standard_normal((16, 16)).astype("float32") * 0.3 for i in range(3)}
+    then_g = helper.make_graph(
+        [helper.make_node("MatMul", ["h_id", "w1"], ["branch_out"])], "then", [], [helper.make_tensor_value_info("branch_out", 1, None)]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["h_id"], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", 1, None)]
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["m0"]),
+        helper.make_node("Relu", ["m0"], ["h"]),
+        helper.make_node("Identity", ["h"], ["h_id"]),
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["b"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("MatMul", ["b", "w2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items()] + [numpy_helper.from_array(np.array(0.0, "float32"), "zero")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "fp32.onnx"))
+    # calibration takes both branches (the sign of sum(x) picks one)
+    batches = [{"x": rng.standard_normal((1, 16)).astype("float32") + shift} for shift in (0.5, -0.5) * 4]
+    info = quantize_onnx_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", batches, QuantPlan())
+    assert info["quantized_ops"] == ["MatMul:w0", "MatMul:w2"]
+    (key,) = info["float_blocks"]
+    assert key.startswith("If") and info["float_blocks"][key].startswith("2 ops inside the If subgraph")
+    pos = next(b["x"] for b in batches if b["x"].sum() > 0)
+    neg = next(b["x"] for b in batches if b["x"].sum() < 0)
+    for x in (pos, neg):  # the then and the else branch, in the calibrated range
+        want, got = _run_onnx(tmp_path / "fp32.onnx", x), _run_onnx(tmp_path / "int8.onnx", x)
+        assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
