@@ -100,7 +100,8 @@ class ExportResult:
             (and ``{f}_top1_agreement`` for classifiers) against the reference (the fake-quant Layer, or the
             float model for :func:`quantize_inference_model`), and ``{f}_rel_err_fp32`` against FP32.
         latency_ms: the latency guard's timings.
-        skipped: per format, the weights of ops kept in float and why.
+        skipped: per format, the weights of ops kept in float and why, and the control-flow bodies kept in float
+            (``"while (block 1)"``, ``"Loop (Loop.0)"``) with the reason.
         metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``.
     """
 
@@ -122,6 +123,8 @@ class ExportResult:
         ops = list(info.get("ops", info.get("quantized_ops", [])))
         qdq = info["qdq_tensors"] if "qdq_tensors" in info else len(info.get("activations", [])) + len(info.get("observed", []))
         self.quantized_ops[fmt], self.int8_ops[fmt], self.qdq_tensors[fmt] = ops, len(ops), int(qdq)
+        if info.get("float_blocks"):  # control-flow bodies kept in float, with the reason
+            self.skipped.setdefault(fmt, {}).update(info["float_blocks"])
         rec = {"quantized_ops": ops, "int8_ops": len(ops), "qdq_tensors": int(qdq)}
         rec.update(
             {

@@ -17,6 +17,11 @@ first and the quantization is inserted with the ``onnx`` library:
 5. a ``Relu`` or ``Clip(0, c)`` right after a quantized op is removed: the u8
    code with zero point 0 (and threshold <= c) clamps exactly as the activation did.
 
+Control flow (``Loop``/``If``/``Scan``, e.g. paddle2onnx's form of a ``while`` op): the ops inside
+a subgraph are neither calibrated nor quantized and stay float (the reason is returned in
+``float_blocks``); the outer tensors a subgraph reads count as inputs of its node, so the
+clean-up keeps them and the rest of the model is quantized around it.
+
 Needs the ``onnx`` extra (``onnx``, ``onnxruntime``, ``paddle2onnx``).
 """
 
@@ -34,7 +39,7 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
 from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
 
-__all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS"]
+__all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 #: ops that ONNX Runtime runs in INT8 when their inputs and outputs carry QDQ
@@ -54,6 +59,50 @@ def _require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+def _subgraphs(node: Any) -> list[Any]:
+    """The graphs held in ``node``'s attributes (a ``Loop`` body, an ``If``'s branches)."""
+    return [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+
+
+def _free_names(graph: Any) -> list[str]:
+    """The outer-scope names ``graph`` reads: referenced in it (or deeper) and defined neither by its inputs,
+    initializers nor nodes (a subgraph input may shadow an outer name; paddle2onnx's ``Loop`` bodies do)."""
+    local = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    return [r for r in dict.fromkeys(i for n in graph.node for i in _node_inputs(n)) if r and r not in local]
+
+
+def _node_inputs(node: Any) -> list[str]:
+    """``node``'s inputs and the outer tensors its subgraphs read (implicit inputs of ``Loop``/``If``/``Scan``)."""
+    subs = _subgraphs(node)
+    if not subs:
+        return list(node.input)
+    implicit = [r for g in subs for r in _free_names(g)]
+    return list(node.input) + [r for r in dict.fromkeys(implicit) if r not in node.input]
+
+
+def _count_nodes(graph: Any) -> int:
+    return sum(1 + sum(_count_nodes(g) for g in _subgraphs(n)) for n in graph.node)
+
+
+def float_blocks(model: Any) -> dict[str, str]:
+    """``{"<op type> (<node name>)": reason}`` for each control-flow node of ``model``'s graph, whose subgraph stays float.
+
+    Example:
+        >>> float_blocks(onnx.load("model.onnx"))   # doctest: +SKIP
+        {'Loop (Loop.0)': '19 ops inside the Loop subgraph are kept in float: ...'}
+    """
+    out = {}
+    for n in model.graph.node:
+        subs = _subgraphs(n)
+        if subs:
+            k = sum(_count_nodes(g) for g in subs)
+            out[f"{n.op_type} ({n.name or n.output[0]})"] = (
+                f"{k} ops inside the {n.op_type} subgraph are kept in float: calibration observes the main graph only "
+                "and QDQ is inserted there only"
+            )
+    return out
+
+
 class _Graph:
     """Index of an ONNX graph: producers, consumers, initializers."""
 
@@ -71,7 +120,7 @@ class _Graph:
         for n in self.g.node:
             for o in n.output:
                 self.producer[o] = n
-            for i in n.input:
+            for i in _node_inputs(n):
                 self.consumers.setdefault(i, []).append(n)
         self.outputs = {o.name for o in self.g.output}
 
@@ -127,10 +176,18 @@ def _drop_identities(gr: _Graph) -> int:
 
 
 def _rename_input(gr: _Graph, old: str, new: str) -> None:
-    for n in gr.g.node:
+    _rename_in(gr.g, old, new)
+
+
+def _rename_in(graph: Any, old: str, new: str) -> None:
+    """Rename the uses of ``old`` in ``graph`` and in the subgraphs that do not shadow it."""
+    for n in graph.node:
         for k, v in enumerate(n.input):
             if v == old:
                 n.input[k] = new
+        for g in _subgraphs(n):
+            if old in _free_names(g):
+                _rename_in(g, old, new)
 
 
 def _fold_conv_bias_and_bn(gr: _Graph) -> None:
@@ -185,7 +242,7 @@ def _fold_conv_bias_and_bn(gr: _Graph) -> None:
         if n.op_type in ("Reshape", "Unsqueeze") and not gr.consumers.get(n.output[0]) and n.output[0] not in gr.outputs:
             gr.remove(n)
     gr.reindex()
-    used = {i for n in gr.g.node for i in n.input}
+    used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):
         if name not in used:
             gr.drop_init(name)
@@ -211,7 +268,7 @@ class _OnnxAffine:
         self.gr, self.keep = gr, keep
 
     def _uses(self, name: str) -> int:
-        return sum(list(n.input).count(name) for n in self.gr.g.node)
+        return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
 
     def convs(self) -> list[Any]:
         return [n for n in self.gr.g.node if n.op_type == "Conv"]
@@ -292,7 +349,7 @@ def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     _fold_conv_bias_and_bn(gr)
     done = fold_affine(_OnnxAffine(gr, keep or set()))
     gr.reindex()
-    used = {i for n in gr.g.node for i in n.input}
+    used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):
         if name not in used:
             gr.drop_init(name)
@@ -376,7 +433,8 @@ def quantize_onnx_model(
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
     Returns:
-        ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n}``.
+        ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n, "float_blocks": {...}}`` (the
+        control-flow nodes whose subgraphs stay float, see :func:`float_blocks`).
     """
     onnx, _ = _require_onnx()
     from onnx import helper
@@ -525,15 +583,19 @@ def quantize_onnx_model(
             for k, v in enumerate(c.input):
                 if v == t:
                     c.input[k] = f"{t}_dequantized"
+            for g in _subgraphs(c):
+                if t in _free_names(g):
+                    _rename_in(g, t, f"{t}_dequantized")
         new_nodes.append((cons[0], [q, dq]))
     _insert_before(gr, new_nodes)
+    used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):
-        if not any(name in n.input for n in gr.g.node):
+        if name not in used:
             gr.drop_init(name)
     _topological_sort(gr)
     onnx.checker.check_model(model)
     onnx.save(model, str(out_file))
-    return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed}
+    return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed, "float_blocks": float_blocks(model)}
 
 
 def _share_scales(gr: _Graph, qparams: dict[str, tuple[float, int]], clamp: dict[str, float]) -> None:
@@ -573,7 +635,7 @@ def _topological_sort(gr: _Graph) -> None:
         progressed = False
         rest = []
         for n in pending:
-            if all(i in available for i in n.input):
+            if all(i in available for i in _node_inputs(n)):
                 ordered.append(n)
                 available.update(n.output)
                 progressed = True
