@@ -187,3 +187,29 @@ def test_a_missed_target_prints_each_failed_candidate_in_one_line(workdir, tmp_p
     lines = out.splitlines()
     failed = lines[lines.index("failed candidates:") + 1]
     assert failed.startswith("  #1 ptq [paddle]: ExportError:") and "legacy" in failed
+
+
+def test_a_candidate_that_misses_the_target_says_why(workdir, tmp_path, capfd):
+    # one route measured but worse than the target (here: an unreachable speedup) is a worse candidate, and the
+    # terminal says why in one line, as it does for failed ones
+    (tmp_path / "recipe.yaml").write_text("stages:\n  - ptq: {calibrator: avg}\ntarget: {min_speedup: 1000}\n")
+    code = main(
+        [
+            "compress",
+            str(tmp_path / "recipe.yaml"),
+            "--model",
+            str(workdir / "legacy" / "model.pdmodel"),
+            "--data",
+            str(workdir / "data.npz"),
+            "--backends",
+            "paddle",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    out, err = capfd.readouterr()
+    assert code == 1 and "NOT met" in out
+    lines = out.splitlines()
+    missed = lines[lines.index("candidates that missed the target:") + 1]
+    assert missed.startswith("  #1 ptq [paddle]: speedup") and "< 1000x" in missed
+    assert "misses the target: speedup" in out + err  # the candidate's log line

@@ -150,3 +150,32 @@ def test_affine_blocks_fold_into_convs_in_onnx_and_paddle(tmp_path):
         types = [op.type for op in folded.program.global_block().ops]
     assert types.count("elementwise_mul") == 0 and types.count("elementwise_add") == 2  # the two conv biases
     np.testing.assert_allclose(folded.run({"x": x})[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_runtime_that_misses_max_metric_drop_with_every_op_in_float_is_refused_with_the_figures(legacy_digits, calib, tmp_path):
+    # what Paddle oneDNN does on PP-OCRv4 rec: the loss is in the runtime's INT8 arithmetic (observer-scaled
+    # element-wise ops, symmetric s8 after hardswish), so no op kept in float recovers it; the format is refused
+    # at once (no ranking of every op) with the measured figures, and the other format is still written
+    pytest.importorskip("onnxruntime")
+    calls = []
+
+    def metric(pred):  # 1.0 on any float model and on ONNX; 0.0 on every Paddle oneDNN INT8 build
+        calls.append(pred.int8)
+        return 0.0 if pred.int8 else 1.0
+
+    res = quantize_inference_model(
+        legacy_digits,
+        PTQConfig(fold_bn=False, max_metric_drop=0.5),
+        calib,
+        tmp_path / "q",
+        formats=("paddle", "onnx"),
+        eval_fn=metric,
+        latency_guard=False,
+    )
+    assert res.formats == ["onnx"]
+    why = res.skipped_formats["paddle"]
+    assert why.startswith("Paddle oneDNN INT8 refused: metric 0 with every op INT8 and 0 with all") and "vs 1 in float" in why
+    assert res.metrics["paddle_float"] == 1.0 and res.metrics["paddle_int8_all_candidates_float"] == 0.0
+    assert calls.count(True) == 2  # every op INT8, then every candidate in float: no per-op ranking
+    manifest = json.loads((tmp_path / "q" / "slim.json").read_text())
+    assert manifest["verification"]["skipped_formats"]["paddle"] == why

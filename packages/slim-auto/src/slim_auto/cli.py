@@ -145,6 +145,11 @@ def _print_result(result: Any, out: Any) -> None:
         print("failed candidates:")
         for c in result.failures:
             print(f"  #{c.id} {c.name}: {c.error}")
+    missed = result.missed
+    if missed:
+        print("candidates that missed the target:")
+        for c, why in missed:
+            print(f"  #{c.id} {c.name}: {'; '.join(why)}")
     print(f"saved to {out} (model, metrics.json, report.md, report.html)")
 
 

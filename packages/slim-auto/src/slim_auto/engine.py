@@ -133,6 +133,19 @@ class CompressionResult:
         """The candidates that failed (each with its one-line error)."""
         return [c for c in self.candidates if c.status == "failed"]
 
+    @property
+    def missed(self) -> list[tuple[Candidate, list[str]]]:
+        """The measured candidates (not the original) that miss the target, each with why (e.g. one runtime's INT8 reads worse)."""
+        if not self.target.is_set:
+            return []
+        out = []
+        for c in self.candidates:
+            if c.status == "ok" and c.id != self.baseline.id:
+                why = unmet_reasons(c, self.baseline, self.target)
+                if why:
+                    out.append((c, why))
+        return out
+
     def to_markdown(self) -> str:
         """The before/after table (as printed by ``slim compress`` and ``slim demo``)."""
         assert self.summary is not None
@@ -435,6 +448,10 @@ class AutoCompression:
         sp = speedup(c, base)
         if sp is not None and c.id != base.id:
             parts.append(speed_text(sp))
+        if c.id != base.id and self.target.is_set and c.status == "ok":
+            why = unmet_reasons(c, base, self.target)
+            if why:  # a worse candidate: say why it cannot be delivered (e.g. one runtime's INT8 loses accuracy)
+                parts.append("misses the target: " + "; ".join(why))
         return ", ".join(parts)
 
     def update_best(self) -> None:

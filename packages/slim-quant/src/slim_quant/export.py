@@ -81,6 +81,7 @@ class ExportQualityWarning(UserWarning):
 
 #: relative output error (||int8 - fp32|| / ||fp32||, calibration inputs) above which the export warns
 REL_ERR_WARN = 0.1
+_RUNTIME_NAMES = {"paddle": "Paddle oneDNN", "onnx": "ONNX Runtime"}
 
 
 @dataclass
@@ -102,7 +103,8 @@ class ExportResult:
         latency_ms: the latency guard's timings.
         skipped: per format, the weights of ops kept in float and why, and the control-flow bodies kept in float
             (``"while (block 1)"``, ``"Loop (Loop.0)"``) with the reason.
-        metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``.
+        metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``
+            (``"{format}_int8_all_candidates_float"`` when the target was missed with every op INT8).
     """
 
     path: Path
@@ -635,25 +637,41 @@ class _RuntimeBuilder:
 
 
 def _control_metric_runtime(
-    builder: _RuntimeBuilder, skip: set[str], eval_fn: Callable[[Any], float], config: PTQConfig
-) -> tuple[set[str], dict[str, str], dict[str, float]]:
+    builder: _RuntimeBuilder, skip: set[str], eval_fn: Callable[[Any], float], config: PTQConfig, metrics: dict[str, float]
+) -> tuple[set[str], dict[str, str]]:
     """Keep the ops whose float weight recovers the most metric in float until the drop fits ``max_metric_drop``.
 
     Ops are ranked by the metric recovered when each alone is kept in float; the smallest prefix of that ranking
-    that meets the target is found by bisection (a few builds instead of one per op).
+    that meets the target is found by bisection (a few builds instead of one per op). ``metrics`` receives the
+    measured figures (also when the runtime is refused).
+
+    Raises:
+        ExportError: the target is missed even with every candidate op kept in float (the runtime is refused,
+            the figures are in the message).
     """
     from slim_core.progress import progress
     from slim_quant.ptq import _metric_drop
 
     target, hib = float(config.max_metric_drop), config.higher_is_better  # type: ignore[arg-type]
     candidates, base, full = builder.start(skip, eval_fn)
-    metrics = {"float": base, "int8_all_ops": full}
+    metrics.update(float=base, int8_all_ops=full)
     if _metric_drop(base, full, hib) <= target:
         metrics["int8"] = full
-        return set(skip), {}, metrics
+        return set(skip), {}
+    # every candidate kept in float first: when even that misses the target, the loss is the runtime's own
+    # (oneDNN runs element-wise ops, activations and pooling in INT8 from the observer scales, symmetric s8 after
+    # hardswish), no ranking of the convs can fix it, and the format is refused with the measured figures
+    floor = builder.measure(eval_fn, skip | set(candidates))
+    if _metric_drop(base, floor, hib) > target:
+        metrics["int8_all_candidates_float"] = floor
+        raise ExportError(
+            f"{_RUNTIME_NAMES.get(builder.fmt, builder.fmt)} INT8 refused: metric {full:.4g} with every op INT8 and {floor:.4g} "
+            f"with all {len(candidates)} conv/matmul ops kept in float, vs {base:.4g} in float (drop {_metric_drop(base, floor, hib):.4g} "
+            f"> max_metric_drop={target:g}): the loss comes from the runtime's INT8 arithmetic, not from one layer"
+        )
     gains = {w: -_metric_drop(full, builder.measure(eval_fn, skip | {w}), hib) for w in progress(candidates, desc="sensitivity")}
     ranked = sorted(gains, key=gains.__getitem__, reverse=True)
-    seen: dict[int, float] = {0: full}
+    seen: dict[int, float] = {0: full, len(ranked): floor}
 
     def fits(k: int) -> bool:
         if k not in seen:
@@ -661,18 +679,12 @@ def _control_metric_runtime(
         return _metric_drop(base, seen[k], hib) <= target
 
     lo, hi = 1, len(ranked)
-    if not fits(hi):
-        warnings.warn(
-            f"max_metric_drop={target} not reached on {builder.fmt}: metric {seen[hi]:.4g} vs float {base:.4g} with every op kept in float",
-            stacklevel=3,
-        )
-    else:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
     kept = ranked[:hi]
     metrics["int8"] = seen[hi]
-    return set(skip) | set(kept), {w: f"max_metric_drop: metric gain {gains[w]:.4g} when kept in float" for w in kept}, metrics
+    return set(skip) | set(kept), {w: f"max_metric_drop: metric gain {gains[w]:.4g} when kept in float" for w in kept}
 
 
 def _config_skips(src: Any, config: PTQConfig, formats: Sequence[str]) -> set[str]:
@@ -737,6 +749,9 @@ def quantize_inference_model(
     every quantized op is ranked by the metric it recovers when kept in float (calibration is shared),
     and the most sensitive ops are kept in float until the drop fits. What was kept in float and the
     metrics go to :attr:`ExportResult.skipped` / :attr:`ExportResult.metrics` and to ``slim.json``.
+    A format whose metric still misses the target with every conv/matmul kept in float is refused: the loss is
+    the runtime's own INT8 arithmetic (Paddle oneDNN on PP-OCRv4 recognition: symmetric s8 after hardswish and
+    observer-scaled element-wise ops), so it goes to :attr:`ExportResult.skipped_formats` with the measured figures.
 
     Args:
         path: the float inference model (prefix, file or directory). ``"paddle"`` output needs the
@@ -793,14 +808,15 @@ def quantize_inference_model(
     with tempfile.TemporaryDirectory(prefix="slim-quant-") as work, atomic_dir(out, overwrite=overwrite) as tmp:
         records: dict[str, Any] = {}
         for f in [f for f in formats if f not in result.skipped_formats]:
+            skip_f, reasons, metrics = set(skip_w), {}, {}
             try:
                 builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads)
-                skip_f, reasons, metrics = set(skip_w), {}, {}
                 if config.max_metric_drop is not None:
-                    skip_f, reasons, metrics = _control_metric_runtime(builder, skip_w, eval_fn, config)  # type: ignore[arg-type]
+                    skip_f, reasons = _control_metric_runtime(builder, skip_w, eval_fn, config, metrics)  # type: ignore[arg-type]
                 info = builder.build(skip_f, tmp)
             except ExportError as exc:
                 result.skipped_formats[f] = str(exc).splitlines()[0]
+                result.metrics.update({f"{f}_{k}": v for k, v in metrics.items()})
                 continue
             result.skipped[f] = {w: reasons.get(w, "skip_layers / skip_types") for w in sorted(skip_f)}
             result.skipped[f].update(info.get("float_blocks", {}))  # control-flow bodies kept in float
