@@ -140,3 +140,23 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     assert left == sorted(["out.txt", "model", live.name, other_host.name, young_old_style.name, user_file.name])
     os.utime(other_host, (day_ago, day_ago))
     assert remove_stale_temporaries(tmp_path / "out.txt") == [other_host]
+
+
+def test_a_directory_replacement_killed_between_its_renames_keeps_the_previous_version(tmp_path):
+    from slim_core.atomic import restore_interrupted_dir
+
+    out = tmp_path / "model"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("v1")
+    os.replace(out, tmp_path / ".model.old")  # what a kill after atomic_dir's first rename leaves
+    assert not out.exists()
+    assert restore_interrupted_dir(out) and (out / "a").read_text() == "v1"
+    assert not restore_interrupted_dir(out)  # nothing to restore: no change
+    os.replace(out, tmp_path / ".model.old")
+    with pytest.raises(OutputExistsError):  # the restored version counts as existing
+        with atomic_dir(out):
+            pass
+    assert (out / "a").read_text() == "v1"
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "a").write_text("v2")
+    assert (out / "a").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -477,10 +477,28 @@ class AutoCompression:
             self.plans = [Plan.from_dict(p) for p in data["plans"]] if data else []
             self.candidates = [Candidate.from_dict(c) for c in data["candidates"]] if data else []
             if data:
+                self._drop_unfinished_stage()
                 log.info("resuming the run in %s (%d candidates measured)", self.out_dir, len(self.candidates))
             return self._run(t0)
         finally:
             self.store.unlock()
+
+    def _drop_unfinished_stage(self) -> None:
+        """Forget the candidates of the stage a killed run was in the middle of.
+
+        That stage reruns from its start on resume (its weights were never checkpointed);
+        keeping the candidates it had already measured would list them twice, unlike an
+        uninterrupted run. They are the last ones measured, so the ids of the rest are unchanged.
+        """
+        done = {pi: p.done for pi, p in enumerate(self.plans) if p.status == "running"}
+        keep = len(self.candidates)
+        while (
+            keep > 1 and self.candidates[keep - 1].plan in done and self.candidates[keep - 1].stage >= done[self.candidates[keep - 1].plan]
+        ):
+            keep -= 1
+        if keep < len(self.candidates):
+            log.info("the interrupted stage reruns: %d of its candidates are measured again", len(self.candidates) - keep)
+            del self.candidates[keep:]
 
     def _run(self, t0: float) -> CompressionResult:
         paddle = require_paddle()

@@ -9,6 +9,11 @@ temporary sibling is named ``.NAME.slim-HOST-PID-TOKEN.tmp``; one left by a proc
 that was killed is removed by the next atomic write to the same destination, once it
 is safely stale: its writer ran on this host and is gone, or it is older than
 :data:`STALE_AFTER_S` (a writer on another host sharing the directory).
+
+Replacing a directory takes two renames (the old one to ``.NAME.old``, the new one into
+place); a process killed between them leaves no ``NAME`` at all. The next atomic write
+(and a reader that calls :func:`restore_interrupted_dir`) moves ``.NAME.old`` back first,
+so the previous complete version is never lost.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from pathlib import Path
 
 from slim_core.errors import OutputExistsError, SlimError
 
-__all__ = ["atomic_write", "atomic_dir", "check_writable", "remove_stale_temporaries", "STALE_AFTER_S"]
+__all__ = [
+    "atomic_write",
+    "atomic_dir",
+    "check_writable",
+    "remove_stale_temporaries",
+    "restore_interrupted_dir",
+    "STALE_AFTER_S",
+]
 
 #: Age after which a temporary sibling is stale whoever wrote it (a writer on another host).
 STALE_AFTER_S = 24 * 3600.0
@@ -131,6 +143,35 @@ def remove_stale_temporaries(path: str | os.PathLike[str], *, max_age_s: float =
     return removed
 
 
+def _old_name(p: Path) -> Path:
+    return p.with_name(f".{p.name}.old")
+
+
+def restore_interrupted_dir(path: str | os.PathLike[str]) -> bool:
+    """Put back the previous version of ``path`` when a directory replacement was killed half-way.
+
+    :func:`atomic_dir` moves an existing ``NAME`` to ``.NAME.old`` and then the new one
+    into place; a kill between the two renames leaves only ``.NAME.old``. Call this before
+    reading ``path`` (a checkpoint to resume from); :func:`atomic_dir` calls it itself.
+
+    Returns:
+        True when ``.NAME.old`` was moved back to ``path``.
+
+    Example:
+        >>> restore_interrupted_dir("ckpt/last")  # doctest: +SKIP
+        True
+    """
+    p = Path(path)
+    old = _old_name(p)
+    if os.path.lexists(p) or not old.is_dir() or old.is_symlink():
+        return False
+    try:
+        os.replace(old, p)
+    except OSError:  # another writer got there first
+        return False
+    return True
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, overwrite: bool = True, encoding: str | None = None) -> Iterator:
     """Open a temporary file next to ``path``; rename it over ``path`` on success.
@@ -169,7 +210,14 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
 
     Used for outputs made of several files (a model plus its manifest): either all
     of them appear, or none does. The directory gets mode ``0777`` less the umask.
+    A previous version left as ``.NAME.old`` by a replacement killed half-way is first
+    moved back (see :func:`restore_interrupted_dir`).
+
+    Example:
+        >>> with atomic_dir("out/model", overwrite=True) as tmp:  # doctest: +SKIP
+        ...     (tmp / "weights.npz").write_bytes(data)
     """
+    restore_interrupted_dir(path)
     p = check_writable(path, overwrite=overwrite)
     remove_stale_temporaries(p)
     tmp = _tmp_name(p)
@@ -177,7 +225,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     try:
         yield tmp
         if p.exists():
-            old = p.with_name(f".{p.name}.old")
+            old = _old_name(p)
             if old.exists():
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
             os.replace(p, old)

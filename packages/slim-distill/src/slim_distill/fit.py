@@ -34,7 +34,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from slim_core.atomic import atomic_dir
+from slim_core.atomic import atomic_dir, restore_interrupted_dir
 from slim_core.data import Batches, data_errors
 from slim_core.errors import ConfigError, DataError, ModelLoadError, SlimError
 from slim_core.progress import progress
@@ -370,6 +370,8 @@ def fit(
     start_epoch, skip, running = 0, 0, [0.0, 0.0, 0.0]
     epoch_rng: dict[str, Any] | None = None
     now_rng: dict[str, Any] | None = None
+    if ckpt is not None and resume:
+        restore_interrupted_dir(ckpt / "last")  # a kill between the two renames of a checkpoint write
     if ckpt is not None and resume and (ckpt / "last").exists():
         saved = load_checkpoint(ckpt, allow_pickle=allow_pickle)
         inner.set_state_dict(saved["model"])
