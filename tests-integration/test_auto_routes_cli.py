@@ -198,7 +198,7 @@ def test_the_openvino_route_quantizes_evaluates_and_times_on_openvino(workdir, t
     from slim_core.runtime import runtime_available
 
     if not (runtime_available("openvino") and runtime_available("onnxruntime")):
-        pytest.skip("openvino and onnxruntime are needed (pip install 'slim-auto[openvino,onnx]')")
+        pytest.skip("openvino and onnxruntime are needed (pip install 'slim-deploy[onnx,openvino]')")
     result = _ptq_on(workdir, ["openvino", "onnxruntime"], tmp_path / "out")
     rows = [(c.name, c.status, c.runtime) for c in result.candidates]
     assert rows[1:] == [("ptq [openvino]", "ok", "openvino"), ("ptq [onnxruntime]", "ok", "onnxruntime")], result.candidates[1].error
