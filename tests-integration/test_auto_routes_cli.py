@@ -88,20 +88,25 @@ def test_relative_out_eval_and_allow_code_from_the_command_line(workdir, tmp_pat
     assert "slim-compress-out" in out
 
 
+def _ptq_on(workdir, backends, out_dir):
+    """PTQ of the legacy digits model on each runtime route in ``backends``."""
+    xt, yt = demo.load_digits("test")
+    return slim_auto.AutoCompression(
+        str(workdir / "legacy" / "model"),
+        digits_batches(),
+        slim_auto.accuracy_eval(xt, yt),
+        config={"stages": [{"ptq": {"calibrator": "avg"}}]},
+        target={"max_metric_drop": 0.5},
+        backends=backends,
+        out_dir=out_dir,
+    ).compress()
+
+
 def test_a_native_crash_in_one_route_is_a_failed_candidate_and_the_next_route_runs(workdir, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(workdir))
     register_route(Route("crashy", format="paddle", backend="paddle", bench="paddle", converter="crashy_route:convert"))
     try:
-        xt, yt = demo.load_digits("test")
-        result = slim_auto.AutoCompression(
-            str(workdir / "legacy" / "model"),
-            digits_batches(),
-            slim_auto.accuracy_eval(xt, yt),
-            config={"stages": [{"ptq": {"calibrator": "avg"}}]},
-            target={"max_metric_drop": 0.5},
-            backends=["crashy", "paddle"],
-            out_dir=tmp_path / "out",
-        ).compress()
+        result = _ptq_on(workdir, ["crashy", "paddle"], tmp_path / "out")
     finally:
         ROUTES.pop("crashy")
     rows = [(c.name, c.status) for c in result.candidates]
@@ -213,3 +218,21 @@ def test_a_candidate_that_misses_the_target_says_why(workdir, tmp_path, capfd):
     missed = lines[lines.index("candidates that missed the target:") + 1]
     assert missed.startswith("  #1 ptq [paddle]: speedup") and "< 1000x" in missed
     assert "misses the target: speedup" in out + err  # the candidate's log line
+
+
+def test_the_openvino_route_quantizes_evaluates_and_times_on_openvino(workdir, tmp_path):
+    from slim_core.runtime import runtime_available
+
+    if not (runtime_available("openvino") and runtime_available("onnxruntime")):
+        pytest.skip("openvino and onnxruntime are needed (pip install 'slim-deploy[onnx,openvino]')")
+    result = _ptq_on(workdir, ["openvino", "onnxruntime"], tmp_path / "out")
+    rows = [(c.name, c.status, c.runtime) for c in result.candidates]
+    assert rows[1:] == [("ptq [openvino]", "ok", "openvino"), ("ptq [onnxruntime]", "ok", "onnxruntime")], result.candidates[1].error
+    ov, ort = result.candidates[1], result.candidates[2]
+    assert ov.metric > 0.8 and abs(ov.metric - ort.metric) < 0.03  # the same QDQ file on two runtimes
+    # each candidate timed on its own runtime; the FP32 baseline on every allowed runtime, each by its name
+    assert set(ov.latency_ms) == {"openvino"} and set(ort.latency_ms) == {"onnxruntime"}
+    assert {"openvino", "onnxruntime"} <= set(result.baseline.latency_ms)
+    assert all(v > 0 for per in result.baseline.latency_ms.values() for v in per.values())
+    manifest = json.loads((tmp_path / "out" / ov.model_dir / "slim.json").read_text())
+    assert manifest["verification"]["runtimes"]["openvino"]["int8_layers"] > 0  # what OpenVINO ran in INT8

@@ -76,3 +76,19 @@ def test_routes_cover_the_runtimes_and_unknown_names_fail():
     assert [r.name for r in routes_for(["onnxruntime", "paddle"])] == ["onnxruntime", "paddle"]
     with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
         routes_for(["tensorrt"])
+
+
+def test_each_runtime_is_benchmarked_by_its_own_name_and_never_converts_a_paddle_int8_program():
+    from types import SimpleNamespace
+
+    from slim_auto.measure import _bench_format
+
+    legacy = {"paddle-legacy": SimpleNamespace(runtime="paddle")}
+    onnx = {"onnx": SimpleNamespace(runtime="onnxruntime")}
+    fp32, int8 = SimpleNamespace(int8=False), SimpleNamespace(int8=True)
+    assert _bench_format(legacy, fp32, "paddle") == "paddle-legacy"
+    assert _bench_format(onnx, int8, "onnxruntime") == "onnx/onnxruntime"
+    assert _bench_format(onnx, int8, "openvino") == "onnx/openvino"
+    assert _bench_format(legacy, fp32, "openvino") == "onnx/openvino"  # FP32: converted to ONNX for OpenVINO
+    # paddle2onnx aborts the process on a Paddle INT8 program: no runtime may ask for that conversion
+    assert _bench_format(legacy, int8, "openvino") is None and _bench_format(legacy, int8, "onnxruntime") is None

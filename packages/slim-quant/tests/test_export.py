@@ -233,3 +233,65 @@ def test_onednn_int8_concat_network_agrees_with_simulation(tmp_path):
     batches = [rng.random((2, 3, 64, 64)).astype("float32") for _ in range(2)]
     res = export(quantize(model, PTQConfig(), batches), tmp_path / "s", formats=("paddle",), latency_guard=False)
     assert res.agreement["paddle_rel_err"] < 0.1
+
+
+class _SE(paddle.nn.Layer):
+    """PaddleClas-style squeeze-excitation: pooled gate applied with paddle.multiply."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.pool = paddle.nn.AdaptiveAvgPool2D(1)
+        self.fc1 = paddle.nn.Conv2D(c, c // 4, 1)
+        self.fc2 = paddle.nn.Conv2D(c // 4, c, 1)
+
+    def forward(self, x):
+        s = paddle.nn.functional.hardsigmoid(self.fc2(paddle.nn.functional.relu(self.fc1(self.pool(x)))))
+        return paddle.multiply(x, s)
+
+
+def _se_cnn():
+    nn = paddle.nn
+    paddle.seed(1)
+    model = nn.Sequential(
+        nn.Conv2D(3, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU(), _SE(16), nn.Conv2D(16, 16, 3, stride=2, padding=1),
+        nn.ReLU(), nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(16, 10),
+    )  # fmt: skip
+    model.eval()
+    return model
+
+
+def test_onnx_export_is_verified_on_openvino_with_int8_layer_count(tmp_path):
+    pytest.importorskip("onnxruntime")
+    if not __import__("slim_core.runtime", fromlist=["runtime_available"]).runtime_available("openvino"):
+        pytest.skip("openvino is not installed (pip install 'slim-quant[openvino]')")
+    rng = np.random.default_rng(0)
+    batches = [rng.random((4, 3, 16, 16)).astype("float32") for _ in range(2)]
+    q = quantize(_se_cnn(), PTQConfig(), batches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LatencyGuardWarning)  # a 16x16 model is all overhead
+        res = export(q, tmp_path / "out", formats=("onnx",), threads=1)
+    ov = res.runtimes["openvino"]
+    assert ov["measured"] and ov["compute_layers"] > 0
+    # the QDQ convolutions and the classifier run in INT8 on OpenVINO's CPU plugin
+    assert ov["int8_layers"] >= 2 and set(res.int8_ops) == {"onnx"}  # int8_ops stays per format
+    assert ov["by_type"]["Convolution"]["int8"] >= 2
+    assert res.agreement["openvino_cosine"] > 0.99 and res.agreement["openvino_rel_err"] < 0.1
+    assert abs(res.agreement["openvino_rel_err"] - res.agreement["onnx_rel_err"]) < 0.05  # same QDQ file, same numbers
+    assert {"onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8"} <= set(res.latency_ms)
+    ver = json.loads((tmp_path / "out" / "slim.json").read_text())["verification"]
+    assert ver["runtimes"]["openvino"]["int8_layers"] == ov["int8_layers"]
+    assert "openvino_fp32" in ver["latency_ms_batch1"] and "openvino_cosine" in ver
+
+
+def test_onnx_export_without_openvino_records_it_unmeasured(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import slim_core.runtime
+
+    monkeypatch.setattr(slim_core.runtime, "runtime_available", lambda name: name != "openvino")
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, 3, 16, 16)).astype("float32")]
+    res = export(quantize(_se_cnn(), PTQConfig(), batches), tmp_path / "out", formats=("onnx",), latency_guard=False)
+    assert res.runtimes["openvino"]["measured"] is False and "not installed" in res.runtimes["openvino"]["reason"]
+    assert not any(k.startswith("openvino") for k in res.agreement | res.latency_ms)
+    ver = json.loads((tmp_path / "out" / "slim.json").read_text())["verification"]
+    assert ver["runtimes"]["openvino"]["measured"] is False

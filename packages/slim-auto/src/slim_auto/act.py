@@ -277,7 +277,7 @@ _GLOBAL = {
     "Evaluation": "pass eval_fn (or --data) instead",
     "batch_size": "the batch size is that of the data you pass",
     "reader_config": "pass train_data (or --data) instead",
-    "deploy_backend": "latency is measured on Paddle Inference (and ONNX Runtime when installed)",
+    "deploy_backend": "latency is measured on Paddle Inference (and ONNX Runtime / OpenVINO when installed and allowed)",
     "input_shapes": "pass example_inputs or input_spec",
 }
 

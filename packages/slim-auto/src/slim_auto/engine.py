@@ -188,7 +188,7 @@ class AutoCompression:
             Relative paths are taken from the current directory at construction. It must be new,
             empty or an earlier slim run's (slim writes a ``.slim-auto.json`` marker), unless ``overwrite``.
         max_time: time budget in seconds; the best result so far is delivered when it runs out.
-        backends: runtimes allowed (``"paddle"``: Paddle Inference with oneDNN, ``"onnxruntime"``;
+        backends: runtimes allowed (``"paddle"``: Paddle Inference with oneDNN, ``"onnxruntime"``, ``"openvino"``;
             see :data:`slim_auto.routes.ROUTES`). Default: ``("paddle",)`` for a Layer, every
             installed runtime for an inference model (its PTQ is tried on each, a failing runtime
             is a failed candidate). The original model is timed on each; speedups compare the

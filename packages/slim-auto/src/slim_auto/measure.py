@@ -1,9 +1,11 @@
 """Export a candidate and measure it: metric on the exported model, FLOPs, params, size, latency.
 
 The metric is measured on the deployed artifact (run by slim-deploy's
-``Predictor`` on Paddle Inference), not on the training-time Layer, so the number
-in the report is the number the user gets. FLOPs, parameters, size on disk and
-latency come from slim-analysis.
+``Predictor`` on the first allowed runtime: Paddle Inference, ONNX Runtime or
+OpenVINO), not on the training-time Layer, so the number in the report is the
+number the user gets. Latency is timed on every allowed runtime, each by its own
+name (a route's ``bench`` pair, e.g. ``"onnx/openvino"``). FLOPs, parameters and
+size on disk come from slim-analysis.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def _bench_format(arts: dict[str, Any], manifest: Any, backend: str) -> str | No
     bench = route.bench if route is not None else backend
     if bench == "paddle":
         return next((f for f, a in arts.items() if a.runtime == "paddle"), None)
-    if bench == "onnx" and manifest is not None and manifest.int8 and "onnx" not in arts:
+    if bench.partition("/")[0] == "onnx" and manifest is not None and manifest.int8 and "onnx" not in arts:
         return None  # converting a Paddle INT8 program to ONNX aborts paddle2onnx: never try it in this process
     return bench
 

@@ -76,7 +76,7 @@ def _has(module: str) -> Callable[[], bool]:
 
 
 register_route(Route("paddle", format="paddle", backend="paddle", bench="paddle"))
-register_route(Route("onnxruntime", format="onnx", backend="onnxruntime", bench="onnx", available=_has("onnxruntime")))
+register_route(Route("onnxruntime", format="onnx", backend="onnxruntime", bench="onnx/onnxruntime", available=_has("onnxruntime")))
 
 
 def _openvino() -> bool:

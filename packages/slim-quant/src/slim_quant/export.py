@@ -105,6 +105,10 @@ class ExportResult:
             (``"while (block 1)"``, ``"Loop (Loop.0)"``) with the reason.
         metrics: with ``max_metric_drop``: ``"{format}_float"``, ``"{format}_int8_all_ops"`` and ``"{format}_int8"``
             (``"{format}_int8_all_candidates_float"`` when the target was missed with every op INT8).
+        runtimes: extra runtimes the ONNX model was also run on: ``{"openvino": {"measured": True,
+            "int8_layers": n, "compute_layers": m, "by_type": ..., "summary": "..."}}`` from OpenVINO's execution
+            graph (then also ``openvino_*`` agreement keys and ``openvino_fp32`` /
+            ``openvino_int8`` latencies too), or ``{"measured": False, "reason": ...}`` when it is not installed.
     """
 
     path: Path
@@ -119,6 +123,7 @@ class ExportResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, fmt: str, info: dict[str, Any]) -> dict[str, Any]:
         """Store one format's rewrite summary (paddle or onnx form) under the common keys; returns the slim.json record."""
@@ -477,19 +482,61 @@ def _verify_and_measure(
         pred = Predictor(sub, backend=backend, threads=threads, int8=(f == "paddle"))  # type: ignore[arg-type]
         got = pred.run(feed)[0]
         pred.close()
-        if ref is not None:
-            err = float(np.abs(got - ref).max())
-            scale = float(np.abs(ref).max()) or 1.0
-            result.agreement[f"{f}_max_abs_err"] = err
-            result.agreement[f"{f}_rel_err"] = _rel(got, ref)
-            result.agreement[f"{f}_max_rel_err"] = err / scale
-            result.agreement[f"{f}_cosine"] = _cosine(got, ref)
-            if got.ndim == 2 and got.shape[1] > 1:
-                result.agreement[f"{f}_top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
-        if fp32_ref is not None:
-            result.agreement[f"{f}_rel_err_fp32"] = _rel(got, fp32_ref)
+        _agreement(result, f, got, ref, fp32_ref)
         if latency_guard:
             result.latency_ms.update(latency_check(fp_dir, sub, example, backend=backend, threads=threads))
+        for rt in _ALSO_RUN.get(f, ()):
+            got = _also_run(result, rt, sub / _files(f)[0], feed, example, threads)
+            if got is not None:
+                _agreement(result, rt, got, ref, fp32_ref)
+                if latency_guard:
+                    result.latency_ms.update(latency_check(fp_dir, sub, example, backend=rt, threads=threads))
+
+
+def _agreement(result: ExportResult, key: str, got: np.ndarray, ref: np.ndarray | None, fp32_ref: np.ndarray | None) -> None:
+    """``{key}_rel_err`` / ``_max_abs_err`` / ``_max_rel_err`` / ``_cosine`` (/ ``_top1_agreement``) vs ``ref``, ``_rel_err_fp32``."""
+    if ref is not None:
+        err = float(np.abs(got - ref).max())
+        scale = float(np.abs(ref).max()) or 1.0
+        result.agreement[f"{key}_max_abs_err"] = err
+        result.agreement[f"{key}_rel_err"] = _rel(got, ref)
+        result.agreement[f"{key}_max_rel_err"] = err / scale
+        result.agreement[f"{key}_cosine"] = _cosine(got, ref)
+        if got.ndim == 2 and got.shape[1] > 1:
+            result.agreement[f"{key}_top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
+    if fp32_ref is not None:
+        result.agreement[f"{key}_rel_err_fp32"] = _rel(got, fp32_ref)
+
+
+#: runtimes each format is also verified on when installed (OpenVINO reads the QDQ ONNX model too)
+_ALSO_RUN = {"onnx": ("openvino",)}
+
+
+def _also_run(
+    result: ExportResult, runtime: str, model_file: Path, feed: list[np.ndarray], example: list[np.ndarray], threads: int
+) -> np.ndarray | None:
+    """Run ``model_file`` on ``runtime`` too and record what its execution graph ran in INT8
+    (:attr:`ExportResult.runtimes`); returns its output, or None (recorded as
+    not measured, no error) when the runtime is not installed or cannot run the model (then with a warning)."""
+    from slim_core.runtime import RUNTIMES, open_runner, precision_report, runtime_available
+
+    if not runtime_available(runtime):
+        extra = RUNTIMES[runtime].extra
+        result.runtimes[runtime] = {"measured": False, "reason": f"{runtime} is not installed (pip install 'slim-quant[{extra}]')"}
+        return None
+    try:
+        runner = open_runner(model_file, runtime, threads=threads, package="slim-quant")
+        try:
+            got = runner.run(feed)[0]
+            report = precision_report(runner, [list(a.shape) for a in example])
+        finally:
+            runner.close()
+    except Exception as exc:  # the export is still good for its own runtime: say why this one could not run it
+        result.runtimes[runtime] = {"measured": False, "reason": f"{runtime} could not run it: {_first_line(exc)}"}
+        warnings.warn(f"the {model_file.name} export does not run on {runtime}: {_first_line(exc)}", ExportQualityWarning, stacklevel=4)
+        return None
+    result.runtimes[runtime] = {"measured": True, "summary": report.summary(), **report.to_dict()}
+    return got
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -539,6 +586,8 @@ def _write_manifest(tmp: Path, inputs: list[dict[str, Any]], compression: dict[s
         verification["skipped_formats"] = dict(result.skipped_formats)
     if result.latency_ms:
         verification["latency_ms_batch1"] = dict(result.latency_ms)
+    if result.runtimes:
+        verification["runtimes"] = dict(result.runtimes)
     write_manifest(
         tmp,
         inputs,
