@@ -143,6 +143,12 @@ def test_default_fast_path_agrees_and_writes_manifest(tmp_path, monkeypatch, whe
     ref = _run_dygraph(model, ids, mask)
     cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() > 0.999, cos
+    if "openvino" in _runtimes():  # the settings the export recorded are the ones OpenVINO compiles with
+        ov = Predictor(path, backend="openvino", threads=1)
+        assert ov._runner_obj.config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"
+        got = ov.run([ids, mask])[0]
+        ov.close()
+        assert ((got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))).min() > 0.999
     if where == "absolute":
         assert set(res.latency_ms) == {f"{rt}_{k}" for rt in _runtimes() for k in ("fp32", "weight_only")}
         assert all(v > 0 for v in res.latency_ms.values())

@@ -158,9 +158,25 @@ class Predictor:
         return Artifact("onnx", out)
 
     def _runner(self, art: Artifact, runtime: str) -> Runner:
+        options = {"properties": self._runtime_options("openvino")} if runtime == "openvino" and self._runtime_options("openvino") else {}
         return open_runner(
-            art.model, runtime, params_file=art.params, threads=self.threads, int8=self.int8 and runtime == "paddle", package="slim-deploy"
+            art.model,
+            runtime,
+            params_file=art.params,
+            threads=self.threads,
+            int8=self.int8 and runtime == "paddle",
+            package="slim-deploy",
+            **options,
         )
+
+    def _runtime_options(self, runtime: str) -> dict[str, Any]:
+        """Runtime settings an export recorded in ``slim.json`` (``compression.<method>.runtime_options.<runtime>``)."""
+        compression = (self.manifest.compression if self.manifest is not None else None) or {}
+        found: dict[str, Any] = {}
+        for section in compression.values():
+            if isinstance(section, dict) and isinstance(section.get("runtime_options"), dict):
+                found.update(section["runtime_options"].get(runtime) or {})
+        return found
 
     def _auto(self, probe: Sequence[np.ndarray] | None, tolerance: float) -> Any:
         paths: list[tuple[Artifact, str]] = [(a, a.runtime) for a in self.artifacts.values()]

@@ -91,6 +91,8 @@ class OpenVINORunner(Runner):
         precision: ``INFERENCE_PRECISION_HINT`` for the float parts: ``"f32"`` (default, matches
             Paddle/ONNX Runtime), ``"bf16"`` or ``"f16"`` (faster where the CPU has them, less exact).
         cache: keep OpenVINO's compiled-model cache in the slim cache folder.
+        properties: more compile properties, e.g. ``{"DYNAMIC_QUANTIZATION_GROUP_SIZE": "128"}`` that a
+            weight-only export records in ``slim.json`` (``Predictor`` passes them on).
 
     Example:
         >>> r = OpenVINORunner(Path("model.onnx"), params_file=None, threads=2)   # doctest: +SKIP
@@ -106,6 +108,7 @@ class OpenVINORunner(Runner):
         int8: bool = False,
         precision: str = "f32",
         cache: bool = True,
+        properties: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model_file, threads)
         check_choice("precision", precision, PRECISIONS)
@@ -120,6 +123,7 @@ class OpenVINORunner(Runner):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": precision,
         }
+        self.config.update(properties or {})  # e.g. DYNAMIC_QUANTIZATION_GROUP_SIZE from a weight-only manifest
         folder = cache_dir("openvino") if cache else None
         if folder is not None:
             self.config["CACHE_DIR"] = str(folder)
@@ -130,7 +134,14 @@ class OpenVINORunner(Runner):
             InputInfo(n, tuple(_dim(d) for d in i.get_partial_shape()), _dtype(i.get_element_type())) for n, i in zip(self.input_names, ins)
         ]
         stat = os.stat(model_file)
-        self._key = (str(Path(model_file).resolve()), stat.st_mtime_ns, stat.st_size, threads, precision)
+        self._key = (
+            str(Path(model_file).resolve()),
+            stat.st_mtime_ns,
+            stat.st_size,
+            threads,
+            precision,
+            tuple(sorted((properties or {}).items())),
+        )
         self._requests: dict[tuple[tuple[int, ...], ...], Any] = {}
 
     def compiled(self, shapes: Sequence[Sequence[int]]) -> Any:
