@@ -27,7 +27,7 @@ import numpy as np
 
 from slim_core._paddle import require_paddle
 from slim_core.atomic import check_writable
-from slim_core.errors import ModelLoadError
+from slim_core.errors import ModelLoadError, SlimError, error_summary
 from slim_core.params_file import read_params_file
 
 __all__ = [
@@ -138,8 +138,14 @@ class InferenceModel:
         paddle = require_paddle()
         if not isinstance(feed, dict):
             feed = dict(zip(self.input_names, feed))
-        with static_mode(), self._guard(), paddle.static.scope_guard(self.scope):
-            outs = self.executor.run(self.program, feed=feed, fetch_list=self.fetch_targets)
+        try:
+            with static_mode(), self._guard(), paddle.static.scope_guard(self.scope):
+                outs = self.executor.run(self.program, feed=feed, fetch_list=self.fetch_targets)
+        except SlimError:
+            raise
+        except Exception as exc:  # Paddle's RuntimeError/ValueError: a damaged program, or inputs it cannot take
+            shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in feed.items())
+            raise ModelLoadError(f"the program {self.prefix} failed to run on inputs {shapes}: {error_summary(exc)}") from exc
         return [np.asarray(o) for o in outs]
 
     def parameters(self) -> dict[str, np.ndarray]:
