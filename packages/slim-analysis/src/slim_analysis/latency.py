@@ -184,11 +184,8 @@ def exported_model(model: Any, input_shapes: list[list[int]]) -> Iterator[Path]:
     """
     paddle = require_paddle()
     if is_model_path(model):
-        from slim_core.model_io import check_model_files, resolve_model_path
-
-        prefix, fmt = resolve_model_path(Path(model))
-        check_model_files(f"{prefix}{'.json' if fmt == 'pir' else '.pdmodel'}", f"{prefix}.pdiparams")  # before a runtime reads them
-        yield prefix
+        # its files are checked where a runtime or paddle2onnx opens them (open_runner, paddle_to_onnx)
+        yield resolve_model_path(Path(model))[0]
         return
     if not isinstance(model, paddle.nn.Layer):
         raise DataError(f"expected a paddle.nn.Layer or an inference-model path, got {type(model).__name__}")

@@ -158,7 +158,8 @@ class Predictor:
         return Artifact("onnx", out)
 
     def _runner(self, art: Artifact, runtime: str) -> Runner:
-        options = {"properties": self._runtime_options("openvino")} if runtime == "openvino" and self._runtime_options("openvino") else {}
+        properties = self._runtime_options(runtime) if runtime == "openvino" else {}
+        options = {"properties": properties} if properties else {}
         return open_runner(
             art.model,
             runtime,
