@@ -13,6 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from slim_core.graph.zoo_nets import Mlp, channel_shuffle  # the graph zoo's, the same PaddleClas code
+
 __all__ = ["ZOO", "build"]
 
 
@@ -184,13 +186,6 @@ class GhostNet(nn.Layer):
         return self.fc_1(paddle.flatten(x, start_axis=1, stop_axis=-1))
 
 
-def channel_shuffle(x, groups):
-    b, c, h, w = x.shape[0:4]
-    x = paddle.reshape(x=x, shape=[b, groups, c // groups, h, w])
-    x = paddle.transpose(x=x, perm=[0, 2, 1, 3, 4])
-    return paddle.reshape(x=x, shape=[b, c, h, w])
-
-
 class ESBlock(nn.Layer):
     """ESNet block 1: split, branch with SE, concat, channel shuffle."""
 
@@ -259,16 +254,6 @@ class EfficientNet(nn.Layer):
             x = block(x)
         x = self._pool(self._conv_head(x))
         return self._fc(paddle.squeeze(x, axis=[2, 3]))
-
-
-class Mlp(nn.Layer):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Attention(nn.Layer):
