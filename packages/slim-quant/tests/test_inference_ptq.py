@@ -130,8 +130,10 @@ def test_affine_blocks_fold_into_convs_in_onnx_and_paddle(tmp_path):
     gr = _Graph(model)
     assert _clean_up(gr) == 2
     ops = [n.op_type for n in gr.g.node]
-    # paddle2onnx writes hardswish as x * HardSigmoid(x): that Mul has no constant operand
     assert not [n for n in gr.g.node if n.op_type in ("Mul", "Add") and any(i in gr.inits for i in n.input)] and ops.count("Conv") == 2
+    # paddle2onnx writes hardswish as x * HardSigmoid(x): the clean-up makes it one HardSwish (opset 14)
+    assert ops.count("HardSwish") == 1 and "HardSigmoid" not in ops and "Mul" not in ops
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 14
     onnx.save(model, str(tmp_path / "folded.onnx"))
     import onnxruntime as ort
 
@@ -150,6 +152,44 @@ def test_affine_blocks_fold_into_convs_in_onnx_and_paddle(tmp_path):
         types = [op.type for op in folded.program.global_block().ops]
     assert types.count("elementwise_mul") == 0 and types.count("elementwise_add") == 2  # the two conv biases
     np.testing.assert_allclose(folded.run({"x": x})[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_hardswish_runs_in_int8_on_openvino(tmp_path):
+    """PP-LCNetV3's conv -> BN -> hardswish -> affine -> depthwise -> hardswish: every layer OpenVINO runs is INT8 but the input quantize.
+
+    paddle2onnx's x * HardSigmoid(x) left a float HardSigmoid per hardswish (and a float requantize after it); the
+    clean-up's single HardSwish is fused by OpenVINO into the INT8 convolution and its requantization.
+    """
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from slim_core.runtime import open_runner, precision_report
+    from slim_deploy.predictor import paddle_to_onnx
+    from slim_quant.onnx_qdq import quantize_onnx_model
+
+    nn = paddle.nn
+    paddle.seed(0)
+    net = nn.Sequential(
+        nn.Conv2D(3, 16, 3, padding=1),
+        nn.BatchNorm2D(16),
+        nn.Hardswish(),
+        nn.Conv2D(16, 16, 3, padding=1, groups=16),
+        nn.Hardswish(),
+        nn.Conv2D(16, 8, 1),
+    )
+    net.eval()
+    src = tmp_path / "m"
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(net, str(src), input_spec=[paddle.static.InputSpec([None, 3, 16, 16], "float32", "x")])
+    paddle_to_onnx(src.with_suffix(".pdmodel"), src.with_suffix(".pdiparams"), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype("float32")
+    quantize_onnx_model(tmp_path / "m.onnx", tmp_path / "q.onnx", [{"x": x}])
+    rep = precision_report(open_runner(tmp_path / "q.onnx", "openvino", threads=1), [[1, 3, 16, 16]])
+    floats = [layer for layer in rep.layers if layer not in rep.int8_layers]
+    assert rep.by_type()["Convolution"] == (3, 3) and len(floats) == 1, rep.layers  # the graph input's quantize
+    with paddle.no_grad():
+        ref = net(paddle.to_tensor(x[:1])).numpy()
+    got = open_runner(tmp_path / "q.onnx", "openvino", threads=1).run([x[:1]])[0]
+    assert rel_err(got, ref) < 0.1
 
 
 def test_a_runtime_that_misses_max_metric_drop_with_every_op_in_float_is_refused_with_the_figures(legacy_digits, calib, tmp_path):

@@ -5,7 +5,7 @@ first and the quantization is inserted with the ``onnx`` library:
 
 1. clean-up: ``Constant`` weights become initializers, a conv bias added through
    ``Reshape`` + ``Add`` becomes the conv's bias input, ``BatchNormalization``
-   after a conv is folded into it;
+   after a conv is folded into it, ``x * HardSigmoid(x)`` becomes ``HardSwish(x)``;
 2. every float activation is calibrated on ONNX Runtime with our calibrators;
 3. ``Conv``/``MatMul``/``Gemm`` weights become **int8** initializers (per output
    channel, symmetric) read through ``DequantizeLinear``; conv biases become int32;
@@ -340,15 +340,50 @@ class _OnnxAffine:
                 conv.input.append(bname)
 
 
+def _fuse_hardswish(gr: _Graph) -> int:
+    """``Mul(x, HardSigmoid(x; alpha=1/6, beta=0.5))`` (paddle2onnx's hardswish) becomes one ``HardSwish(x)`` (opset 14).
+
+    The same function, one op: OpenVINO then fuses the hardswish into the INT8 convolution before it
+    (with the requantization), where the two-op form left a float HardSigmoid, an eltwise Mul and a
+    layout reorder around each of them (PP-LCNetV3 has 28); ONNX Runtime runs both forms alike.
+    Returns the number of nodes fused (the model's default-domain opset is raised to 14 when there are any).
+    """
+    from onnx import helper
+
+    done = 0
+    for hs in list(gr.g.node):
+        if hs.op_type != "HardSigmoid" or len(hs.input) != 1:
+            continue
+        attrs = {a.name: a.f for a in hs.attribute}
+        if abs(attrs.get("alpha", 0.2) - 1.0 / 6.0) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
+            continue
+        x, y = hs.input[0], hs.output[0]
+        mul = _sole_use(gr, y)
+        if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, y]):
+            continue
+        fused = helper.make_node("HardSwish", [x], [mul.output[0]], name=f"{hs.name or y}_hardswish")
+        gr.g.node.insert(list(gr.g.node).index(mul), fused)
+        gr.remove(mul)
+        gr.remove(hs)
+        done += 1
+    if done:
+        for o in gr.model.opset_import:
+            if o.domain in ("", "ai.onnx") and o.version < 14:
+                o.version = 14  # opsets 13 -> 14 only add types and attributes with the old behaviour as default
+        gr.reindex()
+    return done
+
+
 def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     """The exact float clean-up before QDQ: constants as initializers, no Identity, conv bias and BN folded into the
-    conv, affine blocks folded (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are left alone).
-    Returns the convs whose affine blocks were folded."""
+    conv, affine blocks folded (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are left alone),
+    hardswish as one op (:func:`_fuse_hardswish`). Returns the convs whose affine blocks were folded."""
     _constants_to_initializers(gr)
     _drop_identities(gr)
     _fold_conv_bias_and_bn(gr)
     done = fold_affine(_OnnxAffine(gr, keep or set()))
     gr.reindex()
+    _fuse_hardswish(gr)
     used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):
         if name not in used:
