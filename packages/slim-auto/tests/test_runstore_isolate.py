@@ -92,3 +92,22 @@ def test_each_runtime_is_benchmarked_by_its_own_name_and_never_converts_a_paddle
     assert _bench_format(legacy, fp32, "openvino") == "onnx/openvino"  # FP32: converted to ONNX for OpenVINO
     # paddle2onnx aborts the process on a Paddle INT8 program: no runtime may ask for that conversion
     assert _bench_format(legacy, int8, "openvino") is None and _bench_format(legacy, int8, "onnxruntime") is None
+
+
+def test_side_by_side_timing_covers_every_model_on_every_runtime_in_one_round_robin(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import paddle
+
+    from slim_auto.measure import time_side_by_side
+    from slim_deploy.export import export
+
+    paddle.seed(0)
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU(), paddle.nn.Flatten(), paddle.nn.Linear(4 * 6 * 6, 2))
+    net.eval()
+    export(net, str(tmp_path / "m"), input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")], format="paddle")
+    x = [np.zeros((1, 3, 8, 8), "float32")]
+    models = {0: (tmp_path / "m", ["paddle", "onnxruntime"]), 1: (tmp_path / "m", ["onnxruntime"]), 2: (tmp_path / "missing", ["paddle"])}
+    lat = time_side_by_side(models, x, [1, 2], 1, budget_s=0.01, min_rounds=3, warm_s=0.01, block=2)
+    assert set(lat[0]) == {"paddle", "onnxruntime"} and set(lat[1]) == {"onnxruntime"} and lat[2] == {}
+    assert all(set(per) == {"1", "2"} and all(v > 0 for v in per.values()) for m in (0, 1) for per in lat[m].values())

@@ -168,15 +168,24 @@ def time_side_by_side(
     budget_s: float = 4.0,
     min_rounds: int = 20,
     max_rounds: int = 300,
+    warm_s: float = 0.25,
+    block: int = 5,
 ) -> dict[int, dict[str, dict[str, float]]]:
-    """Median latency of several exported models timed in alternation, one run each per round.
+    """Median latency of several exported models on their runtimes, all timed in one round robin.
 
-    A load change on a shared machine then hits every model alike, so their ratios hold
-    (timing one model after the other lets a load spike decide the comparison).
+    A load change on a shared machine then hits every model alike, so their ratios hold, and
+    that includes ratios across runtimes: the original on its fastest runtime against a candidate
+    delivered for another (timing one runtime after the other lets a load spike decide that
+    comparison). Each round visits the runtimes in turn; within a runtime the models alternate
+    run by run, ``block`` times. When there are several runtimes, each visit starts with
+    ``warm_s`` seconds of untimed runs: right after a switch the previous runtime's worker
+    threads still spin on the cores (oneDNN's OpenMP threads for up to 200 ms) and the caches
+    hold the other model, which would make whichever runtime comes next look slower.
 
     Args:
         models: ``{id: (model_dir, runtimes)}``.
-        budget_s: seconds per runtime and batch size (at least ``min_rounds`` rounds).
+        budget_s: seconds per runtime and batch size (at least ``min_rounds`` timed runs per model and runtime).
+        max_rounds: at most this many timed runs per model and runtime.
 
     Returns:
         ``{id: {runtime: {batch: median ms}}}``.
@@ -184,39 +193,51 @@ def time_side_by_side(
     from slim_deploy.manifest import locate_artifacts
 
     out: dict[int, dict[str, dict[str, float]]] = {cid: {} for cid in models}
-    for backend in dict.fromkeys(b for _, bs in models.values() for b in bs):
-        preds: dict[int, Any] = {}
-        for cid, (model_dir, backends) in models.items():
-            if backend not in backends:
-                continue
-            try:
-                arts, manifest = locate_artifacts(model_dir)
-                if _bench_format(arts, manifest, backend) is None:
+    groups: dict[str, dict[int, Any]] = {}  # runtime -> {id: predictor}
+    try:
+        for backend in dict.fromkeys(b for _, bs in models.values() for b in bs):
+            for cid, (model_dir, backends) in models.items():
+                if backend not in backends:
                     continue
-                with native_output():
-                    preds[cid] = predictor_for(model_dir, _backend(backend), threads)
-            except Exception:  # a model this runtime cannot run keeps its earlier timing
-                continue
-        try:
-            for batch in batch_sizes:
-                x = [np.repeat(a[:1], batch, axis=0) for a in example_inputs]
-                times: dict[int, list[float]] = {cid: [] for cid in preds}
-                with native_output():
-                    for p in preds.values():
+                try:
+                    arts, manifest = locate_artifacts(model_dir)
+                    if _bench_format(arts, manifest, backend) is None:
+                        continue
+                    with native_output():
+                        groups.setdefault(backend, {})[cid] = predictor_for(model_dir, _backend(backend), threads)
+                except Exception:  # a model this runtime cannot run keeps its earlier timing
+                    continue
+        for batch in batch_sizes:
+            x = [np.repeat(a[:1], batch, axis=0) for a in example_inputs]
+            times: dict[tuple[int, str], list[float]] = {(cid, b): [] for b, g in groups.items() for cid in g}
+            if not times:
+                break
+            with native_output():
+                for g in groups.values():
+                    for p in g.values():
                         for _ in range(3):
                             p(*x)
-                    end = time.perf_counter() + budget_s
-                    for r in range(max_rounds):
-                        if r >= min_rounds and time.perf_counter() > end:
-                            break
-                        for cid, p in preds.items():
-                            t0 = time.perf_counter()
-                            p(*x)
-                            times[cid].append(time.perf_counter() - t0)
-                for cid, ts in times.items():
-                    out[cid].setdefault(backend, {})[str(batch)] = float(np.median(ts) * 1e3)
-        finally:
-            for p in preds.values():
+                end = time.perf_counter() + budget_s * len(groups)
+                while True:
+                    n = min(len(ts) for ts in times.values())
+                    if n >= max_rounds or (n >= min_rounds and time.perf_counter() > end):
+                        break
+                    for backend, g in groups.items():
+                        if len(groups) > 1:
+                            first = next(iter(g.values()))
+                            t_warm = time.perf_counter() + warm_s
+                            while time.perf_counter() < t_warm:
+                                first(*x)
+                        for _ in range(block):
+                            for cid, p in g.items():
+                                t0 = time.perf_counter()
+                                p(*x)
+                                times[(cid, backend)].append(time.perf_counter() - t0)
+            for (cid, backend), ts in times.items():
+                out[cid].setdefault(backend, {})[str(batch)] = float(np.median(ts) * 1e3)
+    finally:
+        for g in groups.values():
+            for p in g.values():
                 if hasattr(p, "close"):
                     p.close()
     return out
