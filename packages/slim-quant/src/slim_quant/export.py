@@ -51,7 +51,6 @@ from slim_quant.paddle_int8 import (
     find_sites,
     float_blocks,
     fold_affine_blocks,
-    fuse_bias_reshapes,
     rewrite_program,
 )
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
@@ -193,7 +192,6 @@ def quantize_legacy_program(
         )
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
-        fuse_bias_reshapes(prog)
         fold_affine_blocks(prog, scope, set(plan.weight_codes))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
