@@ -28,7 +28,7 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
 
-__all__ = ["QuantPlan", "Capabilities", "AffineIR", "fold_affine", "weight_axis", "WEIGHT_KINDS"]
+__all__ = ["QuantPlan", "Capabilities", "AffineIR", "GraphIR", "fold_affine", "place_activation_qdq", "weight_axis", "WEIGHT_KINDS"]
 
 
 @dataclass
@@ -106,6 +106,10 @@ class Capabilities:
     """
 
     fold_batch_norm: bool = True
+    #: a quantized op's input pair is read by every INT8 consumer of that tensor (ONNX: a QDQ is a tensor). Paddle
+    #: legacy: no, ``quant_dequant_mkldnn_pass`` reads each pair as the input scale of the op it feeds, other readers
+    #: keep the float tensor (and get no observer on it)
+    pair_feeds_all_int8_consumers: bool = True
 
 
 class AffineIR(Protocol):
@@ -150,6 +154,68 @@ class AffineIR(Protocol):
 
     def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
         """Write the new filter and bias (and drop the constants nothing reads any more)."""
+
+
+class GraphIR(AffineIR, Protocol):
+    """What the INT8 placement passes need from an IR, beyond the folds (:class:`AffineIR`).
+
+    Nodes are the IR's own op objects, tensors are names. The runtime's limits are answered per node
+    (:meth:`int8_input`, :meth:`int8_output`, :meth:`fused_into_producer`) and by :attr:`capabilities`.
+    """
+
+    def nodes(self) -> list[Any]:
+        """Every op, in graph order."""
+
+    def graph_inputs(self) -> list[str]:
+        """Tensors fed from outside that no node produces."""
+
+    def outputs(self, node: Any) -> list[str]:
+        """The data outputs of ``node`` (not the side outputs such as a BN's saved statistics)."""
+
+    def producer(self, t: str) -> Any | None:
+        """The node writing ``t`` (None for a graph input or a constant)."""
+
+    def consumers(self, t: str) -> list[Any]:
+        """The nodes reading ``t``."""
+
+    def is_graph_output(self, t: str) -> bool:
+        """``t`` is fetched from the graph (it must stay float)."""
+
+    def shape_only(self, node: Any) -> bool:
+        """``node`` reads only its input's shape (its value may be quantized or not)."""
+
+    def int8_input(self, node: Any) -> bool:
+        """The runtime can run ``node`` on an INT8 (quantized-dequantized) input."""
+
+    def int8_output(self, node: Any) -> bool:
+        """The runtime can give ``node`` an INT8 output (a scale recorded on it is used, not a wrong guess)."""
+
+    def fused_into_producer(self, node: Any) -> bool:
+        """The runtime fuses ``node`` into the op producing its input (a tensor between them has no scale of its own)."""
+
+
+def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibrated: set[str]) -> dict[str, list[Any]]:
+    """Which activations get a quantize/dequantize pair, each with the nodes that read its dequantized value.
+
+    ``site_inputs`` are the inputs of the quantized ops (each read by those ops); a pair goes besides on every
+    calibrated tensor that flows between INT8 ops only: its producer can give an INT8 output (or it is a graph
+    input), every consumer except shape readers takes an INT8 input, not every consumer is fused into the producer,
+    and it is not a graph output. Its pair then feeds all its consumers; a quantized op's input is widened the same
+    way where :attr:`Capabilities.pair_feeds_all_int8_consumers` says so.
+    """
+    qdq = {t: list(ops) for t, ops in site_inputs.items()}
+    widen = ir.capabilities.pair_feeds_all_int8_consumers
+    for t in dict.fromkeys([*ir.graph_inputs(), *(o for n in ir.nodes() for o in ir.outputs(n))]):
+        if t not in calibrated or ir.is_graph_output(t) or (t in site_inputs and not widen):
+            continue
+        prod = ir.producer(t)
+        if prod is not None and not ir.int8_output(prod):
+            continue
+        readers = ir.consumers(t)
+        data = [c for c in readers if not ir.shape_only(c)]
+        if data and all(ir.int8_input(c) for c in data) and not all(ir.fused_into_producer(c) for c in data):
+            qdq[t] = readers
+    return qdq
 
 
 def _affine_step(kind: str, c: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -226,14 +226,16 @@ def _sole_use(gr: _Graph, t: str) -> Any | None:
     return cons[0] if len(cons) == 1 and t not in gr.outputs else None
 
 
-class _OnnxAffine:
-    """:class:`slim_quant.graph_passes.AffineIR` over an ONNX graph (``Conv``/``ConvTranspose`` with the bias as input 2)."""
+class _OnnxIR:
+    """:class:`slim_quant.graph_passes.GraphIR` over an ONNX graph (``Conv``/``ConvTranspose`` with the bias as input 2),
+    for ONNX Runtime's QDQ fusions (``int8_nodes``: the quantized ops and the :data:`PASS_OPS` it runs in INT8)."""
 
     _KINDS = {"Mul": "mul", "Add": "add"}
     capabilities = Capabilities(fold_batch_norm=True)
 
-    def __init__(self, gr: _Graph, keep: set[str]) -> None:
+    def __init__(self, gr: _Graph, keep: set[str], int8_nodes: set[int] | None = None) -> None:
         self.gr, self.keep = gr, keep
+        self.int8_nodes = int8_nodes or set()
 
     def _uses(self, name: str) -> int:
         return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
@@ -323,6 +325,37 @@ class _OnnxAffine:
         else:
             conv.input.append(bname)
 
+    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.place_activation_qdq
+    def nodes(self) -> list[Any]:
+        return list(self.gr.g.node)
+
+    def graph_inputs(self) -> list[str]:
+        return [i.name for i in self.gr.g.input if i.name not in self.gr.inits]
+
+    def outputs(self, node: Any) -> list[str]:
+        return [o for o in node.output if o]
+
+    def producer(self, t: str) -> Any | None:
+        return self.gr.producer.get(t)
+
+    def consumers(self, t: str) -> list[Any]:
+        return list(self.gr.consumers.get(t, []))
+
+    def is_graph_output(self, t: str) -> bool:
+        return t in self.gr.outputs
+
+    def shape_only(self, node: Any) -> bool:
+        return node.op_type in _SHAPE_ONLY
+
+    def int8_input(self, node: Any) -> bool:
+        return id(node) in self.int8_nodes
+
+    def int8_output(self, node: Any) -> bool:
+        return id(node) in self.int8_nodes
+
+    def fused_into_producer(self, node: Any) -> bool:
+        return False  # the clean-up folded BN and biases; a Relu after a quantized op is removed (u8 clamps)
+
 
 def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     """The exact float clean-up before QDQ: constants as initializers, no Identity, conv biases, BN and affine blocks
@@ -330,7 +363,7 @@ def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     Returns the convs whose affine blocks were folded."""
     _constants_to_initializers(gr)
     _drop_identities(gr)
-    done = fold_affine(_OnnxAffine(gr, keep or set()))
+    done = fold_affine(_OnnxIR(gr, keep or set()))
     gr.reindex()
     for n in list(gr.g.node):  # the Reshape/Unsqueeze of a bias that went into its conv
         if not any(gr.consumers.get(o) or o in gr.outputs for o in n.output) and all(i in gr.inits or not i for i in n.input):
@@ -478,21 +511,11 @@ def quantize_onnx_model(
     pass_nodes = {id(n) for n in gr.g.node if n.op_type in PASS_OPS and not (n.op_type == "Add" and any(i in gr.inits for i in n.input))}
     int8_nodes = qset | pass_nodes
 
-    def all_consumers_int8(t: str) -> bool:
-        cons = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
-        return bool(cons) and all(id(c) in int8_nodes for c in cons) and t not in gr.outputs
-
-    qdq: dict[str, list[Any]] = {}
+    site_inputs: dict[str, list[Any]] = {}
     for n in qnodes:
-        qdq.setdefault(n.input[0], []).append(n)
-    graph_inputs = {i.name for i in gr.g.input}
-    for t in acts:
-        if t not in cals or cals[t].count == 0:
-            continue
-        prod = gr.producer.get(t)
-        from_int8 = (prod is not None and id(prod) in int8_nodes) or t in graph_inputs
-        if from_int8 and all_consumers_int8(t):
-            qdq[t] = list(gr.consumers.get(t, []))  # shape consumers read the dequantized tensor too (one consumer: Q)
+        site_inputs.setdefault(n.input[0], []).append(n)
+    calibrated = {t for t in acts if t in cals and cals[t].count > 0}
+    qdq = place_activation_qdq(_OnnxIR(gr, set(), int8_nodes), site_inputs, calibrated)
     for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
         qdq[t] = list(gr.consumers.get(t, []))
     for n in qnodes:  # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ

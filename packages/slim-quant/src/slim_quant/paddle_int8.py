@@ -31,7 +31,7 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
 
 __all__ = [
     "QuantSite",
@@ -89,8 +89,8 @@ def _weight_axis(op: Any) -> int:
     return weight_axis("matmul", transposed=bool(transposed))
 
 
-class _LegacyAffine:
-    """:class:`slim_quant.graph_passes.AffineIR` over a legacy program.
+class _LegacyIR:
+    """:class:`slim_quant.graph_passes.GraphIR` over a legacy program (block 0), for Paddle Inference's oneDNN INT8.
 
     A conv's bias is the ``elementwise_add(conv, bias, axis=1)`` after it with a 1-D parameter: the form oneDNN's
     conv + bias fusion recognises. Paddle 3 exports a dygraph conv bias as ``elementwise_add(conv, reshape2(bias))``;
@@ -99,13 +99,14 @@ class _LegacyAffine:
     """
 
     _KINDS = {"elementwise_mul": "mul", "elementwise_add": "add"}
-    capabilities = Capabilities(fold_batch_norm=False)
+    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False)
 
-    def __init__(self, program: Any, scope: Any, keep: set[str]) -> None:
+    def __init__(self, program: Any, scope: Any, keep: set[str], sites: set[int] | None = None) -> None:
         self.block, self.scope, self.keep = program.global_block(), scope, keep
         self.pers = {v.name for v in program.list_vars() if v.persistable}
         self.bias_add: dict[int, Any] = {}
         self.reshaped: dict[int, tuple[Any, str, int]] = {}  # bias add -> (its reshape2, the 1-D parameter, axis)
+        self.sites = sites or set()  # ids of the quantized ops
 
     def _consumers(self, var: str) -> list[Any]:
         return [op for op in self.block.ops if var in op.input_arg_names]
@@ -231,12 +232,47 @@ class _LegacyAffine:
             self.block._remove_op(list(self.block.ops).index(reshape))
         _set_tensor(self.scope, add.input("Y")[0], b.astype("float32"))
 
+    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.place_activation_qdq
+    def nodes(self) -> list[Any]:
+        return list(self.block.ops)
+
+    def graph_inputs(self) -> list[str]:
+        return []  # a feed op writes them, and oneDNN takes no scale from it
+
+    def outputs(self, node: Any) -> list[str]:
+        return [v for slot in node.output_names if slot not in _SKIP_OUT_SLOTS for v in node.output(slot)]
+
+    def producer(self, t: str) -> Any | None:
+        return self._producer(t)
+
+    def consumers(self, t: str) -> list[Any]:
+        return self._consumers(t)
+
+    def is_graph_output(self, t: str) -> bool:
+        return any(op.type == "fetch" and t in op.input("X") for op in self.block.ops)
+
+    def shape_only(self, node: Any) -> bool:
+        return node.type == "shape"
+
+    def int8_input(self, node: Any) -> bool:
+        # a conv/matmul kept in float (or an activation x activation matmul: attention) would still run in INT8
+        # from its neighbours' observer scales
+        return not _no_int8_kernel(node) and (node.type not in QUANT_OP_SLOTS or id(node) in self.sites)
+
+    def int8_output(self, node: Any) -> bool:
+        return node.type not in _NO_OBSERVER_OPS and node.type not in _FLOAT_OUTPUT_OPS and self.int8_input(node)
+
+    def fused_into_producer(self, node: Any) -> bool:
+        # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be recorded;
+        # oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
+        return node.type in _FUSED_INTO_PRODUCER or _is_bias_add(node, self.pers)
+
 
 def fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
     """:func:`slim_quant.graph_passes.fold_affine` on a legacy program: conv biases in the form oneDNN fuses,
     affine blocks folded (filters in ``keep``, int8 codes computed elsewhere, are not rescaled). Returns the convs
     changed."""
-    done = fold_affine(_LegacyAffine(program, scope, keep))
+    done = fold_affine(_LegacyIR(program, scope, keep))
     if done:
         program._sync_with_cpp()
     return done
@@ -443,7 +479,6 @@ def rewrite_program(
     block = program.global_block()
     plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
-    persistable = {v.name for v in program.list_vars() if v.persistable}
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
     quantized_weights: dict[str, str] = {}
     act_pairs: dict[str, str] = {}
@@ -479,6 +514,7 @@ def rewrite_program(
         )
         return dqname, 2
 
+    site_ops = {id(block.ops[s.op_index]) for s in sites}
     # weights and activation inputs of quantized ops, walking sites from last to first so indices stay valid
     for site in sorted(sites, key=lambda s: s.op_index, reverse=True):
         op = block.ops[site.op_index]
@@ -512,35 +548,18 @@ def rewrite_program(
         done_ops.append(f"{op.type}:{site.weight}")
     # moving the weight dequantize ops first in the block would also work; Paddle keeps them next to their consumer
 
-    # observer pairs: activations adjacent to quantized ops that are not already quantized inputs
-    fetched = {v for op in block.ops if op.type == "fetch" for v in op.input("X")}
-    observed = []
-    i = 0
-    while i < len(block.ops):
-        op = block.ops[i]
-        if op.type in _NO_OBSERVER_OPS or op.type in _FLOAT_OUTPUT_OPS or _no_int8_kernel(op):
-            i += 1
-            continue
-        inserted = 0
-        for slot in op.output_names:
-            if slot in _SKIP_OUT_SLOTS:
-                continue
-            for v in op.output(slot):
-                if v not in observer_thresholds or v in act_pairs or v in fetched:
-                    continue
-                consumers = [c for c in block.ops[i + 1 :] if v in c.input_arg_names]
-                if not consumers or any(_no_int8_kernel(c) for c in consumers):
-                    continue
-                if all(c.type in _FUSED_INTO_PRODUCER or _is_bias_add(c, persistable) for c in consumers):
-                    # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be
-                    # recorded; oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
-                    continue
-                dqname, n = insert_pair(i + 1 + inserted, v, float(observer_thresholds[v]), observer=True)
-                for c in consumers:
-                    c._rename_input(v, dqname)
-                inserted += n
-                observed.append(v)
-        i += 1 + inserted
+    # observer pairs: activations between INT8 ops that are not already quantized inputs, right after their producer
+    ir = _LegacyIR(program, scope, set(), sites=site_ops)
+    placed = place_activation_qdq(ir, {t: [] for t in act_pairs}, set(observer_thresholds))
+    observed = [t for t in placed if t not in act_pairs]
+    after: dict[int, int] = {}
+    for v in observed:
+        prod = ir.producer(v)
+        at = list(block.ops).index(prod) + 1 + after.get(id(prod), 0)
+        dqname, n = insert_pair(at, v, float(observer_thresholds[v]), observer=True)
+        for c in placed[v]:
+            c._rename_input(v, dqname)
+        after[id(prod)] = after.get(id(prod), 0) + n
     program._sync_with_cpp()
     return {
         "ops": list(reversed(done_ops)),
