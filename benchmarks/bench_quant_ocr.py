@@ -219,11 +219,10 @@ def fold_float_paddle(src: Path, out_prefix: Path) -> None:
 
     from slim_core.model_io import load_inference_model
     from slim_quant.export import _legacy
-    from slim_quant.paddle_int8 import fold_affine_blocks, fuse_bias_reshapes
+    from slim_quant.paddle_int8 import fold_affine_blocks
 
     m = load_inference_model(src)
     with _legacy(m.scope):
-        fuse_bias_reshapes(m.program)
         fold_affine_blocks(m.program, m.scope, set())
         feeds = [m.program.global_block().var(n) for n in m.input_names]
         paddle.static.save_inference_model(str(out_prefix), feeds, m.fetch_targets, m.executor, program=m.program, clip_extra=False)

@@ -45,13 +45,11 @@ from slim_quant.config import PTQConfig
 from slim_quant.graph_passes import QuantPlan
 from slim_quant.layers import quanted_layers
 from slim_quant.paddle_int8 import (
-    QUANT_OP_SLOTS,
     activation_vars,
     calibrate_program,
     find_sites,
     float_blocks,
     fold_affine_blocks,
-    fuse_bias_reshapes,
     rewrite_program,
 )
 from slim_quant.ptq import calibration_batches, input_specs, run_model, set_mode
@@ -193,7 +191,6 @@ def quantize_legacy_program(
         )
     prog, scope, exe = src.program, src.scope, src.executor
     with _legacy(scope):
-        fuse_bias_reshapes(prog)
         fold_affine_blocks(prog, scope, set(plan.weight_codes))
         if float_out_prefix is not None:
             feeds = [prog.global_block().var(n) for n in src.input_names]
@@ -217,14 +214,6 @@ def quantize_legacy_program(
     sites = [s for s in sites if plan.selects(s.weight)]
     by_weight = plan.act_thresholds
     site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
-    observed = dict(thresholds)
-    kept = {s.op_index for s in sites}
-    for i, op in enumerate(prog.global_block().ops):
-        # oneDNN would run a float-kept conv/matmul (or an activation x activation matmul: attention) in INT8
-        # from its neighbours' observer scales
-        if op.type in QUANT_OP_SLOTS and i not in kept:
-            for v in set(op.input_arg_names) | set(op.output_arg_names):
-                observed.pop(v, None)
     with _legacy(scope):
         info = rewrite_program(
             prog,
@@ -232,7 +221,7 @@ def quantize_legacy_program(
             sites,
             site_thr,
             plan=plan,
-            observer_thresholds=observed,
+            observer_thresholds=thresholds,
             non_negative={n for n, c in cals.items() if c.non_negative},
         )
         _drop_callstacks(prog)

@@ -7,8 +7,10 @@ backend only reads and edits its own IR (through the methods of :class:`AffineIR
 - :class:`QuantPlan`: which weights are quantized, their int8 codes and thresholds (from the dygraph
   fake-quant layers or computed here), the input thresholds they learned, the activation calibrator;
 - :func:`weight_axis`: the output-channel axis of a quantized op's weight, for every IR;
-- :func:`fold_affine`: learnable affine blocks next to a convolution (PP-LCNet's ``conv -> *a + b`` and
-  ``*c + d -> conv 1x1``) folded exactly into the conv's filter and bias.
+- :func:`fold_affine`: conv biases (Paddle 3's ``add(conv, reshape(bias))``), BatchNorm and learnable affine
+  blocks next to a convolution (PP-LCNet's ``conv -> *a + b`` and ``*c + d -> conv 1x1``) folded exactly into the
+  conv's filter and bias;
+- :class:`Capabilities`: where the runtimes differ (oneDNN vs ONNX Runtime), asked by the passes.
 
 Example:
     >>> weight_axis("conv"), weight_axis("matmul"), weight_axis("matmul", transposed=True)
@@ -26,7 +28,7 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
 
-__all__ = ["QuantPlan", "AffineIR", "fold_affine", "weight_axis", "WEIGHT_KINDS"]
+__all__ = ["QuantPlan", "Capabilities", "AffineIR", "GraphIR", "fold_affine", "place_activation_qdq", "weight_axis", "WEIGHT_KINDS"]
 
 
 @dataclass
@@ -93,15 +95,38 @@ def weight_axis(kind: str, *, transposed: bool = False) -> int:
     raise ValueError(f"unknown weight kind {kind!r}; expected one of {WEIGHT_KINDS}")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's runtime needs from the rewrite; the passes ask these instead of keeping a copy per backend.
+
+    Attributes:
+        fold_batch_norm: fold a ``BatchNorm`` after a conv into its filter and bias. ONNX: yes (ONNX Runtime's
+            ``QLinearConv`` has no BN to fuse, a BN left after a QDQ conv runs in float). Paddle legacy: no, oneDNN's
+            ``conv_bn_fuse_pass`` folds it when it loads the INT8 program, and the program keeps Paddle's own form.
+    """
+
+    fold_batch_norm: bool = True
+    #: a quantized op's input pair is read by every INT8 consumer of that tensor (ONNX: a QDQ is a tensor). Paddle
+    #: legacy: no, ``quant_dequant_mkldnn_pass`` reads each pair as the input scale of the op it feeds, other readers
+    #: keep the float tensor (and get no observer on it)
+    pair_feeds_all_int8_consumers: bool = True
+
+
 class AffineIR(Protocol):
     """What :func:`fold_affine` needs from an IR. Tensors are names, nodes are the IR's own op objects."""
 
+    capabilities: Capabilities
+
     def convs(self) -> list[Any]:
-        """The 2-D convolutions, in graph order."""
+        """The 2-D convolutions (and transposed convolutions), in graph order."""
 
     def conv_params(self, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """The float64 filter and bias (zeros when the conv has none and the IR can add one), or None when
-        either is not a constant used only by this conv (or must not change)."""
+        """The float64 filter and the bias, one value per output channel (zeros when the conv has none yet and the
+        IR can give it one), or None when the conv's filter is not a constant or its bias has no place to go."""
+
+    def frozen(self, conv: Any) -> bool:
+        """The filter must keep its values (int8 codes computed elsewhere, shared with another op, or a transposed
+        conv): only additions fold into the bias, no scaling into the filter."""
 
     def conv_out(self, conv: Any) -> str:
         """The tensor holding ``conv(x) + bias``."""
@@ -113,8 +138,9 @@ class AffineIR(Protocol):
         """No padding: a constant added to the input reaches every output as ``d * sum(w)``."""
 
     def affine_consumer(self, t: str) -> tuple[Any, str, np.ndarray] | None:
-        """When ``t``'s only consumer computes ``t * c`` or ``t + c`` with a constant ``c`` that is a scalar or one
-        value per channel (axis 1): ``(node, "mul" | "add", c as a 1-D array)``."""
+        """When ``t``'s only consumer is an affine op with constant operands: ``(node, kind, c)`` with kind ``"mul"`` or
+        ``"add"`` (``t * c`` / ``t + c``, ``c`` a scalar or one value per channel of axis 1, as a 1-D array; a bias
+        reshaped for broadcasting counts) or ``"batch_norm"`` (``c`` = rows gamma, beta, mean, variance + epsilon)."""
 
     def affine_producer(self, t: str) -> tuple[Any, str, np.ndarray, str] | None:
         """When ``t`` has one consumer and is ``x * c`` or ``x + c`` with a scalar constant ``c``:
@@ -127,15 +153,93 @@ class AffineIR(Protocol):
         """Remove ``nodes`` (the chain feeding the conv): the conv reads ``src``."""
 
     def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
-        """Write the new filter and bias."""
+        """Write the new filter and bias (and drop the constants nothing reads any more)."""
+
+
+class GraphIR(AffineIR, Protocol):
+    """What the INT8 placement passes need from an IR, beyond the folds (:class:`AffineIR`).
+
+    Nodes are the IR's own op objects, tensors are names. The runtime's limits are answered per node
+    (:meth:`int8_input`, :meth:`int8_output`, :meth:`fused_into_producer`) and by :attr:`capabilities`.
+    """
+
+    def nodes(self) -> list[Any]:
+        """Every op, in graph order."""
+
+    def graph_inputs(self) -> list[str]:
+        """Tensors fed from outside that no node produces."""
+
+    def outputs(self, node: Any) -> list[str]:
+        """The data outputs of ``node`` (not the side outputs such as a BN's saved statistics)."""
+
+    def producer(self, t: str) -> Any | None:
+        """The node writing ``t`` (None for a graph input or a constant)."""
+
+    def consumers(self, t: str) -> list[Any]:
+        """The nodes reading ``t``."""
+
+    def is_graph_output(self, t: str) -> bool:
+        """``t`` is fetched from the graph (it must stay float)."""
+
+    def shape_only(self, node: Any) -> bool:
+        """``node`` reads only its input's shape (its value may be quantized or not)."""
+
+    def int8_input(self, node: Any) -> bool:
+        """The runtime can run ``node`` on an INT8 (quantized-dequantized) input."""
+
+    def int8_output(self, node: Any) -> bool:
+        """The runtime can give ``node`` an INT8 output (a scale recorded on it is used, not a wrong guess)."""
+
+    def fused_into_producer(self, node: Any) -> bool:
+        """The runtime fuses ``node`` into the op producing its input (a tensor between them has no scale of its own)."""
+
+
+def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibrated: set[str]) -> dict[str, list[Any]]:
+    """Which activations get a quantize/dequantize pair, each with the nodes that read its dequantized value.
+
+    ``site_inputs`` are the inputs of the quantized ops (each read by those ops); a pair goes besides on every
+    calibrated tensor that flows between INT8 ops only: its producer can give an INT8 output (or it is a graph
+    input), every consumer except shape readers takes an INT8 input, not every consumer is fused into the producer,
+    and it is not a graph output. Its pair then feeds all its consumers; a quantized op's input is widened the same
+    way where :attr:`Capabilities.pair_feeds_all_int8_consumers` says so.
+    """
+    qdq = {t: list(ops) for t, ops in site_inputs.items()}
+    widen = ir.capabilities.pair_feeds_all_int8_consumers
+    for t in dict.fromkeys([*ir.graph_inputs(), *(o for n in ir.nodes() for o in ir.outputs(n))]):
+        if t not in calibrated or ir.is_graph_output(t) or (t in site_inputs and not widen):
+            continue
+        prod = ir.producer(t)
+        if prod is not None and not ir.int8_output(prod):
+            continue
+        readers = ir.consumers(t)
+        data = [c for c in readers if not ir.shape_only(c)]
+        if data and all(ir.int8_input(c) for c in data) and not all(ir.fused_into_producer(c) for c in data):
+            qdq[t] = readers
+    return qdq
+
+
+def _affine_step(kind: str, c: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(w, b)`` of ``conv`` followed by the affine op ``kind`` with constant ``c`` (see :meth:`AffineIR.affine_consumer`)."""
+    per_channel = [1] * (w.ndim - 1)
+    if kind == "mul":
+        return w * c.reshape(-1, *per_channel), b * c
+    if kind == "add":
+        return w, b + c
+    gamma, beta, mean, var_eps = c
+    s = gamma / np.sqrt(var_eps)
+    return w * s.reshape(-1, *per_channel), (b - mean) * s + beta
 
 
 def fold_affine(ir: AffineIR) -> int:
-    """Fold element-wise constants around each conv into its filter and bias; returns the convs changed.
+    """Fold the conv biases, BatchNorms and element-wise constants around each conv into its filter and bias;
+    returns the convs changed.
 
-    ``conv -> *c -> +d`` (scalars or per-channel, in any order and number) becomes ``conv(w * c, b * c + d)``;
-    ``*c -> +d -> conv`` with scalars and no padding becomes ``conv(w * c, b + d * sum(w))``. Both are exact in
-    float; they leave each INT8 convolution next to its activation, so the runtimes fuse them.
+    ``conv -> +bias -> BN -> *c -> +d`` (scalars or per-channel, in any order and number) becomes one conv with
+    ``w * s`` and ``b * s + t``; ``*c -> +d -> conv`` with scalars and no padding becomes ``conv(w * c, b + d * sum(w))``.
+    A bias added through a reshape (Paddle 3's form of a dygraph conv bias) becomes the conv's own bias, which the
+    runtimes fuse into the INT8 convolution; BN folds only where :attr:`Capabilities.fold_batch_norm` asks, scaling
+    never into a :meth:`~AffineIR.frozen` filter. All of it is exact in float, and leaves each INT8 convolution
+    next to its activation, so the runtimes fuse them.
     """
     done = 0
     for conv in ir.convs():
@@ -143,18 +247,19 @@ def fold_affine(ir: AffineIR) -> int:
         if params is None:
             continue
         w, b = params
+        frozen = ir.frozen(conv)
         changed = False
         while (hit := ir.affine_consumer(ir.conv_out(conv))) is not None:
             node, kind, c = hit
-            if c.size not in (1, w.shape[0]):
+            scales = kind != "add"
+            if (scales and frozen) or (kind == "batch_norm" and not ir.capabilities.fold_batch_norm):
                 break
-            if kind == "mul":
-                w, b = w * c.reshape(-1, *([1] * (w.ndim - 1))), b * c
-            else:
-                b = b + c
+            if c.shape[-1] not in (1, b.size) or (kind == "batch_norm" and c.shape[-1] != b.size):
+                break
+            w, b = _affine_step(kind, c, w, b)
             ir.absorb(conv, node)
             changed = True
-        if ir.unpadded(conv):
+        if not frozen and ir.unpadded(conv):
             add = ir.affine_producer(ir.conv_in(conv))
             mul = ir.affine_producer(add[3]) if add is not None and add[1] == "add" else None
             if add is not None and mul is not None and mul[1] == "mul":

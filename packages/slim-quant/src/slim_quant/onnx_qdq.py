@@ -37,7 +37,7 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -190,68 +190,35 @@ def _rename_in(graph: Any, old: str, new: str) -> None:
                 _rename_in(g, old, new)
 
 
-def _fold_conv_bias_and_bn(gr: _Graph) -> None:
-    """Conv -> Add(Reshape(bias)) becomes Conv(bias); Conv -> BatchNormalization is folded."""
-    changed = True
-    while changed:
-        changed = False
-        gr.reindex()
-        for conv in list(gr.g.node):
-            if conv.op_type != "Conv" or conv.input[1] not in gr.inits:
-                continue
-            out = conv.output[0]
-            cons = gr.consumers.get(out, [])
-            if len(cons) != 1 or out in gr.outputs:
-                continue
-            nxt = cons[0]
-            w = gr.inits[conv.input[1]]
-            bias = gr.inits.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-            if nxt.op_type == "Add" and nxt.input[0] == out:
-                other = nxt.input[1]
-                prod = gr.producer.get(other)
-                b = None
-                if other in gr.inits:
-                    b = gr.inits[other]
-                elif prod is not None and prod.op_type in ("Reshape", "Unsqueeze") and prod.input[0] in gr.inits:
-                    b = gr.inits[prod.input[0]]
-                if b is None or b.size != w.shape[0]:
-                    continue
-                b = b.reshape(-1).astype("float32") + (bias if bias is not None else 0.0)
-            elif nxt.op_type == "BatchNormalization" and all(i in gr.inits for i in nxt.input[1:5]):
-                gamma, beta, mean, var = (gr.inits[i].astype("float64") for i in nxt.input[1:5])
-                eps = next((a.f for a in nxt.attribute if a.name == "epsilon"), 1e-5)
-                s = gamma / np.sqrt(var + eps)
-                w = (w * s.reshape(-1, *([1] * (w.ndim - 1)))).astype("float32")
-                gr.set_init(conv.input[1], w)
-                b = ((bias if bias is not None else 0.0) - mean) * s + beta
-            else:
-                continue
-            bname = f"{conv.input[1]}.folded_bias"
-            gr.set_init(bname, np.asarray(b, "float32").reshape(-1))
-            if len(conv.input) > 2:
-                conv.input[2] = bname
-            else:
-                conv.input.append(bname)
-            conv.output[0] = nxt.output[0]
-            gr.remove(nxt)
-            changed = True
-            break
-    gr.reindex()
-    # drop now-unused Reshape nodes of constants and unused initializers
-    for n in list(gr.g.node):
-        if n.op_type in ("Reshape", "Unsqueeze") and not gr.consumers.get(n.output[0]) and n.output[0] not in gr.outputs:
-            gr.remove(n)
-    gr.reindex()
-    used = {i for n in gr.g.node for i in _node_inputs(n)}
-    for name in list(gr.inits):
-        if name not in used:
-            gr.drop_init(name)
+def _const_value(gr: _Graph, t: str) -> np.ndarray | None:
+    """The value of ``t`` when it is an initializer, or a ``Reshape``/``Unsqueeze`` of one (a bias shaped to broadcast)."""
+    if t in gr.inits:
+        return gr.inits[t]
+    node = gr.producer.get(t)
+    if node is None or node.op_type not in ("Reshape", "Unsqueeze") or node.input[0] not in gr.inits:
+        return None
+    x = gr.inits[node.input[0]]
+    if node.op_type == "Reshape":
+        shape = gr.inits.get(node.input[1]) if len(node.input) > 1 else None
+        if shape is None:
+            return None
+        dims = [x.shape[i] if d == 0 and i < x.ndim else int(d) for i, d in enumerate(shape.reshape(-1))]
+        return x.reshape(dims)
+    axes = gr.inits.get(node.input[1]).reshape(-1) if len(node.input) > 1 and node.input[1] in gr.inits else None
+    if axes is None:
+        axes = next((list(at.ints) for at in node.attribute if at.name == "axes"), None)
+    if axes is None:
+        return None
+    rank = x.ndim + len(axes)
+    for ax in sorted(int(a) % rank for a in axes):
+        x = np.expand_dims(x, ax)
+    return x
 
 
 def _const_operand(gr: _Graph, node: Any, t: str) -> np.ndarray | None:
-    """The initializer operand of a binary ``node`` whose other input is ``t`` (None when there is none)."""
+    """The constant operand of a binary ``node`` whose other input is ``t`` (None when there is none)."""
     other = [i for i in node.input if i != t]
-    return gr.inits.get(other[0]) if len(node.input) == 2 and len(other) == 1 else None
+    return _const_value(gr, other[0]) if len(node.input) == 2 and len(other) == 1 else None
 
 
 def _sole_use(gr: _Graph, t: str) -> Any | None:
@@ -259,31 +226,38 @@ def _sole_use(gr: _Graph, t: str) -> Any | None:
     return cons[0] if len(cons) == 1 and t not in gr.outputs else None
 
 
-class _OnnxAffine:
-    """:class:`slim_quant.graph_passes.AffineIR` over an ONNX graph (``Conv`` with its bias as input 2)."""
+class _OnnxIR:
+    """:class:`slim_quant.graph_passes.GraphIR` over an ONNX graph (``Conv``/``ConvTranspose`` with the bias as input 2),
+    for ONNX Runtime's QDQ fusions (``int8_nodes``: the quantized ops and the :data:`PASS_OPS` it runs in INT8)."""
 
     _KINDS = {"Mul": "mul", "Add": "add"}
+    capabilities = Capabilities(fold_batch_norm=True)
 
-    def __init__(self, gr: _Graph, keep: set[str]) -> None:
+    def __init__(self, gr: _Graph, keep: set[str], int8_nodes: set[int] | None = None) -> None:
         self.gr, self.keep = gr, keep
+        self.int8_nodes = int8_nodes or set()
 
     def _uses(self, name: str) -> int:
         return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
 
     def convs(self) -> list[Any]:
-        return [n for n in self.gr.g.node if n.op_type == "Conv"]
+        return [n for n in self.gr.g.node if n.op_type in ("Conv", "ConvTranspose")]
 
     def conv_params(self, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
         gr = self.gr
         wname = conv.input[1]
-        if wname not in gr.inits or wname in self.keep or self._uses(wname) != 1:
+        if wname not in gr.inits:
             return None
         w = gr.inits[wname].astype("float64")
         if len(conv.input) > 2 and conv.input[2]:
-            if conv.input[2] not in gr.inits or self._uses(conv.input[2]) != 1:
+            if conv.input[2] not in gr.inits:
                 return None
             return w, gr.inits[conv.input[2]].astype("float64").reshape(-1)
-        return w, np.zeros(w.shape[0])
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        return w, np.zeros(w.shape[0] if conv.op_type == "Conv" else w.shape[1] * group)
+
+    def frozen(self, conv: Any) -> bool:
+        return conv.op_type != "Conv" or conv.input[1] in self.keep or self._uses(conv.input[1]) != 1
 
     def conv_out(self, conv: Any) -> str:
         return conv.output[0]
@@ -297,10 +271,18 @@ class _OnnxAffine:
         return not any(pads) and auto in (b"NOTSET", b"VALID")
 
     def affine_consumer(self, t: str) -> tuple[Any, str, np.ndarray] | None:
-        node = _sole_use(self.gr, t)
+        gr = self.gr
+        node = _sole_use(gr, t)
+        if node is not None and node.op_type == "BatchNormalization" and node.input[0] == t and len(node.output) == 1:
+            params = [gr.inits.get(i) for i in node.input[1:5]]
+            if any(p is None for p in params):
+                return None
+            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            gamma, beta, mean, var = (p.astype("float64").reshape(-1) for p in params)
+            return node, "batch_norm", np.stack([gamma, beta, mean, var + eps])
         if node is None or node.op_type not in self._KINDS:
             return None
-        c = _const_operand(self.gr, node, t)
+        c = _const_operand(gr, node, t)
         # a scalar, or one value per channel shaped to broadcast over [N, C, H, W] ([C, 1, 1] / [1, C, 1, 1])
         if c is None or not (c.size == 1 or (c.ndim >= 3 and c.shape[-1] == c.shape[-2] == 1 and c.size == c.shape[-3])):
             return None
@@ -328,16 +310,51 @@ class _OnnxAffine:
         self.gr.reindex()
 
     def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
-        self.gr.set_init(conv.input[1], w.astype("float32"))
-        if len(conv.input) > 2 and conv.input[2]:
-            self.gr.set_init(conv.input[2], b.astype("float32"))
+        gr = self.gr
+        if not self.frozen(conv):
+            gr.set_init(conv.input[1], w.astype("float32"))
+        if len(conv.input) > 2 and conv.input[2] and self._uses(conv.input[2]) == 1:
+            gr.set_init(conv.input[2], b.astype("float32"))
+            return
+        bname = f"{conv.input[1]}.folded_bias"
+        while bname in gr.inits:
+            bname += "_"
+        gr.set_init(bname, b.astype("float32"))
+        if len(conv.input) > 2:
+            conv.input[2] = bname
         else:
-            bname = f"{conv.input[1]}.folded_bias"
-            self.gr.set_init(bname, b.astype("float32"))
-            if len(conv.input) > 2:
-                conv.input[2] = bname
-            else:
-                conv.input.append(bname)
+            conv.input.append(bname)
+
+    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.place_activation_qdq
+    def nodes(self) -> list[Any]:
+        return list(self.gr.g.node)
+
+    def graph_inputs(self) -> list[str]:
+        return [i.name for i in self.gr.g.input if i.name not in self.gr.inits]
+
+    def outputs(self, node: Any) -> list[str]:
+        return [o for o in node.output if o]
+
+    def producer(self, t: str) -> Any | None:
+        return self.gr.producer.get(t)
+
+    def consumers(self, t: str) -> list[Any]:
+        return list(self.gr.consumers.get(t, []))
+
+    def is_graph_output(self, t: str) -> bool:
+        return t in self.gr.outputs
+
+    def shape_only(self, node: Any) -> bool:
+        return node.op_type in _SHAPE_ONLY
+
+    def int8_input(self, node: Any) -> bool:
+        return id(node) in self.int8_nodes
+
+    def int8_output(self, node: Any) -> bool:
+        return id(node) in self.int8_nodes
+
+    def fused_into_producer(self, node: Any) -> bool:
+        return False  # the clean-up folded BN and biases; a Relu after a quantized op is removed (u8 clamps)
 
 
 def _fuse_hardswish(gr: _Graph) -> int:
@@ -375,13 +392,16 @@ def _fuse_hardswish(gr: _Graph) -> int:
 
 
 def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
-    """The exact float clean-up before QDQ: constants as initializers, no Identity, conv bias and BN folded into the
-    conv, affine blocks folded (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are left alone),
+    """The exact float clean-up before QDQ: constants as initializers, no Identity, conv biases, BN and affine blocks
+    folded into the convs (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are not rescaled),
     hardswish as one op (:func:`_fuse_hardswish`). Returns the convs whose affine blocks were folded."""
     _constants_to_initializers(gr)
     _drop_identities(gr)
-    _fold_conv_bias_and_bn(gr)
-    done = fold_affine(_OnnxAffine(gr, keep or set()))
+    done = fold_affine(_OnnxIR(gr, keep or set()))
+    gr.reindex()
+    for n in list(gr.g.node):  # the Reshape/Unsqueeze of a bias that went into its conv
+        if not any(gr.consumers.get(o) or o in gr.outputs for o in n.output) and all(i in gr.inits or not i for i in n.input):
+            gr.remove(n)
     gr.reindex()
     _fuse_hardswish(gr)
     used = {i for n in gr.g.node for i in _node_inputs(n)}
@@ -526,21 +546,11 @@ def quantize_onnx_model(
     pass_nodes = {id(n) for n in gr.g.node if n.op_type in PASS_OPS and not (n.op_type == "Add" and any(i in gr.inits for i in n.input))}
     int8_nodes = qset | pass_nodes
 
-    def all_consumers_int8(t: str) -> bool:
-        cons = [c for c in gr.consumers.get(t, []) if c.op_type not in _SHAPE_ONLY]
-        return bool(cons) and all(id(c) in int8_nodes for c in cons) and t not in gr.outputs
-
-    qdq: dict[str, list[Any]] = {}
+    site_inputs: dict[str, list[Any]] = {}
     for n in qnodes:
-        qdq.setdefault(n.input[0], []).append(n)
-    graph_inputs = {i.name for i in gr.g.input}
-    for t in acts:
-        if t not in cals or cals[t].count == 0:
-            continue
-        prod = gr.producer.get(t)
-        from_int8 = (prod is not None and id(prod) in int8_nodes) or t in graph_inputs
-        if from_int8 and all_consumers_int8(t):
-            qdq[t] = list(gr.consumers.get(t, []))  # shape consumers read the dequantized tensor too (one consumer: Q)
+        site_inputs.setdefault(n.input[0], []).append(n)
+    calibrated = {t for t in acts if t in cals and cals[t].count > 0}
+    qdq = place_activation_qdq(_OnnxIR(gr, set(), int8_nodes), site_inputs, calibrated)
     for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
         qdq[t] = list(gr.consumers.get(t, []))
     for n in qnodes:  # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ

@@ -31,7 +31,7 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import QuantPlan, fold_affine, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
 
 __all__ = [
     "QuantSite",
@@ -40,7 +40,6 @@ __all__ = [
     "CONTROL_FLOW_OPS",
     "float_blocks",
     "constant_vars",
-    "fuse_bias_reshapes",
     "fold_affine_blocks",
     "calibrate_program",
     "rewrite_program",
@@ -90,15 +89,24 @@ def _weight_axis(op: Any) -> int:
     return weight_axis("matmul", transposed=bool(transposed))
 
 
-class _LegacyAffine:
-    """:class:`slim_quant.graph_passes.AffineIR` over a legacy program (a conv's bias is the ``elementwise_add`` after it)."""
+class _LegacyIR:
+    """:class:`slim_quant.graph_passes.GraphIR` over a legacy program (block 0), for Paddle Inference's oneDNN INT8.
+
+    A conv's bias is the ``elementwise_add(conv, bias, axis=1)`` after it with a 1-D parameter: the form oneDNN's
+    conv + bias fusion recognises. Paddle 3 exports a dygraph conv bias as ``elementwise_add(conv, reshape2(bias))``;
+    that add is the conv's bias slot too, and :meth:`store` rewrites it into the classic form (without it the bias
+    add stays a separate op after every INT8 convolution and a MobileNetV2 ran slower than FP32).
+    """
 
     _KINDS = {"elementwise_mul": "mul", "elementwise_add": "add"}
+    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False)
 
-    def __init__(self, program: Any, scope: Any, keep: set[str]) -> None:
+    def __init__(self, program: Any, scope: Any, keep: set[str], sites: set[int] | None = None) -> None:
         self.block, self.scope, self.keep = program.global_block(), scope, keep
         self.pers = {v.name for v in program.list_vars() if v.persistable}
         self.bias_add: dict[int, Any] = {}
+        self.reshaped: dict[int, tuple[Any, str, int]] = {}  # bias add -> (its reshape2, the 1-D parameter, axis)
+        self.sites = sites or set()  # ids of the quantized ops
 
     def _consumers(self, var: str) -> list[Any]:
         return [op for op in self.block.ops if var in op.input_arg_names]
@@ -112,6 +120,9 @@ class _LegacyAffine:
     def _value(self, name: str) -> np.ndarray:
         return np.array(self.scope.find_var(name).get_tensor(), dtype="float64")
 
+    def _param_1d(self, name: str, size: int) -> bool:
+        return name in self.pers and list(self.block.var(name).shape) == [size] and self._uses(name) == 1
+
     def _scalar(self, op: Any, var: str) -> np.ndarray | None:
         """The size-1 parameter of ``op`` = ``elementwise_{mul,add}(var, param)`` (mul also ``(param, var)``)."""
         if op is None or op.type not in self._KINDS:
@@ -122,25 +133,47 @@ class _LegacyAffine:
             return None
         return self._value(other).reshape(-1)
 
+    def _reshaped_bias(self, add: Any, size: int) -> tuple[Any, str, int] | None:
+        """``(reshape2, parameter, axis)`` when ``add``'s ``Y`` is a reshape of a 1-D parameter along one axis."""
+        (y,) = add.input("Y")
+        op = self._producer(y)
+        if op is None or op.type not in ("reshape2", "reshape") or op.input("Shape") or op.input("ShapeTensor"):
+            return None
+        (src,) = op.input("X")
+        nonunit = [k for k, d in enumerate(op.attr("shape")) if d != 1]
+        if not self._param_1d(src, size) or len(nonunit) != 1 or self._uses(y) != 1:
+            return None
+        return op, src, nonunit[0]
+
     def convs(self) -> list[Any]:
-        return [op for op in self.block.ops if op.type in _CONV_OPS]
+        return [op for op in self.block.ops if op.type in _CONV_OPS or op.type == "conv2d_transpose"]
 
     def conv_params(self, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
         wname = conv.input("Filter")[0]
-        if wname not in self.pers or wname in self.keep or self._uses(wname) != 1:
+        if wname not in self.pers:
             return None
+        shape = self.block.var(wname).shape
+        size = shape[0] if conv.type != "conv2d_transpose" else shape[1] * conv.attr("groups")
         cons = self._consumers(conv.output("Output")[0])
         add = cons[0] if len(cons) == 1 else None
         if add is None or add.type != "elementwise_add" or add.input("X") != conv.output("Output"):
             return None
-        bname = add.input("Y")[0]
-        if bname not in self.pers or self._uses(bname) != 1 or list(self.block.var(bname).shape) != [self.block.var(wname).shape[0]]:
+        if self._param_1d(add.input("Y")[0], size):
+            self.bias_add[id(conv)] = add
+            return self._value(wname), self._value(add.input("Y")[0])
+        reshaped = self._reshaped_bias(add, size)
+        if reshaped is None:
             return None
-        self.bias_add[id(conv)] = add
-        return self._value(wname), self._value(bname)
+        self.reshaped[id(add)] = reshaped  # the bias slot once absorbed: affine_consumer reports it first
+        return self._value(wname), np.zeros(size)
+
+    def frozen(self, conv: Any) -> bool:
+        w = conv.input("Filter")[0]
+        return conv.type == "conv2d_transpose" or w in self.keep or self._uses(w) != 1
 
     def conv_out(self, conv: Any) -> str:
-        return self.bias_add[id(conv)].output("Out")[0]
+        add = self.bias_add.get(id(conv))
+        return add.output("Out")[0] if add is not None else conv.output("Output")[0]
 
     def conv_in(self, conv: Any) -> str:
         return conv.input("Input")[0]
@@ -151,8 +184,19 @@ class _LegacyAffine:
 
     def affine_consumer(self, t: str) -> tuple[Any, str, np.ndarray] | None:
         cons = self._consumers(t)
-        c = self._scalar(cons[0], t) if len(cons) == 1 else None
-        return (cons[0], self._KINDS[cons[0].type], c) if c is not None else None
+        if len(cons) != 1:
+            return None
+        op = cons[0]
+        if id(op) in self.reshaped:
+            return op, "add", self._value(self.reshaped[id(op)][1])
+        if op.type == "batch_norm" and op.input("X") == [t]:
+            names = [op.input(k)[0] for k in ("Scale", "Bias", "Mean", "Variance")]
+            if not all(n in self.pers for n in names):
+                return None
+            gamma, beta, mean, var = (self._value(n).reshape(-1) for n in names)
+            return op, "batch_norm", np.stack([gamma, beta, mean, var + op.attr("epsilon")])
+        c = self._scalar(op, t)
+        return (op, self._KINDS[op.type], c) if c is not None else None
 
     def affine_producer(self, t: str) -> tuple[Any, str, np.ndarray, str] | None:
         op = self._producer(t)
@@ -165,6 +209,9 @@ class _LegacyAffine:
         return (op, self._KINDS[op.type], c, x) if c is not None else None
 
     def absorb(self, conv: Any, node: Any) -> None:
+        if id(conv) not in self.bias_add:  # the reshaped bias add becomes the conv's bias slot
+            self.bias_add[id(conv)] = node
+            return
         add = self.bias_add[id(conv)]
         add._rename_output(add.output("Out")[0], node.output("Out")[0])
         self.block._remove_op(list(self.block.ops).index(node))
@@ -175,14 +222,57 @@ class _LegacyAffine:
             self.block._remove_op(list(self.block.ops).index(op))
 
     def store(self, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
-        _set_tensor(self.scope, conv.input("Filter")[0], w.astype("float32"))
-        _set_tensor(self.scope, self.bias_add[id(conv)].input("Y")[0], b.astype("float32"))
+        if not self.frozen(conv):
+            _set_tensor(self.scope, conv.input("Filter")[0], w.astype("float32"))
+        add = self.bias_add[id(conv)]
+        if id(add) in self.reshaped:  # elementwise_add(x, reshape2(bias)) -> elementwise_add(x, bias, axis)
+            reshape, src, axis = self.reshaped.pop(id(add))
+            add._rename_input(add.input("Y")[0], src)
+            add._set_attr("axis", axis)
+            self.block._remove_op(list(self.block.ops).index(reshape))
+        _set_tensor(self.scope, add.input("Y")[0], b.astype("float32"))
+
+    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.place_activation_qdq
+    def nodes(self) -> list[Any]:
+        return list(self.block.ops)
+
+    def graph_inputs(self) -> list[str]:
+        return []  # a feed op writes them, and oneDNN takes no scale from it
+
+    def outputs(self, node: Any) -> list[str]:
+        return [v for slot in node.output_names if slot not in _SKIP_OUT_SLOTS for v in node.output(slot)]
+
+    def producer(self, t: str) -> Any | None:
+        return self._producer(t)
+
+    def consumers(self, t: str) -> list[Any]:
+        return self._consumers(t)
+
+    def is_graph_output(self, t: str) -> bool:
+        return any(op.type == "fetch" and t in op.input("X") for op in self.block.ops)
+
+    def shape_only(self, node: Any) -> bool:
+        return node.type == "shape"
+
+    def int8_input(self, node: Any) -> bool:
+        # a conv/matmul kept in float (or an activation x activation matmul: attention) would still run in INT8
+        # from its neighbours' observer scales
+        return not _no_int8_kernel(node) and (node.type not in QUANT_OP_SLOTS or id(node) in self.sites)
+
+    def int8_output(self, node: Any) -> bool:
+        return node.type not in _NO_OBSERVER_OPS and node.type not in _FLOAT_OUTPUT_OPS and self.int8_input(node)
+
+    def fused_into_producer(self, node: Any) -> bool:
+        # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be recorded;
+        # oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
+        return node.type in _FUSED_INTO_PRODUCER or _is_bias_add(node, self.pers)
 
 
 def fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
-    """:func:`slim_quant.graph_passes.fold_affine` on a legacy program; filters in ``keep`` (int8 codes computed
-    elsewhere) are left alone. Returns the convs changed."""
-    done = fold_affine(_LegacyAffine(program, scope, keep))
+    """:func:`slim_quant.graph_passes.fold_affine` on a legacy program: conv biases in the form oneDNN fuses,
+    affine blocks folded (filters in ``keep``, int8 codes computed elsewhere, are not rescaled). Returns the convs
+    changed."""
+    done = fold_affine(_LegacyIR(program, scope, keep))
     if done:
         program._sync_with_cpp()
     return done
@@ -225,43 +315,6 @@ def constant_vars(program: Any) -> set[str]:
         if ins and all(v in const for v in ins) or (not ins and op.type in ("fill_constant", "assign_value")):
             const.update(op.output_arg_names)
     return const
-
-
-def fuse_bias_reshapes(program: Any) -> int:
-    """Rewrite ``elementwise_add(x, reshape2(bias))`` into ``elementwise_add(x, bias, axis=1)``; returns how many.
-
-    Paddle 3 exports a dygraph conv bias as a ``reshape2`` of the 1-D parameter feeding an add. oneDNN's
-    conv + bias fusion only recognises the classic form (1-D persistable ``Y`` with ``axis=1``); without it,
-    the bias add stays a separate op after every INT8 convolution and a MobileNetV2 runs slower than FP32.
-    """
-    block = program.global_block()
-    persistable = {v.name for v in program.list_vars() if v.persistable}
-    done = 0
-    i = 0
-    while i < len(block.ops):
-        op = block.ops[i]
-        if op.type not in ("reshape2", "reshape") or len(op.input("X")) != 1 or op.input("X")[0] not in persistable:
-            i += 1
-            continue
-        src, out = op.input("X")[0], op.output("Out")[0]
-        if len(block.var(src).shape) != 1 or op.input("Shape") or op.input("ShapeTensor"):
-            i += 1
-            continue
-        shape = list(op.attr("shape"))
-        nonunit = [k for k, d in enumerate(shape) if d not in (1,)]
-        consumers = [c for c in block.ops if out in c.input_arg_names]
-        ok = len(nonunit) == 1 and consumers and all(c.type == "elementwise_add" and c.input("Y") == [out] for c in consumers)
-        if not ok:
-            i += 1
-            continue
-        for c in consumers:
-            c._rename_input(out, src)
-            c._set_attr("axis", nonunit[0])
-        block._remove_op(i)
-        done += 1
-    if done:
-        program._sync_with_cpp()
-    return done
 
 
 def _no_int8_kernel(op: Any) -> bool:
@@ -426,7 +479,6 @@ def rewrite_program(
     block = program.global_block()
     plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
-    persistable = {v.name for v in program.list_vars() if v.persistable}
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
     quantized_weights: dict[str, str] = {}
     act_pairs: dict[str, str] = {}
@@ -462,6 +514,7 @@ def rewrite_program(
         )
         return dqname, 2
 
+    site_ops = {id(block.ops[s.op_index]) for s in sites}
     # weights and activation inputs of quantized ops, walking sites from last to first so indices stay valid
     for site in sorted(sites, key=lambda s: s.op_index, reverse=True):
         op = block.ops[site.op_index]
@@ -495,35 +548,18 @@ def rewrite_program(
         done_ops.append(f"{op.type}:{site.weight}")
     # moving the weight dequantize ops first in the block would also work; Paddle keeps them next to their consumer
 
-    # observer pairs: activations adjacent to quantized ops that are not already quantized inputs
-    fetched = {v for op in block.ops if op.type == "fetch" for v in op.input("X")}
-    observed = []
-    i = 0
-    while i < len(block.ops):
-        op = block.ops[i]
-        if op.type in _NO_OBSERVER_OPS or op.type in _FLOAT_OUTPUT_OPS or _no_int8_kernel(op):
-            i += 1
-            continue
-        inserted = 0
-        for slot in op.output_names:
-            if slot in _SKIP_OUT_SLOTS:
-                continue
-            for v in op.output(slot):
-                if v not in observer_thresholds or v in act_pairs or v in fetched:
-                    continue
-                consumers = [c for c in block.ops[i + 1 :] if v in c.input_arg_names]
-                if not consumers or any(_no_int8_kernel(c) for c in consumers):
-                    continue
-                if all(c.type in _FUSED_INTO_PRODUCER or _is_bias_add(c, persistable) for c in consumers):
-                    # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be
-                    # recorded; oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
-                    continue
-                dqname, n = insert_pair(i + 1 + inserted, v, float(observer_thresholds[v]), observer=True)
-                for c in consumers:
-                    c._rename_input(v, dqname)
-                inserted += n
-                observed.append(v)
-        i += 1 + inserted
+    # observer pairs: activations between INT8 ops that are not already quantized inputs, right after their producer
+    ir = _LegacyIR(program, scope, set(), sites=site_ops)
+    placed = place_activation_qdq(ir, {t: [] for t in act_pairs}, set(observer_thresholds))
+    observed = [t for t in placed if t not in act_pairs]
+    after: dict[int, int] = {}
+    for v in observed:
+        prod = ir.producer(v)
+        at = list(block.ops).index(prod) + 1 + after.get(id(prod), 0)
+        dqname, n = insert_pair(at, v, float(observer_thresholds[v]), observer=True)
+        for c in placed[v]:
+            c._rename_input(v, dqname)
+        after[id(prod)] = after.get(id(prod), 0) + n
     program._sync_with_cpp()
     return {
         "ops": list(reversed(done_ops)),
