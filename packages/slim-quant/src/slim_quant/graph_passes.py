@@ -28,7 +28,17 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
 
-__all__ = ["QuantPlan", "Capabilities", "AffineIR", "GraphIR", "fold_affine", "place_activation_qdq", "weight_axis", "WEIGHT_KINDS"]
+__all__ = [
+    "QuantPlan",
+    "Capabilities",
+    "AffineIR",
+    "GraphIR",
+    "fold_affine",
+    "place_activation_qdq",
+    "share_scales",
+    "weight_axis",
+    "WEIGHT_KINDS",
+]
 
 
 @dataclass
@@ -169,6 +179,9 @@ class GraphIR(AffineIR, Protocol):
     def graph_inputs(self) -> list[str]:
         """Tensors fed from outside that no node produces."""
 
+    def node_inputs(self, node: Any) -> list[str]:
+        """The inputs of ``node``, the data input first."""
+
     def outputs(self, node: Any) -> list[str]:
         """The data outputs of ``node`` (not the side outputs such as a BN's saved statistics)."""
 
@@ -193,6 +206,9 @@ class GraphIR(AffineIR, Protocol):
     def fused_into_producer(self, node: Any) -> bool:
         """The runtime fuses ``node`` into the op producing its input (a tensor between them has no scale of its own)."""
 
+    def same_scale(self, node: Any) -> bool:
+        """The runtime runs ``node`` (pooling, reshapes) in INT8 only when its input and output carry one scale."""
+
 
 def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibrated: set[str]) -> dict[str, list[Any]]:
     """Which activations get a quantize/dequantize pair, each with the nodes that read its dequantized value.
@@ -216,6 +232,29 @@ def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibra
         if data and all(ir.int8_input(c) for c in data) and not all(ir.fused_into_producer(c) for c in data):
             qdq[t] = readers
     return qdq
+
+
+def share_scales(ir: GraphIR, qparams: dict[str, tuple[float, int]], max_scale: dict[str, float]) -> None:
+    """Give the input and output of each :meth:`~GraphIR.same_scale` node one ``(scale, zero point)`` pair, in place.
+
+    The output's pair wins when the op is its input's only (non-shape) consumer: the output's threshold is the one
+    the next quantized op was calibrated with, and clamping commutes with max pooling and reshapes. Otherwise the
+    input's pair is copied forward. ``max_scale``: tensors that replaced a removed clamp (ReLU6), whose scale must
+    not grow past it when the zero point is 0.
+    """
+    nodes = [n for n in ir.nodes() if ir.same_scale(n) and ir.node_inputs(n) and ir.outputs(n)]
+    for n in reversed(nodes):
+        src, dst = ir.node_inputs(n)[0], ir.outputs(n)[0]
+        users = [c for c in ir.consumers(src) if not ir.shape_only(c)]
+        if src in qparams and dst in qparams and len(users) == 1:
+            scale, zp = qparams[dst]
+            if src in max_scale and zp == 0:
+                scale = min(scale, max_scale[src])
+            qparams[src] = qparams[dst] = (scale, zp)
+    for n in nodes:
+        src, dst = ir.node_inputs(n)[0], ir.outputs(n)[0]
+        if src in qparams and dst in qparams:
+            qparams[dst] = qparams[src]
 
 
 def _affine_step(kind: str, c: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

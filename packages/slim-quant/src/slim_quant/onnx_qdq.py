@@ -37,7 +37,7 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, share_scales, weight_axis
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -356,6 +356,12 @@ class _OnnxIR:
     def fused_into_producer(self, node: Any) -> bool:
         return False  # the clean-up folded BN and biases; a Relu after a quantized op is removed (u8 clamps)
 
+    def same_scale(self, node: Any) -> bool:
+        return node.op_type in SAME_SCALE_OPS
+
+    def node_inputs(self, node: Any) -> list[str]:
+        return list(node.input)
+
 
 def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     """The exact float clean-up before QDQ: constants as initializers, no Identity, conv biases, BN and affine blocks
@@ -546,7 +552,7 @@ def quantize_onnx_model(
             qparams[t] = (scale, int(np.clip(np.round(-lo / scale), 0, 255)))
         else:
             qparams[t] = (thr / 127.0, 128)
-    _share_scales(gr, qparams, clamp)
+    share_scales(_OnnxIR(gr, set()), qparams, {t: hi / 255.0 for t, hi in clamp.items()})
     for t, (scale, zp) in qparams.items():
         gr.set_init(f"{t}_scale", np.array(scale, "float32"))
         gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
@@ -606,28 +612,6 @@ def quantize_onnx_model(
     onnx.checker.check_model(model)
     onnx.save(model, str(out_file))
     return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed, "float_blocks": float_blocks(model)}
-
-
-def _share_scales(gr: _Graph, qparams: dict[str, tuple[float, int]], clamp: dict[str, float]) -> None:
-    """Give the input and output of each :data:`SAME_SCALE_OPS` node one (scale, zero point) pair.
-
-    The output's pair wins when the op is its input's only consumer (the output's threshold is the one the
-    next quantized op was calibrated with, and clamping commutes with max pooling and reshapes); otherwise
-    the input's pair is copied forward. An input that replaced a removed ReLU6 keeps its clamp.
-    """
-    nodes = [n for n in gr.g.node if n.op_type in SAME_SCALE_OPS and n.input and n.output]
-    for n in reversed(nodes):
-        src, dst = n.input[0], n.output[0]
-        users = [c for c in gr.consumers.get(src, []) if c.op_type not in _SHAPE_ONLY]
-        if src in qparams and dst in qparams and len(users) == 1:
-            scale, zp = qparams[dst]
-            if src in clamp and zp == 0:
-                scale = min(scale, clamp[src] / 255.0)
-            qparams[src] = qparams[dst] = (scale, zp)
-    for n in nodes:
-        src, dst = n.input[0], n.output[0]
-        if src in qparams and dst in qparams:
-            qparams[dst] = qparams[src]
 
 
 def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:

@@ -262,6 +262,12 @@ class _LegacyIR:
     def int8_output(self, node: Any) -> bool:
         return node.type not in _NO_OBSERVER_OPS and node.type not in _FLOAT_OUTPUT_OPS and self.int8_input(node)
 
+    def same_scale(self, node: Any) -> bool:
+        return False  # oneDNN's compute_propagate_scales_mkldnn_pass carries scales through reshapes and pooling itself
+
+    def node_inputs(self, node: Any) -> list[str]:
+        return list(node.input_arg_names)
+
     def fused_into_producer(self, node: Any) -> bool:
         # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be recorded;
         # oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
