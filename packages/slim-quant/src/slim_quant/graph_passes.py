@@ -120,6 +120,8 @@ class Capabilities:
     #: legacy: no, ``quant_dequant_mkldnn_pass`` reads each pair as the input scale of the op it feeds, other readers
     #: keep the float tensor (and get no observer on it)
     pair_feeds_all_int8_consumers: bool = True
+    #: the weight kinds (:data:`WEIGHT_KINDS`) the runtime has INT8 kernels for (no INT8 deconvolution in either)
+    int8_weight_kinds: tuple[str, ...] = ("conv", "matmul")
 
 
 class AffineIR(Protocol):
@@ -166,6 +168,38 @@ class AffineIR(Protocol):
         """Write the new filter and bias (and drop the constants nothing reads any more)."""
 
 
+@dataclass(frozen=True)
+class Site:
+    """One quantizable op: the IR's node, its weight kind, activation input, weight and the weight's channel axis."""
+
+    node: Any
+    kind: str
+    act: str
+    weight: str
+    axis: int
+
+
+#: weight rank of each quantizable kind (2-D convolutions, ``[in, out]`` matmul weights)
+_WEIGHT_NDIM = {"conv": 4, "conv_transpose": 4, "matmul": 2}
+
+
+def find_sites(ir: GraphIR) -> list[Site]:
+    """The ops an INT8 runtime can run with an int8 weight, in graph order: a constant weight of the kind's rank, a
+    non-constant activation input, a kind in :attr:`Capabilities.int8_weight_kinds`. The caller selects among them
+    (:meth:`QuantPlan.selects`)."""
+    sites = []
+    for n in ir.nodes():
+        kind = ir.weight_kind(n)
+        operands = ir.site_operands(n) if kind in ir.capabilities.int8_weight_kinds else None
+        if operands is None:
+            continue
+        act, w = operands
+        if not ir.is_const(w) or ir.is_const(act) or len(ir.const_shape(w)) != _WEIGHT_NDIM[kind]:  # type: ignore[index]
+            continue
+        sites.append(Site(n, kind, act, w, weight_axis(kind, transposed=ir.weight_transposed(n))))  # type: ignore[arg-type]
+    return sites
+
+
 class GraphIR(AffineIR, Protocol):
     """What the INT8 placement passes need from an IR, beyond the folds (:class:`AffineIR`).
 
@@ -175,6 +209,21 @@ class GraphIR(AffineIR, Protocol):
 
     def nodes(self) -> list[Any]:
         """Every op, in graph order."""
+
+    def weight_kind(self, node: Any) -> str | None:
+        """``node``'s kind in :data:`WEIGHT_KINDS` when it is a conv, transposed conv or matmul, else None."""
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        """``(activation input, weight input)`` of a :meth:`weight_kind` node, None when it has not one of each."""
+
+    def weight_transposed(self, node: Any) -> bool:
+        """A matmul that reads its weight transposed (``[out, in]``)."""
+
+    def is_const(self, t: str) -> bool:
+        """``t`` is a constant (a parameter / initializer)."""
+
+    def const_shape(self, t: str) -> list[int]:
+        """The shape of the constant ``t``."""
 
     def graph_inputs(self) -> list[str]:
         """Tensors fed from outside that no node produces."""

@@ -37,7 +37,7 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, share_scales, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, find_sites, fold_affine, place_activation_qdq, share_scales
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -48,6 +48,7 @@ PASS_OPS = ("Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Res
 #: input and output QDQ carry the same scale and zero point, so they share one
 SAME_SCALE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 _SHAPE_ONLY = ("Shape",)
+_WEIGHT_KINDS = {"Conv": "conv", "ConvTranspose": "conv_transpose", "MatMul": "matmul", "Gemm": "matmul"}
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -325,9 +326,24 @@ class _OnnxIR:
         else:
             conv.input.append(bname)
 
-    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.place_activation_qdq
+    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.find_sites / place_activation_qdq
     def nodes(self) -> list[Any]:
         return list(self.gr.g.node)
+
+    def weight_kind(self, node: Any) -> str | None:
+        return _WEIGHT_KINDS.get(node.op_type)
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        return (node.input[0], node.input[1]) if len(node.input) >= 2 else None
+
+    def weight_transposed(self, node: Any) -> bool:
+        return node.op_type == "Gemm" and bool(next((a.i for a in node.attribute if a.name == "transB"), 0))
+
+    def is_const(self, t: str) -> bool:
+        return t in self.gr.inits
+
+    def const_shape(self, t: str) -> list[int]:
+        return list(self.gr.inits[t].shape)
 
     def graph_inputs(self) -> list[str]:
         return [i.name for i in self.gr.g.input if i.name not in self.gr.inits]
@@ -432,12 +448,6 @@ def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[
     return cals
 
 
-def _weight_axis(node: Any) -> int:
-    if node.op_type == "Conv":
-        return weight_axis("conv")
-    return weight_axis("matmul", transposed=node.op_type == "Gemm" and bool(next((a.i for a in node.attribute if a.name == "transB"), 0)))
-
-
 def quantize_onnx_model(
     src: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
@@ -470,14 +480,8 @@ def quantize_onnx_model(
     gr = _Graph(model)
     _clean_up(gr, set(plan.weight_codes))
     # 1. which compute nodes are quantized
-    qnodes = []
-    for n in gr.g.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2 or n.input[1] not in gr.inits or n.input[0] in gr.inits:
-            continue
-        w = n.input[1]
-        if gr.inits[w].ndim not in (2, 4) or not plan.selects(w):
-            continue
-        qnodes.append(n)
+    sites = [st for st in find_sites(_OnnxIR(gr, set())) if plan.selects(st.weight)]
+    qnodes = [st.node for st in sites]
     qset = {id(n) for n in qnodes}
     # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
     acts = _float_activations(gr)
@@ -556,10 +560,11 @@ def quantize_onnx_model(
     for t, (scale, zp) in qparams.items():
         gr.set_init(f"{t}_scale", np.array(scale, "float32"))
         gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
+    site_axis = {id(st.node): st.axis for st in sites}
     for n in qnodes:
         w_name = n.input[1]
         w = gr.inits[w_name]
-        axis = _weight_axis(n)
+        axis = site_axis[id(n)]
         codes, wthr = plan.int8_weight(w_name, w, axis)
         w_scale = (wthr / 127.0).astype("float32")
         qw = f"{w_name}_quantized"

@@ -31,7 +31,8 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
+from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq
+from slim_quant.graph_passes import find_sites as shared_find_sites
 
 __all__ = [
     "QuantSite",
@@ -67,6 +68,14 @@ _FUSED_INTO_PRODUCER = {
     "sigmoid", "hard_sigmoid", "tanh", "clip", "abs", "sqrt", "mish",
 }  # fmt: skip
 _CONV_OPS = {"conv2d", "depthwise_conv2d"}
+_WEIGHT_KINDS = {
+    "conv2d": "conv",
+    "depthwise_conv2d": "conv",
+    "conv2d_transpose": "conv_transpose",
+    "matmul_v2": "matmul",
+    "matmul": "matmul",
+    "mul": "matmul",
+}
 
 
 @dataclass
@@ -78,15 +87,6 @@ class QuantSite:
     act: str
     weight: str
     axis: int
-
-
-def _weight_axis(op: Any) -> int:
-    if op.type in _CONV_OPS:
-        return weight_axis("conv")
-    if op.type == "conv2d_transpose":
-        return weight_axis("conv_transpose")
-    transposed = (op.type == "matmul_v2" and op.attr("trans_y")) or (op.type == "matmul" and op.attr("transpose_Y"))
-    return weight_axis("matmul", transposed=bool(transposed))
 
 
 class _LegacyIR:
@@ -232,9 +232,26 @@ class _LegacyIR:
             self.block._remove_op(list(self.block.ops).index(reshape))
         _set_tensor(self.scope, add.input("Y")[0], b.astype("float32"))
 
-    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.place_activation_qdq
+    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.find_sites / place_activation_qdq
     def nodes(self) -> list[Any]:
         return list(self.block.ops)
+
+    def weight_kind(self, node: Any) -> str | None:
+        return _WEIGHT_KINDS.get(node.type)
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        slots = QUANT_OP_SLOTS.get(node.type)
+        acts, ws = (node.input(slots[0]), node.input(slots[1])) if slots else ([], [])
+        return (acts[0], ws[0]) if len(acts) == 1 and len(ws) == 1 else None
+
+    def weight_transposed(self, node: Any) -> bool:
+        return bool((node.type == "matmul_v2" and node.attr("trans_y")) or (node.type == "matmul" and node.attr("transpose_Y")))
+
+    def is_const(self, t: str) -> bool:
+        return t in self.pers
+
+    def const_shape(self, t: str) -> list[int]:
+        return list(self.block.var(t).shape)
 
     def graph_inputs(self) -> list[str]:
         return []  # a feed op writes them, and oneDNN takes no scale from it
@@ -284,26 +301,12 @@ def fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
     return done
 
 
-def find_sites(program: Any, *, persistable: set[str] | None = None) -> list[QuantSite]:
-    """Ops of block 0 with a float activation input and a persistable 2-D/4-D weight."""
-    block = program.global_block()
-    if persistable is None:
-        persistable = {v.name for v in program.list_vars() if v.persistable}
-    sites = []
-    for i, op in enumerate(block.ops):
-        slots = QUANT_OP_SLOTS.get(op.type)
-        if not slots:
-            continue
-        acts, ws = op.input(slots[0]), op.input(slots[1])
-        if len(acts) != 1 or len(ws) != 1 or ws[0] not in persistable or acts[0] in persistable:
-            continue
-        wvar = block.var(ws[0])
-        if op.type in ("matmul_v2", "matmul", "mul") and len(wvar.shape) != 2:
-            continue
-        if op.type == "conv2d_transpose":
-            continue  # oneDNN has no INT8 deconvolution kernel: keep it in float
-        sites.append(QuantSite(i, op.type, acts[0], ws[0], _weight_axis(op)))
-    return sites
+def find_sites(program: Any) -> list[QuantSite]:
+    """Ops of block 0 with a float activation input and a persistable 2-D/4-D weight
+    (:func:`slim_quant.graph_passes.find_sites` on the program; oneDNN has no INT8 deconvolution)."""
+    ops = list(program.global_block().ops)
+    index = {id(op): i for i, op in enumerate(ops)}
+    return [QuantSite(index[id(s.node)], s.node.type, s.act, s.weight, s.axis) for s in shared_find_sites(_LegacyIR(program, None, set()))]
 
 
 def constant_vars(program: Any) -> set[str]:
