@@ -122,6 +122,10 @@ class Capabilities:
     pair_feeds_all_int8_consumers: bool = True
     #: the weight kinds (:data:`WEIGHT_KINDS`) the runtime has INT8 kernels for (no INT8 deconvolution in either)
     int8_weight_kinds: tuple[str, ...] = ("conv", "matmul")
+    #: activation codes: ``"u8"`` (ONNX Runtime: u8 activations with s8 weights are its fast VNNI pair, zero point 0
+    #: for non-negative tensors, asymmetric for calibrated signed ones) or ``"s8"`` (Paddle's ``quantize_linear``:
+    #: a symmetric threshold; oneDNN picks u8/s8 itself from the fused activation)
+    activation_codes: str = "u8"
 
 
 class AffineIR(Protocol):
@@ -225,6 +229,19 @@ class GraphIR(AffineIR, Protocol):
     def const_shape(self, t: str) -> list[int]:
         """The shape of the constant ``t``."""
 
+    def const_value(self, t: str) -> np.ndarray:
+        """The value of the constant ``t``."""
+
+    def op_type(self, node: Any) -> str:
+        """The IR's own name of ``node``'s op (for reports)."""
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """Store the site's weight as int8 ``codes`` with per-channel ``thresholds`` along ``site.axis``, read through
+        a dequantize (``act``: the quantization of its input, for a bias the runtime wants in int32)."""
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """Put a quantize/dequantize pair with ``q`` on ``t``; ``readers`` read the dequantized value."""
+
     def graph_inputs(self) -> list[str]:
         """Tensors fed from outside that no node produces."""
 
@@ -304,6 +321,77 @@ def share_scales(ir: GraphIR, qparams: dict[str, tuple[float, int]], max_scale: 
         src, dst = ir.node_inputs(n)[0], ir.outputs(n)[0]
         if src in qparams and dst in qparams:
             qparams[dst] = qparams[src]
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """How one activation is quantized: clipping ``threshold`` (Paddle's ``@scale``), integer ``scale`` step and
+    ``zero_point`` (ONNX's), and whether the pair only records a range for the runtime (``observer``)."""
+
+    threshold: float
+    scale: float
+    zero_point: int
+    observer: bool = False
+
+
+def input_thresholds(plan: QuantPlan, sites: list[Any], calibrated: dict[str, float]) -> dict[str, tuple[float, bool]]:
+    """``{activation input: (threshold, given)}`` of the quantized ops: the threshold the fake-quant layer learned
+    (:attr:`QuantPlan.act_thresholds`, by weight; the last such op wins where several read one tensor), else the
+    calibrated one."""
+    out: dict[str, tuple[float, bool]] = {}
+    for site in sites:
+        if site.weight in plan.act_thresholds:
+            out[site.act] = (float(plan.act_thresholds[site.weight]), True)
+        elif not out.get(site.act, (0.0, False))[1]:
+            out[site.act] = (float(calibrated.get(site.act, 0.0)), False)
+    return out
+
+
+def activation_quant(
+    caps: Capabilities,
+    threshold: float,
+    *,
+    given: bool = False,
+    non_negative: bool = False,
+    observed: tuple[float, float] | None = None,
+    clamp: float | None = None,
+    observer: bool = False,
+) -> ActQuant:
+    """The codes of one activation for the runtime's :attr:`Capabilities.activation_codes`.
+
+    ``"s8"``: the symmetric ``threshold`` as is. ``"u8"``: zero point 0 and ``threshold / 255`` for a non-negative
+    tensor (also one that replaced a removed ``clamp``: the threshold is cut to it); a calibrated signed tensor
+    whose threshold was not given uses its observed ``(min, max)`` range, asymmetric (hardswish's
+    ``[-0.375, thr]``); otherwise zero point 128 and ``threshold / 127``.
+    """
+    if caps.activation_codes == "s8":
+        return ActQuant(threshold, threshold / 127.0, 0, observer)
+    if clamp is not None:
+        threshold, non_negative = min(threshold, clamp), True
+    thr = max(threshold, 1e-8)
+    if non_negative:
+        return ActQuant(thr, thr / 255.0, 0, observer)
+    if not given and observed is not None:
+        lo, hi = max(-thr, min(observed[0], 0.0)), max(min(thr, observed[1]), 1e-8)
+        scale = (hi - lo) / 255.0
+        return ActQuant(thr, scale, int(np.clip(np.round(-lo / scale), 0, 255)), observer)
+    return ActQuant(thr, thr / 127.0, 128, observer)
+
+
+def insert_quantization(
+    ir: GraphIR, plan: QuantPlan, sites: list[Site], pairs: dict[str, list[Any]], quant: dict[str, ActQuant]
+) -> list[str]:
+    """Write the INT8 model into the IR: each site's weight as int8 codes (:meth:`QuantPlan.int8_weight`) read through a
+    dequantize, then a quantize/dequantize pair on each tensor of ``pairs`` for the nodes listed. Returns
+    ``"op:weight"`` of the quantized ops."""
+    done = []
+    for site in sites:
+        codes, thr = plan.int8_weight(site.weight, ir.const_value(site.weight), site.axis)
+        ir.quantize_weight(site, codes, thr, quant.get(site.act))
+        done.append(f"{ir.op_type(site.node)}:{site.weight}")
+    for t, readers in pairs.items():
+        ir.insert_qdq(t, readers, quant[t])
+    return done
 
 
 def _affine_step(kind: str, c: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,19 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, find_sites, fold_affine, place_activation_qdq, share_scales
+from slim_quant.graph_passes import (
+    ActQuant,
+    Capabilities,
+    QuantPlan,
+    Site,
+    activation_quant,
+    find_sites,
+    fold_affine,
+    input_thresholds,
+    insert_quantization,
+    place_activation_qdq,
+    share_scales,
+)
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -237,6 +249,7 @@ class _OnnxIR:
     def __init__(self, gr: _Graph, keep: set[str], int8_nodes: set[int] | None = None) -> None:
         self.gr, self.keep = gr, keep
         self.int8_nodes = int8_nodes or set()
+        self.pending: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
 
     def _uses(self, name: str) -> int:
         return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
@@ -344,6 +357,69 @@ class _OnnxIR:
 
     def const_shape(self, t: str) -> list[int]:
         return list(self.gr.inits[t].shape)
+
+    def const_value(self, t: str) -> np.ndarray:
+        return self.gr.inits[t]
+
+    def op_type(self, node: Any) -> str:
+        return node.op_type
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """An int8 initializer read by a ``DequantizeLinear`` (scale ``threshold / 127``); a conv bias becomes int32
+        codes of input scale x weight scale, which ``QLinearConv`` takes."""
+        from onnx import helper
+
+        gr, n, w_name = self.gr, site.node, site.weight
+        w_scale = (thresholds / 127.0).astype("float32")
+        qw = f"{w_name}_quantized"
+        gr.set_init(qw, codes.astype("int8"))
+        gr.set_init(f"{w_name}_scale", w_scale)
+        gr.set_init(f"{w_name}_zero_point", np.zeros(w_scale.shape, "int8"))
+        pre = [
+            helper.make_node(
+                "DequantizeLinear",
+                [qw, f"{w_name}_scale", f"{w_name}_zero_point"],
+                [f"{w_name}_dequantized"],
+                axis=site.axis,
+                name=f"{w_name}_DQ",
+            )
+        ]
+        n.input[1] = f"{w_name}_dequantized"
+        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and act is not None:
+            b = gr.inits[n.input[2]].astype("float64")
+            b_scale = (act.scale * w_scale.astype("float64")).astype("float32")
+            b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
+            bn = n.input[2]
+            gr.set_init(f"{bn}_quantized", b_q)
+            gr.set_init(f"{bn}_scale", b_scale)
+            gr.set_init(f"{bn}_zero_point", np.zeros(b_scale.shape, "int32"))
+            pre.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{bn}_quantized", f"{bn}_scale", f"{bn}_zero_point"],
+                    [f"{bn}_dequantized"],
+                    axis=0,
+                    name=f"{bn}_DQ",
+                )
+            )
+            n.input[2] = f"{bn}_dequantized"
+        self.pending.append((n, pre))
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """``QuantizeLinear`` -> ``DequantizeLinear`` of ``t`` (u8, its ``{t}_scale`` / ``{t}_zero_point``) before its
+        first reader; the readers, and the subgraphs among them that read ``t``, take the dequantized value."""
+        from onnx import helper
+
+        q_node = helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"], name=f"{t}_Q")
+        dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"], name=f"{t}_DQ")
+        for c in readers:
+            for k, v in enumerate(c.input):
+                if v == t:
+                    c.input[k] = f"{t}_dequantized"
+            for g in _subgraphs(c):
+                if t in _free_names(g):
+                    _rename_in(g, t, f"{t}_dequantized")
+        self.pending.append((readers[0], [q_node, dq]))
 
     def graph_inputs(self) -> list[str]:
         return [i.name for i in self.gr.g.input if i.name not in self.gr.inits]
@@ -473,7 +549,6 @@ def quantize_onnx_model(
         control-flow nodes whose subgraphs stay float, see :func:`float_blocks`).
     """
     onnx, _ = _require_onnx()
-    from onnx import helper
 
     plan = plan or QuantPlan(**options)
     model = onnx.load(str(src))
@@ -536,78 +611,29 @@ def quantize_onnx_model(
         if n.op_type != "Conv" and len(cons) == 1 and cons[0].op_type == "Add" and any(i in gr.inits for i in cons[0].input):
             continue  # MatMul + bias without output QDQ becomes MatMulIntegerToFloat with the bias fused, float out
         qdq[t] = cons
-    # 5. weights
-    done = []
-    new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
-    qparams: dict[str, tuple[float, int]] = {}  # tensor -> (scale, u8 zero point)
+    # 5. the codes of each activation (one scale through pooling and reshapes), int8 weights, QDQ pairs
+    ir = _OnnxIR(gr, set())
+    given = input_thresholds(plan, sites, {t: float(c.threshold()) for t, c in cals.items()})
+    quant = {}
     for t in qdq:
-        thr = float(cals[t].threshold()) if t in cals else 0.0
-        given = [float(plan.act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in plan.act_thresholds]
-        thr = given[-1] if given else thr
-        nonneg = (t in cals and cals[t].non_negative) or t in clamp
-        if t in clamp:
-            thr = min(thr, clamp[t])
-        thr = max(thr, 1e-8)
-        if nonneg:
-            qparams[t] = (thr / 255.0, 0)
-        elif not given and t in cals and cals[t].count:  # asymmetric range, e.g. hardswish's [-0.375, thr]
-            lo, hi = max(-thr, min(cals[t].min_value, 0.0)), max(min(thr, cals[t].max_value), 1e-8)
-            scale = (hi - lo) / 255.0
-            qparams[t] = (scale, int(np.clip(np.round(-lo / scale), 0, 255)))
-        else:
-            qparams[t] = (thr / 127.0, 128)
-    share_scales(_OnnxIR(gr, set()), qparams, {t: hi / 255.0 for t, hi in clamp.items()})
-    for t, (scale, zp) in qparams.items():
-        gr.set_init(f"{t}_scale", np.array(scale, "float32"))
-        gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
-    site_axis = {id(st.node): st.axis for st in sites}
-    for n in qnodes:
-        w_name = n.input[1]
-        w = gr.inits[w_name]
-        axis = site_axis[id(n)]
-        codes, wthr = plan.int8_weight(w_name, w, axis)
-        w_scale = (wthr / 127.0).astype("float32")
-        qw = f"{w_name}_quantized"
-        gr.set_init(qw, codes.astype("int8"))
-        gr.set_init(f"{w_name}_scale", w_scale)
-        gr.set_init(f"{w_name}_zero_point", np.zeros(w_scale.shape, "int8"))
-        dq_w = helper.make_node(
-            "DequantizeLinear", [qw, f"{w_name}_scale", f"{w_name}_zero_point"], [f"{w_name}_dequantized"], axis=axis, name=f"{w_name}_DQ"
+        thr, is_given = given.get(t, (float(cals[t].threshold()) if t in cals else 0.0, False))
+        cal = cals.get(t)
+        quant[t] = activation_quant(
+            ir.capabilities,
+            thr,
+            given=is_given,
+            non_negative=cal is not None and cal.non_negative,
+            observed=(cal.min_value, cal.max_value) if cal is not None and cal.count else None,
+            clamp=clamp.get(t),
         )
-        pre = [dq_w]
-        n.input[1] = f"{w_name}_dequantized"
-        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and n.input[0] in qparams:
-            b = gr.inits[n.input[2]].astype("float64")
-            b_scale = (qparams[n.input[0]][0] * w_scale.astype("float64")).astype("float32")
-            b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
-            bn = n.input[2]
-            gr.set_init(f"{bn}_quantized", b_q)
-            gr.set_init(f"{bn}_scale", b_scale)
-            gr.set_init(f"{bn}_zero_point", np.zeros(b_scale.shape, "int32"))
-            pre.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{bn}_quantized", f"{bn}_scale", f"{bn}_zero_point"],
-                    [f"{bn}_dequantized"],
-                    axis=0,
-                    name=f"{bn}_DQ",
-                )
-            )
-            n.input[2] = f"{bn}_dequantized"
-        new_nodes.append((n, pre))
-        done.append(f"{n.op_type}:{w_name}")
-    # 6. activation QDQ pairs, right after the producer (or at the top for graph inputs)
-    for t, cons in qdq.items():
-        q = helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"], name=f"{t}_Q")
-        dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"], name=f"{t}_DQ")
-        for c in cons:
-            for k, v in enumerate(c.input):
-                if v == t:
-                    c.input[k] = f"{t}_dequantized"
-            for g in _subgraphs(c):
-                if t in _free_names(g):
-                    _rename_in(g, t, f"{t}_dequantized")
-        new_nodes.append((cons[0], [q, dq]))
+    qparams = {t: (q.scale, q.zero_point) for t, q in quant.items()}
+    share_scales(ir, qparams, {t: hi / 255.0 for t, hi in clamp.items()})
+    quant = {t: ActQuant(quant[t].threshold, *qparams[t]) for t in quant}
+    for t, q in quant.items():
+        gr.set_init(f"{t}_scale", np.array(q.scale, "float32"))
+        gr.set_init(f"{t}_zero_point", np.array(q.zero_point, "uint8"))
+    done = insert_quantization(ir, plan, sites, qdq, quant)
+    new_nodes = ir.pending
     _insert_before(gr, new_nodes)
     used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):

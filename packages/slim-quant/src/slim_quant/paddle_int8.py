@@ -31,7 +31,16 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq
+from slim_quant.graph_passes import (
+    ActQuant,
+    Capabilities,
+    QuantPlan,
+    Site,
+    activation_quant,
+    fold_affine,
+    insert_quantization,
+    place_activation_qdq,
+)
 from slim_quant.graph_passes import find_sites as shared_find_sites
 
 __all__ = [
@@ -99,7 +108,7 @@ class _LegacyIR:
     """
 
     _KINDS = {"elementwise_mul": "mul", "elementwise_add": "add"}
-    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False)
+    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False, activation_codes="s8")
 
     def __init__(self, program: Any, scope: Any, keep: set[str], sites: set[int] | None = None) -> None:
         self.block, self.scope, self.keep = program.global_block(), scope, keep
@@ -107,6 +116,8 @@ class _LegacyIR:
         self.bias_add: dict[int, Any] = {}
         self.reshaped: dict[int, tuple[Any, str, int]] = {}  # bias add -> (its reshape2, the 1-D parameter, axis)
         self.sites = sites or set()  # ids of the quantized ops
+        self.quantized_weights: dict[str, str] = {}  # weight -> its dequantized var
+        self.after: dict[int, int] = {}  # producer -> ops of observer pairs inserted after it
 
     def _consumers(self, var: str) -> list[Any]:
         return [op for op in self.block.ops if var in op.input_arg_names]
@@ -252,6 +263,48 @@ class _LegacyIR:
 
     def const_shape(self, t: str) -> list[int]:
         return list(self.block.var(t).shape)
+
+    def const_value(self, t: str) -> np.ndarray:
+        return np.array(self.scope.find_var(t).get_tensor())
+
+    def op_type(self, node: Any) -> str:
+        return node.type
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """int8 codes in the parameter itself, read by a ``dequantize_linear`` right before the op (Paddle's layout)."""
+        op, w, block = site.node, site.weight, self.block
+        if w not in self.quantized_weights:
+            _set_tensor(self.scope, w, codes)
+            wsname, wzname, dq = f"{w}@scale", f"{w}.quantized.dequantized@zero_point", f"{w}.quantized.dequantized"
+            _new_var(block, wsname, [thresholds.size], "float32", True)
+            _new_var(block, wzname, [thresholds.size], "int32", True)
+            _set_tensor(self.scope, wsname, thresholds)
+            _set_tensor(self.scope, wzname, np.zeros([thresholds.size], "int32"))
+            _new_var(block, dq, list(block.var(w).shape), "float32", False)
+            block._insert_op(
+                list(block.ops).index(op),
+                type="dequantize_linear",
+                inputs={"X": [w], "Scale": [wsname], "ZeroPoint": [wzname]},
+                outputs={"Y": [dq]},
+                attrs={"quant_axis": site.axis, "bit_length": 8},
+            )
+            self.quantized_weights[w] = dq
+        op._rename_input(w, self.quantized_weights[w])
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """A quantized op's input pair right before that op (one per op: Paddle's pass reads it as the op's input
+        scale); an observer pair (``only_observer``) right after the producer, read by every consumer."""
+        ops = list(self.block.ops)
+        if not q.observer:
+            for op in readers:
+                op._rename_input(t, _insert_pair(self.block, self.scope, list(self.block.ops).index(op), t, q.threshold, False))
+            return
+        prod = self.producer(t)
+        at = ops.index(prod) + 1 + self.after.get(id(prod), 0)
+        dq = _insert_pair(self.block, self.scope, at, t, q.threshold, True)
+        for c in readers:
+            c._rename_input(t, dq)
+        self.after[id(prod)] = self.after.get(id(prod), 0) + 2
 
     def graph_inputs(self) -> list[str]:
         return []  # a feed op writes them, and oneDNN takes no scale from it
@@ -460,6 +513,35 @@ def _new_var(block: Any, name: str, shape: list[int], dtype: str, persistable: b
     return block.create_var(name=name, shape=shape, dtype=dtype, persistable=persistable)
 
 
+def _insert_pair(block: Any, scope: Any, at: int, var: str, thr: float, observer: bool) -> str:
+    """``quantize_linear`` + ``dequantize_linear`` of ``var`` with threshold ``thr`` at op index ``at``; returns the
+    dequantized var (its ``@scale`` / zero point are shared by every pair of ``var``)."""
+    sname, zname = f"{var}@scale", f"{var}.quantized@zero_point"
+    if not block.has_var(sname):
+        _new_var(block, sname, [1], "float32", True)
+        _new_var(block, zname, [1], "int32", True)
+    _set_tensor(scope, sname, np.array([thr], "float32"))
+    _set_tensor(scope, zname, np.zeros([1], "int32"))
+    src = block.var(var)
+    qname, dqname = f"{var}.quantized", f"{var}.quantized.dequantized"
+    _new_var(block, qname, list(src.shape), "float32", False)
+    _new_var(block, dqname, list(src.shape), "float32", False)
+    attrs: dict[str, Any] = {"quant_axis": -1, "bit_length": 8}
+    if observer:
+        attrs["only_observer"] = True
+    block._insert_op(
+        at, type="quantize_linear", inputs={"X": [var], "Scale": [sname], "ZeroPoint": [zname]}, outputs={"Y": [qname]}, attrs=attrs
+    )
+    block._insert_op(
+        at + 1,
+        type="dequantize_linear",
+        inputs={"X": [qname], "Scale": [sname], "ZeroPoint": [zname]},
+        outputs={"Y": [dqname]},
+        attrs=dict(attrs),
+    )
+    return dqname
+
+
 def rewrite_program(
     program: Any,
     scope: Any,
@@ -489,91 +571,23 @@ def rewrite_program(
     plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
-    quantized_weights: dict[str, str] = {}
-    act_pairs: dict[str, str] = {}
-    done_ops = []
-
-    def add_scale(name: str, value: np.ndarray, zp_size: int) -> tuple[str, str]:
-        sname, zname = f"{name}@scale", f"{name}.quantized@zero_point"
-        if not block.has_var(sname):
-            _new_var(block, sname, list(value.shape) or [1], "float32", True)
-            _new_var(block, zname, [zp_size], "int32", True)
-        _set_tensor(scope, sname, value.astype("float32").reshape(list(value.shape) or [1]))
-        _set_tensor(scope, zname, np.zeros([zp_size], "int32"))
-        return sname, zname
-
-    def insert_pair(at: int, var: str, thr: float, observer: bool) -> tuple[str, int]:
-        sname, zname = add_scale(var, np.array([thr], "float32"), 1)
-        src = block.var(var)
-        qname, dqname = f"{var}.quantized", f"{var}.quantized.dequantized"
-        _new_var(block, qname, list(src.shape), "float32", False)
-        _new_var(block, dqname, list(src.shape), "float32", False)
-        attrs: dict[str, Any] = {"quant_axis": -1, "bit_length": 8}
-        if observer:
-            attrs["only_observer"] = True
-        block._insert_op(
-            at, type="quantize_linear", inputs={"X": [var], "Scale": [sname], "ZeroPoint": [zname]}, outputs={"Y": [qname]}, attrs=attrs
-        )
-        block._insert_op(
-            at + 1,
-            type="dequantize_linear",
-            inputs={"X": [qname], "Scale": [sname], "ZeroPoint": [zname]},
-            outputs={"Y": [dqname]},
-            attrs=dict(attrs),
-        )
-        return dqname, 2
-
-    site_ops = {id(block.ops[s.op_index]) for s in sites}
-    # weights and activation inputs of quantized ops, walking sites from last to first so indices stay valid
-    for site in sorted(sites, key=lambda s: s.op_index, reverse=True):
-        op = block.ops[site.op_index]
-        at = site.op_index
-        # weight
-        if site.weight not in quantized_weights:
-            codes, thr = plan.int8_weight(site.weight, np.array(scope.find_var(site.weight).get_tensor()), site.axis)
-            _set_tensor(scope, site.weight, codes)
-            wsname = f"{site.weight}@scale"
-            wzname = f"{site.weight}.quantized.dequantized@zero_point"
-            _new_var(block, wsname, [thr.size], "float32", True)
-            _new_var(block, wzname, [thr.size], "int32", True)
-            _set_tensor(scope, wsname, thr)
-            _set_tensor(scope, wzname, np.zeros([thr.size], "int32"))
-            dq = f"{site.weight}.quantized.dequantized"
-            _new_var(block, dq, list(block.var(site.weight).shape), "float32", False)
-            block._insert_op(
-                at,
-                type="dequantize_linear",
-                inputs={"X": [site.weight], "Scale": [wsname], "ZeroPoint": [wzname]},
-                outputs={"Y": [dq]},
-                attrs={"quant_axis": site.axis, "bit_length": 8},
-            )
-            quantized_weights[site.weight] = dq
-            at += 1
-        op._rename_input(site.weight, quantized_weights[site.weight])
-        # activation
-        dqname, _ = insert_pair(at, site.act, float(act_thresholds[site.act]), observer=False)
-        act_pairs[site.act] = dqname
-        op._rename_input(site.act, dqname)
-        done_ops.append(f"{op.type}:{site.weight}")
-    # moving the weight dequantize ops first in the block would also work; Paddle keeps them next to their consumer
-
+    shared = [Site(block.ops[s.op_index], _WEIGHT_KINDS[s.op_type], s.act, s.weight, s.axis) for s in sites]
+    ir = _LegacyIR(program, scope, set(), sites={id(s.node) for s in shared})
+    site_inputs: dict[str, list[Any]] = {}
+    for s in shared:
+        site_inputs.setdefault(s.act, []).append(s.node)
     # observer pairs: activations between INT8 ops that are not already quantized inputs, right after their producer
-    ir = _LegacyIR(program, scope, set(), sites=site_ops)
-    placed = place_activation_qdq(ir, {t: [] for t in act_pairs}, set(observer_thresholds))
-    observed = [t for t in placed if t not in act_pairs]
-    after: dict[int, int] = {}
-    for v in observed:
-        prod = ir.producer(v)
-        at = list(block.ops).index(prod) + 1 + after.get(id(prod), 0)
-        dqname, n = insert_pair(at, v, float(observer_thresholds[v]), observer=True)
-        for c in placed[v]:
-            c._rename_input(v, dqname)
-        after[id(prod)] = after.get(id(prod), 0) + n
+    placed = place_activation_qdq(ir, site_inputs, set(observer_thresholds))
+    caps = ir.capabilities
+    quant = {t: activation_quant(caps, float(act_thresholds[t])) for t in site_inputs}
+    observed = [t for t in placed if t not in site_inputs]
+    quant.update({t: activation_quant(caps, float(observer_thresholds[t]), observer=True) for t in observed})
+    done_ops = insert_quantization(ir, plan, shared, placed, quant)
     program._sync_with_cpp()
     return {
-        "ops": list(reversed(done_ops)),
-        "weights": sorted(quantized_weights),
-        "activations": sorted(act_pairs),
+        "ops": done_ops,
+        "weights": sorted(ir.quantized_weights),
+        "activations": sorted(site_inputs),
         "observed": observed,
         "residual_relus_as_leaky": leaky,
     }
