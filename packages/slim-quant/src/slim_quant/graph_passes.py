@@ -232,6 +232,19 @@ class GraphIR(AffineIR, Protocol):
     def const_value(self, t: str) -> np.ndarray:
         """The value of the constant ``t``."""
 
+    def constants(self) -> list[str]:
+        """Every constant (parameters / initializers)."""
+
+    def makes_constant(self, node: Any) -> bool:
+        """``node`` has no input and writes a constant (Paddle's ``fill_constant``)."""
+
+    def opaque(self, node: Any) -> bool:
+        """The rewrite does not see into ``node`` (feed/fetch, a loop or branch whose body stays float): its tensors
+        are not calibrated through it."""
+
+    def is_float(self, t: str) -> bool:
+        """``t`` is a float32 tensor."""
+
     def op_type(self, node: Any) -> str:
         """The IR's own name of ``node``'s op (for reports)."""
 
@@ -274,6 +287,27 @@ class GraphIR(AffineIR, Protocol):
 
     def same_scale(self, node: Any) -> bool:
         """The runtime runs ``node`` (pooling, reshapes) in INT8 only when its input and output carry one scale."""
+
+
+def constant_tensors(ir: GraphIR) -> set[str]:
+    """The constants and every tensor computed from constants only (a conv bias reshaped for broadcasting, a shape
+    computed from a parameter): values the runtime folds, never calibrated nor quantized as activations."""
+    const = set(ir.constants())
+    for n in ir.nodes():
+        if ir.opaque(n):
+            continue
+        ins = [i for i in ir.node_inputs(n) if i]
+        if (ins and all(i in const for i in ins)) or (not ins and ir.makes_constant(n)):
+            const.update(ir.outputs(n))
+    return const
+
+
+def float_activations(ir: GraphIR) -> list[str]:
+    """The float activations worth a threshold, in graph order: graph inputs and the inputs and outputs of every
+    node the rewrite sees into (:meth:`GraphIR.opaque`: control flow whose body stays float), not constants."""
+    const = constant_tensors(ir)
+    names = [*ir.graph_inputs(), *(t for n in ir.nodes() if not ir.opaque(n) for t in [*ir.node_inputs(n), *ir.outputs(n)])]
+    return [t for t in dict.fromkeys(names) if t and t not in const and ir.is_float(t)]
 
 
 def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibrated: set[str]) -> dict[str, list[Any]]:

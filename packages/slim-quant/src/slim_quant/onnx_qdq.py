@@ -44,6 +44,7 @@ from slim_quant.graph_passes import (
     Site,
     activation_quant,
     find_sites,
+    float_activations,
     fold_affine,
     input_thresholds,
     insert_quantization,
@@ -250,6 +251,7 @@ class _OnnxIR:
         self.gr, self.keep = gr, keep
         self.int8_nodes = int8_nodes or set()
         self.pending: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
+        self._types: dict[str, bool] | None = None
 
     def _uses(self, name: str) -> int:
         return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
@@ -360,6 +362,24 @@ class _OnnxIR:
 
     def const_value(self, t: str) -> np.ndarray:
         return self.gr.inits[t]
+
+    def constants(self) -> list[str]:
+        return list(self.gr.inits)
+
+    def makes_constant(self, node: Any) -> bool:
+        return False  # Constant nodes became initializers in the clean-up
+
+    def opaque(self, node: Any) -> bool:
+        return False  # a Loop/If's outputs are calibrated; the outer tensors its body reads count as its inputs
+
+    def is_float(self, t: str) -> bool:
+        if self._types is None:
+            import onnx
+
+            model = onnx.shape_inference.infer_shapes(self.gr.model)
+            vis = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+            self._types = {v.name: v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in vis}
+        return self._types.get(t, False)
 
     def op_type(self, node: Any) -> str:
         return node.op_type
@@ -474,23 +494,6 @@ def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     return done
 
 
-def _float_activations(gr: _Graph) -> list[str]:
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(gr.model)
-    types = {
-        v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-    }
-    const = set(gr.inits)
-    for n in gr.g.node:  # outputs computed only from constants
-        if n.input and all(i in const or not i for i in n.input):
-            const.update(n.output)
-    names = [i.name for i in gr.g.input if i.name not in gr.inits]
-    for n in gr.g.node:
-        names.extend(o for o in n.output if o)
-    return [t for t in dict.fromkeys(names) if t not in const and types.get(t) == onnx.TensorProto.FLOAT]
-
-
 def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[str, np.ndarray]], make: Any) -> dict[str, Calibrator]:
     import onnx
     import onnxruntime as ort
@@ -559,7 +562,7 @@ def quantize_onnx_model(
     qnodes = [st.node for st in sites]
     qset = {id(n) for n in qnodes}
     # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
-    acts = _float_activations(gr)
+    acts = float_activations(_OnnxIR(gr, set()))
     if calibration:
         cals = calibration
     else:

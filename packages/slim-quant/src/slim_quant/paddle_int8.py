@@ -37,6 +37,8 @@ from slim_quant.graph_passes import (
     QuantPlan,
     Site,
     activation_quant,
+    constant_tensors,
+    float_activations,
     fold_affine,
     insert_quantization,
     place_activation_qdq,
@@ -267,6 +269,21 @@ class _LegacyIR:
     def const_value(self, t: str) -> np.ndarray:
         return np.array(self.scope.find_var(t).get_tensor())
 
+    def constants(self) -> list[str]:
+        return sorted(self.pers)
+
+    def makes_constant(self, node: Any) -> bool:
+        return node.type in ("fill_constant", "assign_value")
+
+    def opaque(self, node: Any) -> bool:
+        return node.type in ("feed", "fetch") or node.type in CONTROL_FLOW_OPS
+
+    def is_float(self, t: str) -> bool:
+        if not self.block.has_var(t):
+            return False
+        var = self.block.var(t)
+        return not var.persistable and str(var.dtype) in ("paddle.float32", "VarType.FP32")
+
     def op_type(self, node: Any) -> str:
         return node.type
 
@@ -363,20 +380,13 @@ def find_sites(program: Any) -> list[QuantSite]:
 
 
 def constant_vars(program: Any) -> set[str]:
-    """Non-persistable vars computed only from parameters (e.g. a conv bias reshaped for broadcasting).
+    """Non-persistable vars computed only from parameters (e.g. a conv bias reshaped for broadcasting), and the
+    parameters (:func:`slim_quant.graph_passes.constant_tensors`).
 
     They are constants the runtime folds (conv + bias fusion); observing them would make oneDNN treat the
     bias add as an INT8 elementwise op instead of fusing it into the convolution.
     """
-    block = program.global_block()
-    const = {v.name for v in program.list_vars() if v.persistable}
-    for op in block.ops:
-        if op.type in ("feed", "fetch"):
-            continue
-        ins = [v for v in op.input_arg_names]
-        if ins and all(v in const for v in ins) or (not ins and op.type in ("fill_constant", "assign_value")):
-            const.update(op.output_arg_names)
-    return const
+    return constant_tensors(_LegacyIR(program, None, set()))
 
 
 def _no_int8_kernel(op: Any) -> bool:
@@ -463,25 +473,10 @@ def float_blocks(program: Any) -> dict[str, str]:
 
 
 def activation_vars(program: Any) -> list[str]:
-    """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
-    block = program.global_block()
-    names: list[str] = []
-    seen: set[str] = set()
-    constant = constant_vars(program)
-    for op in block.ops:
-        if op.type in ("feed", "fetch") or op.type in CONTROL_FLOW_OPS:
-            continue  # a loop body stays float (find_sites reads block 0 only); its carried vars are not observed
-        slots = [(s, op.input(s)) for s in op.input_names] + [(s, op.output(s)) for s in op.output_names if s not in _SKIP_OUT_SLOTS]
-        for _, vs in slots:
-            for v in vs:
-                if v in seen or not block.has_var(v):
-                    continue
-                var = block.var(v)
-                if var.persistable or v in constant or str(var.dtype) not in ("paddle.float32", "VarType.FP32"):
-                    continue
-                seen.add(v)
-                names.append(v)
-    return names
+    """Float activations of block 0 worth a threshold (:func:`slim_quant.graph_passes.float_activations`): op inputs
+    and outputs that are not parameters nor computed from them; a loop body stays float (find_sites reads block 0
+    only), its carried vars are not observed."""
+    return float_activations(_LegacyIR(program, None, set()))
 
 
 def calibrate_program(
