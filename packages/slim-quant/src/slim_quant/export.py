@@ -42,7 +42,7 @@ from slim_core.errors import ConfigError, DataError, ExportError
 from slim_core.model_io import load_inference_model, static_mode
 from slim_core.registry import closest
 from slim_quant.config import PTQConfig
-from slim_quant.graph_passes import QuantPlan
+from slim_quant.graph_passes import QuantPlan, input_thresholds
 from slim_quant.layers import quanted_layers
 from slim_quant.paddle_int8 import (
     activation_vars,
@@ -212,8 +212,7 @@ def quantize_legacy_program(
                 calibration.update(cals)
     thresholds = {n: c.threshold() for n, c in cals.items()}
     sites = [s for s in sites if plan.selects(s.weight)]
-    by_weight = plan.act_thresholds
-    site_thr = {s.act: float(by_weight.get(s.weight, thresholds[s.act])) for s in sites}
+    site_thr = {t: thr for t, (thr, _) in input_thresholds(plan, sites, thresholds).items()}
     with _legacy(scope):
         info = rewrite_program(
             prog,

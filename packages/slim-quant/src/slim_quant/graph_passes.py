@@ -28,7 +28,17 @@ from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
 
-__all__ = ["QuantPlan", "Capabilities", "AffineIR", "GraphIR", "fold_affine", "place_activation_qdq", "weight_axis", "WEIGHT_KINDS"]
+__all__ = [
+    "QuantPlan",
+    "Capabilities",
+    "AffineIR",
+    "GraphIR",
+    "fold_affine",
+    "place_activation_qdq",
+    "share_scales",
+    "weight_axis",
+    "WEIGHT_KINDS",
+]
 
 
 @dataclass
@@ -110,6 +120,12 @@ class Capabilities:
     #: legacy: no, ``quant_dequant_mkldnn_pass`` reads each pair as the input scale of the op it feeds, other readers
     #: keep the float tensor (and get no observer on it)
     pair_feeds_all_int8_consumers: bool = True
+    #: the weight kinds (:data:`WEIGHT_KINDS`) the runtime has INT8 kernels for (no INT8 deconvolution in either)
+    int8_weight_kinds: tuple[str, ...] = ("conv", "matmul")
+    #: activation codes: ``"u8"`` (ONNX Runtime: u8 activations with s8 weights are its fast VNNI pair, zero point 0
+    #: for non-negative tensors, asymmetric for calibrated signed ones) or ``"s8"`` (Paddle's ``quantize_linear``:
+    #: a symmetric threshold; oneDNN picks u8/s8 itself from the fused activation)
+    activation_codes: str = "u8"
 
 
 class AffineIR(Protocol):
@@ -156,6 +172,38 @@ class AffineIR(Protocol):
         """Write the new filter and bias (and drop the constants nothing reads any more)."""
 
 
+@dataclass(frozen=True)
+class Site:
+    """One quantizable op: the IR's node, its weight kind, activation input, weight and the weight's channel axis."""
+
+    node: Any
+    kind: str
+    act: str
+    weight: str
+    axis: int
+
+
+#: weight rank of each quantizable kind (2-D convolutions, ``[in, out]`` matmul weights)
+_WEIGHT_NDIM = {"conv": 4, "conv_transpose": 4, "matmul": 2}
+
+
+def find_sites(ir: GraphIR) -> list[Site]:
+    """The ops an INT8 runtime can run with an int8 weight, in graph order: a constant weight of the kind's rank, a
+    non-constant activation input, a kind in :attr:`Capabilities.int8_weight_kinds`. The caller selects among them
+    (:meth:`QuantPlan.selects`)."""
+    sites = []
+    for n in ir.nodes():
+        kind = ir.weight_kind(n)
+        operands = ir.site_operands(n) if kind in ir.capabilities.int8_weight_kinds else None
+        if operands is None:
+            continue
+        act, w = operands
+        if not ir.is_const(w) or ir.is_const(act) or len(ir.const_shape(w)) != _WEIGHT_NDIM[kind]:  # type: ignore[index]
+            continue
+        sites.append(Site(n, kind, act, w, weight_axis(kind, transposed=ir.weight_transposed(n))))  # type: ignore[arg-type]
+    return sites
+
+
 class GraphIR(AffineIR, Protocol):
     """What the INT8 placement passes need from an IR, beyond the folds (:class:`AffineIR`).
 
@@ -166,8 +214,52 @@ class GraphIR(AffineIR, Protocol):
     def nodes(self) -> list[Any]:
         """Every op, in graph order."""
 
+    def weight_kind(self, node: Any) -> str | None:
+        """``node``'s kind in :data:`WEIGHT_KINDS` when it is a conv, transposed conv or matmul, else None."""
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        """``(activation input, weight input)`` of a :meth:`weight_kind` node, None when it has not one of each."""
+
+    def weight_transposed(self, node: Any) -> bool:
+        """A matmul that reads its weight transposed (``[out, in]``)."""
+
+    def is_const(self, t: str) -> bool:
+        """``t`` is a constant (a parameter / initializer)."""
+
+    def const_shape(self, t: str) -> list[int]:
+        """The shape of the constant ``t``."""
+
+    def const_value(self, t: str) -> np.ndarray:
+        """The value of the constant ``t``."""
+
+    def constants(self) -> list[str]:
+        """Every constant (parameters / initializers)."""
+
+    def makes_constant(self, node: Any) -> bool:
+        """``node`` has no input and writes a constant (Paddle's ``fill_constant``)."""
+
+    def opaque(self, node: Any) -> bool:
+        """The rewrite does not see into ``node`` (feed/fetch, a loop or branch whose body stays float): its tensors
+        are not calibrated through it."""
+
+    def is_float(self, t: str) -> bool:
+        """``t`` is a float32 tensor."""
+
+    def op_type(self, node: Any) -> str:
+        """The IR's own name of ``node``'s op (for reports)."""
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """Store the site's weight as int8 ``codes`` with per-channel ``thresholds`` along ``site.axis``, read through
+        a dequantize (``act``: the quantization of its input, for a bias the runtime wants in int32)."""
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """Put a quantize/dequantize pair with ``q`` on ``t``; ``readers`` read the dequantized value."""
+
     def graph_inputs(self) -> list[str]:
         """Tensors fed from outside that no node produces."""
+
+    def node_inputs(self, node: Any) -> list[str]:
+        """The inputs of ``node``, the data input first."""
 
     def outputs(self, node: Any) -> list[str]:
         """The data outputs of ``node`` (not the side outputs such as a BN's saved statistics)."""
@@ -193,6 +285,30 @@ class GraphIR(AffineIR, Protocol):
     def fused_into_producer(self, node: Any) -> bool:
         """The runtime fuses ``node`` into the op producing its input (a tensor between them has no scale of its own)."""
 
+    def same_scale(self, node: Any) -> bool:
+        """The runtime runs ``node`` (pooling, reshapes) in INT8 only when its input and output carry one scale."""
+
+
+def constant_tensors(ir: GraphIR) -> set[str]:
+    """The constants and every tensor computed from constants only (a conv bias reshaped for broadcasting, a shape
+    computed from a parameter): values the runtime folds, never calibrated nor quantized as activations."""
+    const = set(ir.constants())
+    for n in ir.nodes():
+        if ir.opaque(n):
+            continue
+        ins = [i for i in ir.node_inputs(n) if i]
+        if (ins and all(i in const for i in ins)) or (not ins and ir.makes_constant(n)):
+            const.update(ir.outputs(n))
+    return const
+
+
+def float_activations(ir: GraphIR) -> list[str]:
+    """The float activations worth a threshold, in graph order: graph inputs and the inputs and outputs of every
+    node the rewrite sees into (:meth:`GraphIR.opaque`: control flow whose body stays float), not constants."""
+    const = constant_tensors(ir)
+    names = [*ir.graph_inputs(), *(t for n in ir.nodes() if not ir.opaque(n) for t in [*ir.node_inputs(n), *ir.outputs(n)])]
+    return [t for t in dict.fromkeys(names) if t and t not in const and ir.is_float(t)]
+
 
 def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibrated: set[str]) -> dict[str, list[Any]]:
     """Which activations get a quantize/dequantize pair, each with the nodes that read its dequantized value.
@@ -216,6 +332,100 @@ def place_activation_qdq(ir: GraphIR, site_inputs: dict[str, list[Any]], calibra
         if data and all(ir.int8_input(c) for c in data) and not all(ir.fused_into_producer(c) for c in data):
             qdq[t] = readers
     return qdq
+
+
+def share_scales(ir: GraphIR, qparams: dict[str, tuple[float, int]], max_scale: dict[str, float]) -> None:
+    """Give the input and output of each :meth:`~GraphIR.same_scale` node one ``(scale, zero point)`` pair, in place.
+
+    The output's pair wins when the op is its input's only (non-shape) consumer: the output's threshold is the one
+    the next quantized op was calibrated with, and clamping commutes with max pooling and reshapes. Otherwise the
+    input's pair is copied forward. ``max_scale``: tensors that replaced a removed clamp (ReLU6), whose scale must
+    not grow past it when the zero point is 0.
+    """
+    nodes = [n for n in ir.nodes() if ir.same_scale(n) and ir.node_inputs(n) and ir.outputs(n)]
+    for n in reversed(nodes):
+        src, dst = ir.node_inputs(n)[0], ir.outputs(n)[0]
+        users = [c for c in ir.consumers(src) if not ir.shape_only(c)]
+        if src in qparams and dst in qparams and len(users) == 1:
+            scale, zp = qparams[dst]
+            if src in max_scale and zp == 0:
+                scale = min(scale, max_scale[src])
+            qparams[src] = qparams[dst] = (scale, zp)
+    for n in nodes:
+        src, dst = ir.node_inputs(n)[0], ir.outputs(n)[0]
+        if src in qparams and dst in qparams:
+            qparams[dst] = qparams[src]
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """How one activation is quantized: clipping ``threshold`` (Paddle's ``@scale``), integer ``scale`` step and
+    ``zero_point`` (ONNX's), and whether the pair only records a range for the runtime (``observer``)."""
+
+    threshold: float
+    scale: float
+    zero_point: int
+    observer: bool = False
+
+
+def input_thresholds(plan: QuantPlan, sites: list[Any], calibrated: dict[str, float]) -> dict[str, tuple[float, bool]]:
+    """``{activation input: (threshold, given)}`` of the quantized ops: the threshold the fake-quant layer learned
+    (:attr:`QuantPlan.act_thresholds`, by weight; the last such op wins where several read one tensor), else the
+    calibrated one."""
+    out: dict[str, tuple[float, bool]] = {}
+    for site in sites:
+        if site.weight in plan.act_thresholds:
+            out[site.act] = (float(plan.act_thresholds[site.weight]), True)
+        elif not out.get(site.act, (0.0, False))[1]:
+            out[site.act] = (float(calibrated.get(site.act, 0.0)), False)
+    return out
+
+
+def activation_quant(
+    caps: Capabilities,
+    threshold: float,
+    *,
+    given: bool = False,
+    non_negative: bool = False,
+    observed: tuple[float, float] | None = None,
+    clamp: float | None = None,
+    observer: bool = False,
+) -> ActQuant:
+    """The codes of one activation for the runtime's :attr:`Capabilities.activation_codes`.
+
+    ``"s8"``: the symmetric ``threshold`` as is. ``"u8"``: zero point 0 and ``threshold / 255`` for a non-negative
+    tensor (also one that replaced a removed ``clamp``: the threshold is cut to it); a calibrated signed tensor
+    whose threshold was not given uses its observed ``(min, max)`` range, asymmetric (hardswish's
+    ``[-0.375, thr]``); otherwise zero point 128 and ``threshold / 127``.
+    """
+    if caps.activation_codes == "s8":
+        return ActQuant(threshold, threshold / 127.0, 0, observer)
+    if clamp is not None:
+        threshold, non_negative = min(threshold, clamp), True
+    thr = max(threshold, 1e-8)
+    if non_negative:
+        return ActQuant(thr, thr / 255.0, 0, observer)
+    if not given and observed is not None:
+        lo, hi = max(-thr, min(observed[0], 0.0)), max(min(thr, observed[1]), 1e-8)
+        scale = (hi - lo) / 255.0
+        return ActQuant(thr, scale, int(np.clip(np.round(-lo / scale), 0, 255)), observer)
+    return ActQuant(thr, thr / 127.0, 128, observer)
+
+
+def insert_quantization(
+    ir: GraphIR, plan: QuantPlan, sites: list[Site], pairs: dict[str, list[Any]], quant: dict[str, ActQuant]
+) -> list[str]:
+    """Write the INT8 model into the IR: each site's weight as int8 codes (:meth:`QuantPlan.int8_weight`) read through a
+    dequantize, then a quantize/dequantize pair on each tensor of ``pairs`` for the nodes listed. Returns
+    ``"op:weight"`` of the quantized ops."""
+    done = []
+    for site in sites:
+        codes, thr = plan.int8_weight(site.weight, ir.const_value(site.weight), site.axis)
+        ir.quantize_weight(site, codes, thr, quant.get(site.act))
+        done.append(f"{ir.op_type(site.node)}:{site.weight}")
+    for t, readers in pairs.items():
+        ir.insert_qdq(t, readers, quant[t])
+    return done
 
 
 def _affine_step(kind: str, c: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,20 @@ import numpy as np
 
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
+from slim_quant.graph_passes import (
+    ActQuant,
+    Capabilities,
+    QuantPlan,
+    Site,
+    activation_quant,
+    find_sites,
+    float_activations,
+    fold_affine,
+    input_thresholds,
+    insert_quantization,
+    place_activation_qdq,
+    share_scales,
+)
 
 __all__ = ["quantize_onnx_from_paddle", "quantize_onnx_model", "COMPUTE_OPS", "PASS_OPS", "SAME_SCALE_OPS", "float_blocks"]
 
@@ -48,6 +61,7 @@ PASS_OPS = ("Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Res
 #: input and output QDQ carry the same scale and zero point, so they share one
 SAME_SCALE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 _SHAPE_ONLY = ("Shape",)
+_WEIGHT_KINDS = {"Conv": "conv", "ConvTranspose": "conv_transpose", "MatMul": "matmul", "Gemm": "matmul"}
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -236,6 +250,8 @@ class _OnnxIR:
     def __init__(self, gr: _Graph, keep: set[str], int8_nodes: set[int] | None = None) -> None:
         self.gr, self.keep = gr, keep
         self.int8_nodes = int8_nodes or set()
+        self.pending: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
+        self._types: dict[str, bool] | None = None
 
     def _uses(self, name: str) -> int:
         return sum(_node_inputs(n).count(name) for n in self.gr.g.node)
@@ -325,9 +341,105 @@ class _OnnxIR:
         else:
             conv.input.append(bname)
 
-    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.place_activation_qdq
+    # GraphIR: what ONNX Runtime runs in INT8, read by graph_passes.find_sites / place_activation_qdq
     def nodes(self) -> list[Any]:
         return list(self.gr.g.node)
+
+    def weight_kind(self, node: Any) -> str | None:
+        return _WEIGHT_KINDS.get(node.op_type)
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        return (node.input[0], node.input[1]) if len(node.input) >= 2 else None
+
+    def weight_transposed(self, node: Any) -> bool:
+        return node.op_type == "Gemm" and bool(next((a.i for a in node.attribute if a.name == "transB"), 0))
+
+    def is_const(self, t: str) -> bool:
+        return t in self.gr.inits
+
+    def const_shape(self, t: str) -> list[int]:
+        return list(self.gr.inits[t].shape)
+
+    def const_value(self, t: str) -> np.ndarray:
+        return self.gr.inits[t]
+
+    def constants(self) -> list[str]:
+        return list(self.gr.inits)
+
+    def makes_constant(self, node: Any) -> bool:
+        return False  # Constant nodes became initializers in the clean-up
+
+    def opaque(self, node: Any) -> bool:
+        return False  # a Loop/If's outputs are calibrated; the outer tensors its body reads count as its inputs
+
+    def is_float(self, t: str) -> bool:
+        if self._types is None:
+            import onnx
+
+            model = onnx.shape_inference.infer_shapes(self.gr.model)
+            vis = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+            self._types = {v.name: v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in vis}
+        return self._types.get(t, False)
+
+    def op_type(self, node: Any) -> str:
+        return node.op_type
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """An int8 initializer read by a ``DequantizeLinear`` (scale ``threshold / 127``); a conv bias becomes int32
+        codes of input scale x weight scale, which ``QLinearConv`` takes."""
+        from onnx import helper
+
+        gr, n, w_name = self.gr, site.node, site.weight
+        w_scale = (thresholds / 127.0).astype("float32")
+        qw = f"{w_name}_quantized"
+        gr.set_init(qw, codes.astype("int8"))
+        gr.set_init(f"{w_name}_scale", w_scale)
+        gr.set_init(f"{w_name}_zero_point", np.zeros(w_scale.shape, "int8"))
+        pre = [
+            helper.make_node(
+                "DequantizeLinear",
+                [qw, f"{w_name}_scale", f"{w_name}_zero_point"],
+                [f"{w_name}_dequantized"],
+                axis=site.axis,
+                name=f"{w_name}_DQ",
+            )
+        ]
+        n.input[1] = f"{w_name}_dequantized"
+        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and act is not None:
+            b = gr.inits[n.input[2]].astype("float64")
+            b_scale = (act.scale * w_scale.astype("float64")).astype("float32")
+            b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
+            bn = n.input[2]
+            gr.set_init(f"{bn}_quantized", b_q)
+            gr.set_init(f"{bn}_scale", b_scale)
+            gr.set_init(f"{bn}_zero_point", np.zeros(b_scale.shape, "int32"))
+            pre.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{bn}_quantized", f"{bn}_scale", f"{bn}_zero_point"],
+                    [f"{bn}_dequantized"],
+                    axis=0,
+                    name=f"{bn}_DQ",
+                )
+            )
+            n.input[2] = f"{bn}_dequantized"
+        self.pending.append((n, pre))
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """``QuantizeLinear`` -> ``DequantizeLinear`` of ``t`` (u8, its ``{t}_scale`` / ``{t}_zero_point``) before its
+        first reader; the readers, and the subgraphs among them that read ``t``, take the dequantized value."""
+        from onnx import helper
+
+        q_node = helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"], name=f"{t}_Q")
+        dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"], name=f"{t}_DQ")
+        for c in readers:
+            for k, v in enumerate(c.input):
+                if v == t:
+                    c.input[k] = f"{t}_dequantized"
+            for g in _subgraphs(c):
+                if t in _free_names(g):
+                    _rename_in(g, t, f"{t}_dequantized")
+        self.pending.append((readers[0], [q_node, dq]))
 
     def graph_inputs(self) -> list[str]:
         return [i.name for i in self.gr.g.input if i.name not in self.gr.inits]
@@ -355,6 +467,12 @@ class _OnnxIR:
 
     def fused_into_producer(self, node: Any) -> bool:
         return False  # the clean-up folded BN and biases; a Relu after a quantized op is removed (u8 clamps)
+
+    def same_scale(self, node: Any) -> bool:
+        return node.op_type in SAME_SCALE_OPS
+
+    def node_inputs(self, node: Any) -> list[str]:
+        return list(node.input)
 
 
 def _fuse_hardswish(gr: _Graph) -> int:
@@ -411,23 +529,6 @@ def _clean_up(gr: _Graph, keep: set[str] | None = None) -> int:
     return done
 
 
-def _float_activations(gr: _Graph) -> list[str]:
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(gr.model)
-    types = {
-        v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-    }
-    const = set(gr.inits)
-    for n in gr.g.node:  # outputs computed only from constants
-        if n.input and all(i in const or not i for i in n.input):
-            const.update(n.output)
-    names = [i.name for i in gr.g.input if i.name not in gr.inits]
-    for n in gr.g.node:
-        names.extend(o for o in n.output if o)
-    return [t for t in dict.fromkeys(names) if t not in const and types.get(t) == onnx.TensorProto.FLOAT]
-
-
 def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[str, np.ndarray]], make: Any) -> dict[str, Calibrator]:
     import onnx
     import onnxruntime as ort
@@ -461,12 +562,6 @@ def _calibrate(model: Any, gr: _Graph, names: list[str], batches: Sequence[dict[
     return cals
 
 
-def _weight_axis(node: Any) -> int:
-    if node.op_type == "Conv":
-        return weight_axis("conv")
-    return weight_axis("matmul", transposed=node.op_type == "Gemm" and bool(next((a.i for a in node.attribute if a.name == "transB"), 0)))
-
-
 def quantize_onnx_model(
     src: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
@@ -492,24 +587,17 @@ def quantize_onnx_model(
         control-flow nodes whose subgraphs stay float, see :func:`float_blocks`).
     """
     onnx, _ = _require_onnx()
-    from onnx import helper
 
     plan = plan or QuantPlan(**options)
     model = onnx.load(str(src))
     gr = _Graph(model)
     _clean_up(gr, set(plan.weight_codes))
     # 1. which compute nodes are quantized
-    qnodes = []
-    for n in gr.g.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2 or n.input[1] not in gr.inits or n.input[0] in gr.inits:
-            continue
-        w = n.input[1]
-        if gr.inits[w].ndim not in (2, 4) or not plan.selects(w):
-            continue
-        qnodes.append(n)
+    sites = [st for st in find_sites(_OnnxIR(gr, set())) if plan.selects(st.weight)]
+    qnodes = [st.node for st in sites]
     qset = {id(n) for n in qnodes}
     # 2. calibrate every float activation (before removing activations: their outputs are the clamped values we need)
-    acts = _float_activations(gr)
+    acts = float_activations(_OnnxIR(gr, set()))
     if calibration:
         cals = calibration
     else:
@@ -561,77 +649,29 @@ def quantize_onnx_model(
         if n.op_type != "Conv" and len(cons) == 1 and cons[0].op_type == "Add" and any(i in gr.inits for i in cons[0].input):
             continue  # MatMul + bias without output QDQ becomes MatMulIntegerToFloat with the bias fused, float out
         qdq[t] = cons
-    # 5. weights
-    done = []
-    new_nodes: list[tuple[Any, list[Any]]] = []  # (anchor node, nodes to insert before it)
-    qparams: dict[str, tuple[float, int]] = {}  # tensor -> (scale, u8 zero point)
+    # 5. the codes of each activation (one scale through pooling and reshapes), int8 weights, QDQ pairs
+    ir = _OnnxIR(gr, set())
+    given = input_thresholds(plan, sites, {t: float(c.threshold()) for t, c in cals.items()})
+    quant = {}
     for t in qdq:
-        thr = float(cals[t].threshold()) if t in cals else 0.0
-        given = [float(plan.act_thresholds[n.input[1]]) for n in qnodes if n.input[0] == t and n.input[1] in plan.act_thresholds]
-        thr = given[-1] if given else thr
-        nonneg = (t in cals and cals[t].non_negative) or t in clamp
-        if t in clamp:
-            thr = min(thr, clamp[t])
-        thr = max(thr, 1e-8)
-        if nonneg:
-            qparams[t] = (thr / 255.0, 0)
-        elif not given and t in cals and cals[t].count:  # asymmetric range, e.g. hardswish's [-0.375, thr]
-            lo, hi = max(-thr, min(cals[t].min_value, 0.0)), max(min(thr, cals[t].max_value), 1e-8)
-            scale = (hi - lo) / 255.0
-            qparams[t] = (scale, int(np.clip(np.round(-lo / scale), 0, 255)))
-        else:
-            qparams[t] = (thr / 127.0, 128)
-    _share_scales(gr, qparams, clamp)
-    for t, (scale, zp) in qparams.items():
-        gr.set_init(f"{t}_scale", np.array(scale, "float32"))
-        gr.set_init(f"{t}_zero_point", np.array(zp, "uint8"))
-    for n in qnodes:
-        w_name = n.input[1]
-        w = gr.inits[w_name]
-        axis = _weight_axis(n)
-        codes, wthr = plan.int8_weight(w_name, w, axis)
-        w_scale = (wthr / 127.0).astype("float32")
-        qw = f"{w_name}_quantized"
-        gr.set_init(qw, codes.astype("int8"))
-        gr.set_init(f"{w_name}_scale", w_scale)
-        gr.set_init(f"{w_name}_zero_point", np.zeros(w_scale.shape, "int8"))
-        dq_w = helper.make_node(
-            "DequantizeLinear", [qw, f"{w_name}_scale", f"{w_name}_zero_point"], [f"{w_name}_dequantized"], axis=axis, name=f"{w_name}_DQ"
+        thr, is_given = given.get(t, (float(cals[t].threshold()) if t in cals else 0.0, False))
+        cal = cals.get(t)
+        quant[t] = activation_quant(
+            ir.capabilities,
+            thr,
+            given=is_given,
+            non_negative=cal is not None and cal.non_negative,
+            observed=(cal.min_value, cal.max_value) if cal is not None and cal.count else None,
+            clamp=clamp.get(t),
         )
-        pre = [dq_w]
-        n.input[1] = f"{w_name}_dequantized"
-        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in gr.inits and n.input[0] in qparams:
-            b = gr.inits[n.input[2]].astype("float64")
-            b_scale = (qparams[n.input[0]][0] * w_scale.astype("float64")).astype("float32")
-            b_q = np.clip(np.round(b / b_scale), -(2**31) + 1, 2**31 - 1).astype("int32")
-            bn = n.input[2]
-            gr.set_init(f"{bn}_quantized", b_q)
-            gr.set_init(f"{bn}_scale", b_scale)
-            gr.set_init(f"{bn}_zero_point", np.zeros(b_scale.shape, "int32"))
-            pre.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{bn}_quantized", f"{bn}_scale", f"{bn}_zero_point"],
-                    [f"{bn}_dequantized"],
-                    axis=0,
-                    name=f"{bn}_DQ",
-                )
-            )
-            n.input[2] = f"{bn}_dequantized"
-        new_nodes.append((n, pre))
-        done.append(f"{n.op_type}:{w_name}")
-    # 6. activation QDQ pairs, right after the producer (or at the top for graph inputs)
-    for t, cons in qdq.items():
-        q = helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"], name=f"{t}_Q")
-        dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"], name=f"{t}_DQ")
-        for c in cons:
-            for k, v in enumerate(c.input):
-                if v == t:
-                    c.input[k] = f"{t}_dequantized"
-            for g in _subgraphs(c):
-                if t in _free_names(g):
-                    _rename_in(g, t, f"{t}_dequantized")
-        new_nodes.append((cons[0], [q, dq]))
+    qparams = {t: (q.scale, q.zero_point) for t, q in quant.items()}
+    share_scales(ir, qparams, {t: hi / 255.0 for t, hi in clamp.items()})
+    quant = {t: ActQuant(quant[t].threshold, *qparams[t]) for t in quant}
+    for t, q in quant.items():
+        gr.set_init(f"{t}_scale", np.array(q.scale, "float32"))
+        gr.set_init(f"{t}_zero_point", np.array(q.zero_point, "uint8"))
+    done = insert_quantization(ir, plan, sites, qdq, quant)
+    new_nodes = ir.pending
     _insert_before(gr, new_nodes)
     used = {i for n in gr.g.node for i in _node_inputs(n)}
     for name in list(gr.inits):
@@ -641,28 +681,6 @@ def quantize_onnx_model(
     onnx.checker.check_model(model)
     onnx.save(model, str(out_file))
     return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed, "float_blocks": float_blocks(model)}
-
-
-def _share_scales(gr: _Graph, qparams: dict[str, tuple[float, int]], clamp: dict[str, float]) -> None:
-    """Give the input and output of each :data:`SAME_SCALE_OPS` node one (scale, zero point) pair.
-
-    The output's pair wins when the op is its input's only consumer (the output's threshold is the one the
-    next quantized op was calibrated with, and clamping commutes with max pooling and reshapes); otherwise
-    the input's pair is copied forward. An input that replaced a removed ReLU6 keeps its clamp.
-    """
-    nodes = [n for n in gr.g.node if n.op_type in SAME_SCALE_OPS and n.input and n.output]
-    for n in reversed(nodes):
-        src, dst = n.input[0], n.output[0]
-        users = [c for c in gr.consumers.get(src, []) if c.op_type not in _SHAPE_ONLY]
-        if src in qparams and dst in qparams and len(users) == 1:
-            scale, zp = qparams[dst]
-            if src in clamp and zp == 0:
-                scale = min(scale, clamp[src] / 255.0)
-            qparams[src] = qparams[dst] = (scale, zp)
-    for n in nodes:
-        src, dst = n.input[0], n.output[0]
-        if src in qparams and dst in qparams:
-            qparams[dst] = qparams[src]
 
 
 def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:

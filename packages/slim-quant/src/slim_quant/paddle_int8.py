@@ -31,7 +31,19 @@ import numpy as np
 
 from slim_core.errors import DataError
 from slim_quant.calibrators import Calibrator
-from slim_quant.graph_passes import Capabilities, QuantPlan, fold_affine, place_activation_qdq, weight_axis
+from slim_quant.graph_passes import (
+    ActQuant,
+    Capabilities,
+    QuantPlan,
+    Site,
+    activation_quant,
+    constant_tensors,
+    float_activations,
+    fold_affine,
+    insert_quantization,
+    place_activation_qdq,
+)
+from slim_quant.graph_passes import find_sites as shared_find_sites
 
 __all__ = [
     "QuantSite",
@@ -67,6 +79,14 @@ _FUSED_INTO_PRODUCER = {
     "sigmoid", "hard_sigmoid", "tanh", "clip", "abs", "sqrt", "mish",
 }  # fmt: skip
 _CONV_OPS = {"conv2d", "depthwise_conv2d"}
+_WEIGHT_KINDS = {
+    "conv2d": "conv",
+    "depthwise_conv2d": "conv",
+    "conv2d_transpose": "conv_transpose",
+    "matmul_v2": "matmul",
+    "matmul": "matmul",
+    "mul": "matmul",
+}
 
 
 @dataclass
@@ -80,15 +100,6 @@ class QuantSite:
     axis: int
 
 
-def _weight_axis(op: Any) -> int:
-    if op.type in _CONV_OPS:
-        return weight_axis("conv")
-    if op.type == "conv2d_transpose":
-        return weight_axis("conv_transpose")
-    transposed = (op.type == "matmul_v2" and op.attr("trans_y")) or (op.type == "matmul" and op.attr("transpose_Y"))
-    return weight_axis("matmul", transposed=bool(transposed))
-
-
 class _LegacyIR:
     """:class:`slim_quant.graph_passes.GraphIR` over a legacy program (block 0), for Paddle Inference's oneDNN INT8.
 
@@ -99,7 +110,7 @@ class _LegacyIR:
     """
 
     _KINDS = {"elementwise_mul": "mul", "elementwise_add": "add"}
-    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False)
+    capabilities = Capabilities(fold_batch_norm=False, pair_feeds_all_int8_consumers=False, activation_codes="s8")
 
     def __init__(self, program: Any, scope: Any, keep: set[str], sites: set[int] | None = None) -> None:
         self.block, self.scope, self.keep = program.global_block(), scope, keep
@@ -107,6 +118,8 @@ class _LegacyIR:
         self.bias_add: dict[int, Any] = {}
         self.reshaped: dict[int, tuple[Any, str, int]] = {}  # bias add -> (its reshape2, the 1-D parameter, axis)
         self.sites = sites or set()  # ids of the quantized ops
+        self.quantized_weights: dict[str, str] = {}  # weight -> its dequantized var
+        self.after: dict[int, int] = {}  # producer -> ops of observer pairs inserted after it
 
     def _consumers(self, var: str) -> list[Any]:
         return [op for op in self.block.ops if var in op.input_arg_names]
@@ -232,9 +245,83 @@ class _LegacyIR:
             self.block._remove_op(list(self.block.ops).index(reshape))
         _set_tensor(self.scope, add.input("Y")[0], b.astype("float32"))
 
-    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.place_activation_qdq
+    # GraphIR: what oneDNN's INT8 passes can run, read by graph_passes.find_sites / place_activation_qdq
     def nodes(self) -> list[Any]:
         return list(self.block.ops)
+
+    def weight_kind(self, node: Any) -> str | None:
+        return _WEIGHT_KINDS.get(node.type)
+
+    def site_operands(self, node: Any) -> tuple[str, str] | None:
+        slots = QUANT_OP_SLOTS.get(node.type)
+        acts, ws = (node.input(slots[0]), node.input(slots[1])) if slots else ([], [])
+        return (acts[0], ws[0]) if len(acts) == 1 and len(ws) == 1 else None
+
+    def weight_transposed(self, node: Any) -> bool:
+        return bool((node.type == "matmul_v2" and node.attr("trans_y")) or (node.type == "matmul" and node.attr("transpose_Y")))
+
+    def is_const(self, t: str) -> bool:
+        return t in self.pers
+
+    def const_shape(self, t: str) -> list[int]:
+        return list(self.block.var(t).shape)
+
+    def const_value(self, t: str) -> np.ndarray:
+        return np.array(self.scope.find_var(t).get_tensor())
+
+    def constants(self) -> list[str]:
+        return sorted(self.pers)
+
+    def makes_constant(self, node: Any) -> bool:
+        return node.type in ("fill_constant", "assign_value")
+
+    def opaque(self, node: Any) -> bool:
+        return node.type in ("feed", "fetch") or node.type in CONTROL_FLOW_OPS
+
+    def is_float(self, t: str) -> bool:
+        if not self.block.has_var(t):
+            return False
+        var = self.block.var(t)
+        return not var.persistable and str(var.dtype) in ("paddle.float32", "VarType.FP32")
+
+    def op_type(self, node: Any) -> str:
+        return node.type
+
+    def quantize_weight(self, site: Site, codes: np.ndarray, thresholds: np.ndarray, act: ActQuant | None) -> None:
+        """int8 codes in the parameter itself, read by a ``dequantize_linear`` right before the op (Paddle's layout)."""
+        op, w, block = site.node, site.weight, self.block
+        if w not in self.quantized_weights:
+            _set_tensor(self.scope, w, codes)
+            wsname, wzname, dq = f"{w}@scale", f"{w}.quantized.dequantized@zero_point", f"{w}.quantized.dequantized"
+            _new_var(block, wsname, [thresholds.size], "float32", True)
+            _new_var(block, wzname, [thresholds.size], "int32", True)
+            _set_tensor(self.scope, wsname, thresholds)
+            _set_tensor(self.scope, wzname, np.zeros([thresholds.size], "int32"))
+            _new_var(block, dq, list(block.var(w).shape), "float32", False)
+            block._insert_op(
+                list(block.ops).index(op),
+                type="dequantize_linear",
+                inputs={"X": [w], "Scale": [wsname], "ZeroPoint": [wzname]},
+                outputs={"Y": [dq]},
+                attrs={"quant_axis": site.axis, "bit_length": 8},
+            )
+            self.quantized_weights[w] = dq
+        op._rename_input(w, self.quantized_weights[w])
+
+    def insert_qdq(self, t: str, readers: list[Any], q: ActQuant) -> None:
+        """A quantized op's input pair right before that op (one per op: Paddle's pass reads it as the op's input
+        scale); an observer pair (``only_observer``) right after the producer, read by every consumer."""
+        ops = list(self.block.ops)
+        if not q.observer:
+            for op in readers:
+                op._rename_input(t, _insert_pair(self.block, self.scope, list(self.block.ops).index(op), t, q.threshold, False))
+            return
+        prod = self.producer(t)
+        at = ops.index(prod) + 1 + self.after.get(id(prod), 0)
+        dq = _insert_pair(self.block, self.scope, at, t, q.threshold, True)
+        for c in readers:
+            c._rename_input(t, dq)
+        self.after[id(prod)] = self.after.get(id(prod), 0) + 2
 
     def graph_inputs(self) -> list[str]:
         return []  # a feed op writes them, and oneDNN takes no scale from it
@@ -262,6 +349,12 @@ class _LegacyIR:
     def int8_output(self, node: Any) -> bool:
         return node.type not in _NO_OBSERVER_OPS and node.type not in _FLOAT_OUTPUT_OPS and self.int8_input(node)
 
+    def same_scale(self, node: Any) -> bool:
+        return False  # oneDNN's compute_propagate_scales_mkldnn_pass carries scales through reshapes and pooling itself
+
+    def node_inputs(self, node: Any) -> list[str]:
+        return list(node.input_arg_names)
+
     def fused_into_producer(self, node: Any) -> bool:
         # an intermediate of a chain oneDNN fuses (conv -> bias -> BN -> act): its scale must not be recorded;
         # oneDNN then takes it for the fused output and ResNet18 INT8 drifts 27% from FP32
@@ -278,43 +371,22 @@ def fold_affine_blocks(program: Any, scope: Any, keep: set[str]) -> int:
     return done
 
 
-def find_sites(program: Any, *, persistable: set[str] | None = None) -> list[QuantSite]:
-    """Ops of block 0 with a float activation input and a persistable 2-D/4-D weight."""
-    block = program.global_block()
-    if persistable is None:
-        persistable = {v.name for v in program.list_vars() if v.persistable}
-    sites = []
-    for i, op in enumerate(block.ops):
-        slots = QUANT_OP_SLOTS.get(op.type)
-        if not slots:
-            continue
-        acts, ws = op.input(slots[0]), op.input(slots[1])
-        if len(acts) != 1 or len(ws) != 1 or ws[0] not in persistable or acts[0] in persistable:
-            continue
-        wvar = block.var(ws[0])
-        if op.type in ("matmul_v2", "matmul", "mul") and len(wvar.shape) != 2:
-            continue
-        if op.type == "conv2d_transpose":
-            continue  # oneDNN has no INT8 deconvolution kernel: keep it in float
-        sites.append(QuantSite(i, op.type, acts[0], ws[0], _weight_axis(op)))
-    return sites
+def find_sites(program: Any) -> list[QuantSite]:
+    """Ops of block 0 with a float activation input and a persistable 2-D/4-D weight
+    (:func:`slim_quant.graph_passes.find_sites` on the program; oneDNN has no INT8 deconvolution)."""
+    ops = list(program.global_block().ops)
+    index = {id(op): i for i, op in enumerate(ops)}
+    return [QuantSite(index[id(s.node)], s.node.type, s.act, s.weight, s.axis) for s in shared_find_sites(_LegacyIR(program, None, set()))]
 
 
 def constant_vars(program: Any) -> set[str]:
-    """Non-persistable vars computed only from parameters (e.g. a conv bias reshaped for broadcasting).
+    """Non-persistable vars computed only from parameters (e.g. a conv bias reshaped for broadcasting), and the
+    parameters (:func:`slim_quant.graph_passes.constant_tensors`).
 
     They are constants the runtime folds (conv + bias fusion); observing them would make oneDNN treat the
     bias add as an INT8 elementwise op instead of fusing it into the convolution.
     """
-    block = program.global_block()
-    const = {v.name for v in program.list_vars() if v.persistable}
-    for op in block.ops:
-        if op.type in ("feed", "fetch"):
-            continue
-        ins = [v for v in op.input_arg_names]
-        if ins and all(v in const for v in ins) or (not ins and op.type in ("fill_constant", "assign_value")):
-            const.update(op.output_arg_names)
-    return const
+    return constant_tensors(_LegacyIR(program, None, set()))
 
 
 def _no_int8_kernel(op: Any) -> bool:
@@ -401,25 +473,10 @@ def float_blocks(program: Any) -> dict[str, str]:
 
 
 def activation_vars(program: Any) -> list[str]:
-    """Float activations of block 0 worth a threshold: op inputs and outputs that are not parameters."""
-    block = program.global_block()
-    names: list[str] = []
-    seen: set[str] = set()
-    constant = constant_vars(program)
-    for op in block.ops:
-        if op.type in ("feed", "fetch") or op.type in CONTROL_FLOW_OPS:
-            continue  # a loop body stays float (find_sites reads block 0 only); its carried vars are not observed
-        slots = [(s, op.input(s)) for s in op.input_names] + [(s, op.output(s)) for s in op.output_names if s not in _SKIP_OUT_SLOTS]
-        for _, vs in slots:
-            for v in vs:
-                if v in seen or not block.has_var(v):
-                    continue
-                var = block.var(v)
-                if var.persistable or v in constant or str(var.dtype) not in ("paddle.float32", "VarType.FP32"):
-                    continue
-                seen.add(v)
-                names.append(v)
-    return names
+    """Float activations of block 0 worth a threshold (:func:`slim_quant.graph_passes.float_activations`): op inputs
+    and outputs that are not parameters nor computed from them; a loop body stays float (find_sites reads block 0
+    only), its carried vars are not observed."""
+    return float_activations(_LegacyIR(program, None, set()))
 
 
 def calibrate_program(
@@ -451,6 +508,35 @@ def _new_var(block: Any, name: str, shape: list[int], dtype: str, persistable: b
     return block.create_var(name=name, shape=shape, dtype=dtype, persistable=persistable)
 
 
+def _insert_pair(block: Any, scope: Any, at: int, var: str, thr: float, observer: bool) -> str:
+    """``quantize_linear`` + ``dequantize_linear`` of ``var`` with threshold ``thr`` at op index ``at``; returns the
+    dequantized var (its ``@scale`` / zero point are shared by every pair of ``var``)."""
+    sname, zname = f"{var}@scale", f"{var}.quantized@zero_point"
+    if not block.has_var(sname):
+        _new_var(block, sname, [1], "float32", True)
+        _new_var(block, zname, [1], "int32", True)
+    _set_tensor(scope, sname, np.array([thr], "float32"))
+    _set_tensor(scope, zname, np.zeros([1], "int32"))
+    src = block.var(var)
+    qname, dqname = f"{var}.quantized", f"{var}.quantized.dequantized"
+    _new_var(block, qname, list(src.shape), "float32", False)
+    _new_var(block, dqname, list(src.shape), "float32", False)
+    attrs: dict[str, Any] = {"quant_axis": -1, "bit_length": 8}
+    if observer:
+        attrs["only_observer"] = True
+    block._insert_op(
+        at, type="quantize_linear", inputs={"X": [var], "Scale": [sname], "ZeroPoint": [zname]}, outputs={"Y": [qname]}, attrs=attrs
+    )
+    block._insert_op(
+        at + 1,
+        type="dequantize_linear",
+        inputs={"X": [qname], "Scale": [sname], "ZeroPoint": [zname]},
+        outputs={"Y": [dqname]},
+        attrs=dict(attrs),
+    )
+    return dqname
+
+
 def rewrite_program(
     program: Any,
     scope: Any,
@@ -480,91 +566,23 @@ def rewrite_program(
     plan = plan or QuantPlan()
     observer_thresholds = dict(observer_thresholds or {})
     leaky = signed_residual_relus_to_leaky(program, non_negative or set()) if observer_thresholds else 0
-    quantized_weights: dict[str, str] = {}
-    act_pairs: dict[str, str] = {}
-    done_ops = []
-
-    def add_scale(name: str, value: np.ndarray, zp_size: int) -> tuple[str, str]:
-        sname, zname = f"{name}@scale", f"{name}.quantized@zero_point"
-        if not block.has_var(sname):
-            _new_var(block, sname, list(value.shape) or [1], "float32", True)
-            _new_var(block, zname, [zp_size], "int32", True)
-        _set_tensor(scope, sname, value.astype("float32").reshape(list(value.shape) or [1]))
-        _set_tensor(scope, zname, np.zeros([zp_size], "int32"))
-        return sname, zname
-
-    def insert_pair(at: int, var: str, thr: float, observer: bool) -> tuple[str, int]:
-        sname, zname = add_scale(var, np.array([thr], "float32"), 1)
-        src = block.var(var)
-        qname, dqname = f"{var}.quantized", f"{var}.quantized.dequantized"
-        _new_var(block, qname, list(src.shape), "float32", False)
-        _new_var(block, dqname, list(src.shape), "float32", False)
-        attrs: dict[str, Any] = {"quant_axis": -1, "bit_length": 8}
-        if observer:
-            attrs["only_observer"] = True
-        block._insert_op(
-            at, type="quantize_linear", inputs={"X": [var], "Scale": [sname], "ZeroPoint": [zname]}, outputs={"Y": [qname]}, attrs=attrs
-        )
-        block._insert_op(
-            at + 1,
-            type="dequantize_linear",
-            inputs={"X": [qname], "Scale": [sname], "ZeroPoint": [zname]},
-            outputs={"Y": [dqname]},
-            attrs=dict(attrs),
-        )
-        return dqname, 2
-
-    site_ops = {id(block.ops[s.op_index]) for s in sites}
-    # weights and activation inputs of quantized ops, walking sites from last to first so indices stay valid
-    for site in sorted(sites, key=lambda s: s.op_index, reverse=True):
-        op = block.ops[site.op_index]
-        at = site.op_index
-        # weight
-        if site.weight not in quantized_weights:
-            codes, thr = plan.int8_weight(site.weight, np.array(scope.find_var(site.weight).get_tensor()), site.axis)
-            _set_tensor(scope, site.weight, codes)
-            wsname = f"{site.weight}@scale"
-            wzname = f"{site.weight}.quantized.dequantized@zero_point"
-            _new_var(block, wsname, [thr.size], "float32", True)
-            _new_var(block, wzname, [thr.size], "int32", True)
-            _set_tensor(scope, wsname, thr)
-            _set_tensor(scope, wzname, np.zeros([thr.size], "int32"))
-            dq = f"{site.weight}.quantized.dequantized"
-            _new_var(block, dq, list(block.var(site.weight).shape), "float32", False)
-            block._insert_op(
-                at,
-                type="dequantize_linear",
-                inputs={"X": [site.weight], "Scale": [wsname], "ZeroPoint": [wzname]},
-                outputs={"Y": [dq]},
-                attrs={"quant_axis": site.axis, "bit_length": 8},
-            )
-            quantized_weights[site.weight] = dq
-            at += 1
-        op._rename_input(site.weight, quantized_weights[site.weight])
-        # activation
-        dqname, _ = insert_pair(at, site.act, float(act_thresholds[site.act]), observer=False)
-        act_pairs[site.act] = dqname
-        op._rename_input(site.act, dqname)
-        done_ops.append(f"{op.type}:{site.weight}")
-    # moving the weight dequantize ops first in the block would also work; Paddle keeps them next to their consumer
-
+    shared = [Site(block.ops[s.op_index], _WEIGHT_KINDS[s.op_type], s.act, s.weight, s.axis) for s in sites]
+    ir = _LegacyIR(program, scope, set(), sites={id(s.node) for s in shared})
+    site_inputs: dict[str, list[Any]] = {}
+    for s in shared:
+        site_inputs.setdefault(s.act, []).append(s.node)
     # observer pairs: activations between INT8 ops that are not already quantized inputs, right after their producer
-    ir = _LegacyIR(program, scope, set(), sites=site_ops)
-    placed = place_activation_qdq(ir, {t: [] for t in act_pairs}, set(observer_thresholds))
-    observed = [t for t in placed if t not in act_pairs]
-    after: dict[int, int] = {}
-    for v in observed:
-        prod = ir.producer(v)
-        at = list(block.ops).index(prod) + 1 + after.get(id(prod), 0)
-        dqname, n = insert_pair(at, v, float(observer_thresholds[v]), observer=True)
-        for c in placed[v]:
-            c._rename_input(v, dqname)
-        after[id(prod)] = after.get(id(prod), 0) + n
+    placed = place_activation_qdq(ir, site_inputs, set(observer_thresholds))
+    caps = ir.capabilities
+    quant = {t: activation_quant(caps, float(act_thresholds[t])) for t in site_inputs}
+    observed = [t for t in placed if t not in site_inputs]
+    quant.update({t: activation_quant(caps, float(observer_thresholds[t]), observer=True) for t in observed})
+    done_ops = insert_quantization(ir, plan, shared, placed, quant)
     program._sync_with_cpp()
     return {
-        "ops": list(reversed(done_ops)),
-        "weights": sorted(quantized_weights),
-        "activations": sorted(act_pairs),
+        "ops": done_ops,
+        "weights": sorted(ir.quantized_weights),
+        "activations": sorted(site_inputs),
         "observed": observed,
         "residual_relus_as_leaky": leaky,
     }
