@@ -13,18 +13,39 @@ concat, slices, expand/tile, nearest interpolation and other data movement count
 An op with no counter is listed by name (``FlopCount.unknown_ops``,
 ``ModelSummary.unknown_ops``), never silently counted as 0.
 Multiply by two for "FLOPs = 2 x MACs".
+
+ONNX models (a ``.onnx`` file, or a directory whose only model is one, such as an INT8 QDQ
+export) are counted by the same counters, registered under ``onnx.<OpType>``: the graph's
+shapes come from ONNX shape inference with the input dims fixed by ``input_shape``;
+``QuantizeLinear``/``DequantizeLinear`` count 0 (an INT8 model has the FLOPs of its float
+source). Needs the ``onnx`` package (``slim-analysis[onnx]``).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-from slim_analysis._model import analysed, is_model_path
-from slim_core import ModelGraph, Registry, require_paddle
+from slim_analysis._model import analysed, is_model_path, normalize_shapes
+from slim_core import DataError, ModelGraph, ModelLoadError, Registry, require_paddle
+from slim_core.extras import require
 from slim_core.graph import Node
+from slim_core.graph.ir import Value
 
-__all__ = ["FLOP_COUNTERS", "FlopCount", "register_flops", "node_flops", "unknown_ops", "counted_nodes", "loop_flops", "flops", "params"]
+__all__ = [
+    "FLOP_COUNTERS",
+    "FlopCount",
+    "register_flops",
+    "node_flops",
+    "unknown_ops",
+    "counted_nodes",
+    "loop_flops",
+    "flops",
+    "params",
+    "onnx_nodes",
+    "onnx_model_file",
+]
 
 FLOP_COUNTERS = Registry("FLOPs counter")
 """``{op type: counter(node) -> int}``. Register your own with :func:`register_flops`."""
@@ -297,6 +318,208 @@ def _reduce(node: Node) -> int:
     return _numel(node.inputs[0].shape)
 
 
+# ONNX op types, counted by the counters above (the node shapes come from ONNX shape inference)
+_ONNX_ELEMENTWISE = (
+    "Add Sub Mul Div Max Min Sum Mean Sigmoid HardSigmoid HardSwish Tanh Erf Sqrt Pow Exp Log Abs Neg Reciprocal "
+    "LeakyRelu Elu PRelu Selu Celu Softplus Softsign Mish Gelu Clip Where Equal Greater GreaterOrEqual Less LessOrEqual "
+    "Floor Ceil Round Sign Sin Cos IsNaN IsInf ThresholdedRelu"
+).split()
+ZERO_FLOP_ONNX_OPS = frozenset(
+    "onnx." + t
+    for t in (
+        "Relu Reshape Transpose Concat Split Slice Squeeze Unsqueeze Flatten Shape Size Gather GatherElements GatherND "
+        "ScatterND Cast CastLike Identity Constant ConstantOfShape Expand Tile Pad QuantizeLinear DequantizeLinear "
+        "Dropout Range NonZero Not And Or Xor DepthToSpace SpaceToDepth Trilu OneHot"
+    ).split()
+)
+register_flops(*(f"onnx.{t}" for t in _ONNX_ELEMENTWISE))(_elementwise)
+register_flops("onnx.Conv")(_conv)
+register_flops("onnx.ConvTranspose")(_conv_t)
+register_flops("onnx.MatMul")(_matmul)
+register_flops("onnx.Softmax", "onnx.LogSoftmax")(_softmax)
+register_flops("onnx.BatchNormalization", "onnx.LayerNormalization", "onnx.InstanceNormalization", "onnx.GroupNormalization")(_norm)
+register_flops(
+    *(
+        f"onnx.{t}"
+        for t in "ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL2 ReduceLogSumExp ArgMax ArgMin CumSum TopK".split()
+    ),
+    "onnx.GlobalAveragePool",
+    "onnx.GlobalMaxPool",
+)(_reduce)
+
+
+@register_flops("onnx.Gemm")
+def _gemm(node: Node) -> int:
+    a, out = node.inputs[0], _numel(node.output.shape)
+    k = a.shape[0] if node.attrs.get("transA") else a.shape[-1]
+    return out * max(int(k), 1) + (out if len(node.inputs) > 2 and node.inputs[2] is not None else 0)  # the bias add
+
+
+@register_flops("onnx.MaxPool", "onnx.AveragePool", "onnx.LpPool")
+def _onnx_pool(node: Node) -> int:
+    return _numel(node.output.shape) * _numel(node.attrs.get("kernel_shape") or [1])
+
+
+_ONNX_COMPUTE = ("onnx.Conv", "onnx.ConvTranspose", "onnx.MatMul", "onnx.Gemm")
+
+
+def onnx_model_file(path: Any) -> Path | None:
+    """The ``.onnx`` file that ``path`` names: the file itself, or a directory's only model when it is an ONNX one
+    (``model.onnx`` when there are several); None when ``path`` holds a Paddle inference model (counted from its program)."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        return p if p.is_file() else None
+    if not p.is_dir():
+        return None
+    from slim_core.model_io import resolve_model_path
+
+    try:
+        resolve_model_path(p)
+        return None
+    except ModelLoadError:
+        pass
+    files = sorted(p.glob("*.onnx"))
+    if len(files) == 1:
+        return files[0]
+    return p / "model.onnx" if (p / "model.onnx").is_file() else None
+
+
+def onnx_nodes(path: Any, input_shape: Any = None) -> list[Node]:
+    """The nodes of an ONNX model as :class:`slim_core.graph.Node` (type ``onnx.<OpType>``) with inferred static shapes.
+
+    Args:
+        path: the ``.onnx`` file.
+        input_shape: shapes of the graph inputs (e.g. ``[1, 3, 48, 320]``); needed when the model has dynamic dims
+            other than the batch (a dynamic batch alone counts as 1).
+
+    Raises:
+        DataError: shapes missing or not fitting the inputs, or a Conv/MatMul/Gemm whose shape stays unknown.
+        MissingExtraError: the ``onnx`` package is not installed.
+    """
+    onnx = require("onnx", package="slim-analysis", extra="onnx", what="counting the FLOPs of an ONNX model")
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    _constants_as_initializers(g)
+    inits = {i.name: tuple(int(d) for d in i.dims) for i in g.initializer}
+    feeds = [i for i in g.input if i.name not in inits]
+    shapes = normalize_shapes(input_shape)
+    if shapes is not None and len(shapes) != len(feeds):
+        raise DataError(f"the ONNX model has {len(feeds)} inputs but {len(shapes)} input shapes were given")
+    for k, feed in enumerate(feeds):
+        dims = feed.type.tensor_type.shape.dim
+        want = shapes[k] if shapes is not None else None
+        now = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+        if want is None:
+            if any(d < 0 for d in now[1:]):
+                raise DataError(f"ONNX input {feed.name!r} has dynamic dims {now}; FLOPs need static shapes: give input_shape")
+            want = [1 if now and now[0] < 0 else now[0], *now[1:]]
+        if len(want) != len(now) or any(e >= 0 and e != w for e, w in zip(now, want)):
+            raise DataError(f"input shape {list(want)} does not match the ONNX input {feed.name!r} with shape {now} (-1 = any)")
+        for d, w in zip(dims, want):
+            d.dim_value = int(w)  # replaces a dim_param (the oneof)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # onnx raises its own InferenceError types
+        raise DataError(f"ONNX shape inference failed on {path}: {str(exc).strip().splitlines()[0][:200]}") from exc
+    known: dict[str, tuple[int, ...]] = dict(inits)
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if vi.type.tensor_type.HasField("shape"):
+            known[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
+    missing = [
+        t
+        for n in inferred.graph.node
+        if f"onnx.{n.op_type}" in FLOP_COUNTERS
+        for t in [*n.input[:2], *n.output[:1]]
+        if t and -1 in known.get(t, (-1,))
+    ]
+    if missing:  # shapes computed at run time (Shape -> Slice -> Concat -> Reshape): run the model once on zeros
+        known.update(_run_shapes(model, missing, [[int(d.dim_value) for d in f.type.tensor_type.shape.dim] for f in feeds]))
+    values: dict[str, Value] = {}
+
+    def value(name: str) -> Value | None:
+        if not name:
+            return None
+        if name not in values:
+            values[name] = Value(len(values), known.get(name), None, name=name)
+        return values[name]
+
+    nodes = []
+    for k, n in enumerate(inferred.graph.node):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute if a.type != onnx.AttributeProto.GRAPH}
+        node = Node(k, f"onnx.{n.op_type}", attrs, [value(i) for i in n.input], list(n.input), [value(o) for o in n.output])
+        if node.type in _ONNX_COMPUTE and any(
+            v is None or v.shape is None or -1 in v.shape for v in (node.inputs[0], node.inputs[1], node.output)
+        ):
+            raise DataError(
+                f"{n.op_type} {n.name or k} of {Path(path).name} has no static shape after ONNX shape inference; give input_shape"
+            )
+        nodes.append(node)
+    return nodes
+
+
+def _run_shapes(model: Any, names: list[str], feed_shapes: list[list[int]]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors ``names`` from one ONNX Runtime run of ``model`` on zeros (graph optimizations off)."""
+    import numpy as np
+
+    onnx = require("onnx", package="slim-analysis", extra="onnx")
+    ort = require("onnxruntime", package="slim-analysis", extra="onnx", what="shapes that ONNX shape inference leaves open")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outs = {o.name for o in probe.graph.output}
+    names = list(dict.fromkeys(t for t in names if t not in {i.name for i in probe.graph.initializer}))
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in outs)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3  # not the unused-initializer warnings of paddle2onnx's files
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i, shape in zip(sess.get_inputs(), feed_shapes):
+            dtype = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}.get(i.type, "float32")
+            feeds[i.name] = np.zeros(shape, dtype)
+        values = sess.run(names, feeds)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
+        raise DataError(f"the ONNX model cannot run on the input shapes {feed_shapes}: {str(exc).strip().splitlines()[0][:200]}") from exc
+    return {t: tuple(int(d) for d in np.shape(v)) for t, v in zip(names, values)}
+
+
+def _constants_as_initializers(g: Any) -> None:
+    """``Constant`` nodes (and ``Identity`` copies of constants, as paddle2onnx writes them) become initializers,
+    so shape inference sees the values of the shape operands of ``Reshape`` (it does not propagate through them)."""
+    tensors = {i.name: i for i in g.initializer}
+    keep = []
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            src = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in tensors:
+            src = tensors[n.input[0]]
+        else:
+            keep.append(n)
+            continue
+        t = type(src)()
+        t.CopyFrom(src)
+        t.name = n.output[0]
+        g.initializer.append(t)
+        tensors[t.name] = t
+    del g.node[:]
+    g.node.extend(keep)
+
+
+def _onnx_params(path: Path) -> int:
+    """Elements of the float and 8-bit initializers (constants included), without the scales and zero points that only QuantizeLinear/DequantizeLinear read."""
+    onnx = require("onnx", package="slim-analysis", extra="onnx", what="counting the parameters of an ONNX model")
+    g = onnx.load(str(path), load_external_data=False).graph
+    _constants_as_initializers(g)
+    qdq_only: dict[str, bool] = {}
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            qdq_only[i] = qdq_only.get(i, True) and n.op_type in ("QuantizeLinear", "DequantizeLinear") and k > 0
+    weights = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    # float and 8-bit tensors: the int64 shape operands of Reshape/Slice are not parameters
+    return sum(int(math.prod(i.dims)) for i in g.initializer if i.data_type in weights and not qdq_only.get(i.name, False))
+
+
 def _base_type(t: str) -> str:
     """``pd_op.relu_`` (in place) -> ``pd_op.relu``."""
     return t[:-1] if t.endswith("_") and not t.endswith("__") else t
@@ -349,10 +572,14 @@ def loop_flops(graph: ModelGraph) -> dict[str, int]:
 
 def unknown_ops(graph: ModelGraph) -> dict[str, int]:
     """Op types in ``graph`` (loop bodies included) that have no FLOPs counter and are not known to be free."""
+    return _unknown(graph.all_nodes())
+
+
+def _unknown(nodes: Any) -> dict[str, int]:
     out: dict[str, int] = {}
-    for n in graph.all_nodes():
+    for n in nodes:
         t = n.type
-        if any(x in FLOP_COUNTERS or x in ZERO_FLOP_OPS for x in (t, _base_type(t))):
+        if any(x in FLOP_COUNTERS or x in ZERO_FLOP_OPS or x in ZERO_FLOP_ONNX_OPS for x in (t, _base_type(t))):
             continue
         out[t] = out.get(t, 0) + 1
     return out
@@ -377,7 +604,8 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None, lo
     """Count the FLOPs of one forward pass (1 FLOP = 1 multiply-accumulate; see the module docs).
 
     Args:
-        model: a ``paddle.nn.Layer``, a :class:`slim_core.ModelGraph`, or an inference-model path.
+        model: a ``paddle.nn.Layer``, a :class:`slim_core.ModelGraph`, an inference-model path, or an
+            ONNX model (a ``.onnx`` file or a directory holding one, see :func:`onnx_model_file`).
         input_shape: ``[1, 3, 224, 224]`` (or a list of shapes for several inputs); the batch
             size counts, so use 1 for per-image numbers.
         example_inputs: tensors instead of ``input_shape``.
@@ -396,6 +624,10 @@ def flops(model: Any, input_shape: Any = None, *, example_inputs: Any = None, lo
         >>> slim_analysis.flops(net, [1, 3, 10, 10])   # 8*8*8 outputs x 27 MACs
         13824
     """
+    onnx_file = onnx_model_file(model) if is_model_path(model) else None
+    if onnx_file is not None:
+        nodes = onnx_nodes(onnx_file, input_shape)
+        return FlopCount(sum(node_flops(n) for n in nodes), _unknown(nodes))
     g, batch = analysed(model, input_shape, example_inputs)
     total = sum(node_flops(n) * m for n, m in counted_nodes(g, loop_trips))
     return FlopCount(batch * total, unknown_ops(g), {k: batch * v for k, v in loop_flops(g).items()})
@@ -407,7 +639,8 @@ def params(model: Any, *, trainable_only: bool = False) -> int:
     Args:
         model: a Layer (each shared parameter counted once; BatchNorm running statistics are
             parameters in Paddle and count unless ``trainable_only``), a ModelGraph, or an
-            inference-model path (every persistable weight in the program).
+            inference-model path (every persistable weight in the program), or an ONNX model (every
+            initializer element but the scales and zero points of quantize/dequantize nodes).
         trainable_only: count only trainable parameters (Layer only).
 
     Example:
@@ -426,10 +659,11 @@ def params(model: Any, *, trainable_only: bool = False) -> int:
             total += _numel(p.shape)
         return total
     g = model if isinstance(model, ModelGraph) else None
+    onnx_file = onnx_model_file(model) if g is None and is_model_path(model) else None
+    if onnx_file is not None:
+        return _onnx_params(onnx_file)
     if g is None and is_model_path(model):
         g = ModelGraph.from_inference_model(model)
     if g is None:
-        from slim_core import DataError
-
         raise DataError(f"expected a paddle.nn.Layer, a ModelGraph or an inference-model path, got {type(model).__name__}")
     return sum(_numel(p.shape) for p in g.params.values())
