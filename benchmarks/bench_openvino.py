@@ -1,13 +1,18 @@
 """OpenVINO next to ONNX Runtime on the same files: FP32 and slim's INT8 QDQ export, side by side in one run.
 
-For ResNet18 and MobileNetV2 at 224x224 (random weights, latency only), batch 1 and 16, 2 threads:
+For ResNet18, MobileNetV2 and MobileNetV3-large (hardswish, SE gates) at 224x224 (random weights, latency only), batch 1 and 16, 2 threads:
 
 - FP32: the paddle2onnx export of the Layer, run by ONNX Runtime and by OpenVINO;
 - INT8: ``slim_quant.quantize`` (percentile calibration on random images) + ``slim_quant.export(formats=("onnx",))``,
-  the same QDQ file run by ONNX Runtime and by OpenVINO.
-- the anchor: ONNX Runtime's ``quantize_static`` (u8/s8 per channel QDQ, same calibration images), run by both.
+  the same QDQ file run by ONNX Runtime and by OpenVINO; where it differs, also the export laid out for OpenVINO
+  (``onnx_target="openvino"``: no output QDQ on quantized ops read in float), run by OpenVINO;
+- the anchor: ONNX Runtime's ``quantize_static`` (u8/s8 per channel QDQ, same calibration images), run by both;
+- NNCF's own PTQ (``nncf.quantize``, preset performance, same calibration images, fast bias correction on), run by
+  OpenVINO, twice: of the OpenVINO model read from the FP32 ONNX file (FakeQuantize in an OpenVINO IR, the route
+  NNCF documents for OpenVINO) and of the ONNX model itself (NNCF's QDQ ONNX). Skipped with a message when ``nncf``
+  is not installed. The line after the table gives slim's INT8 ms over NNCF's (below 1: slim is faster).
 
-All six are slim-core runners (``slim_core.runtime.open_runner``: OpenVINO with INFERENCE_NUM_THREADS,
+All of them are slim-core runners (``slim_core.runtime.open_runner``: OpenVINO with INFERENCE_NUM_THREADS,
 PERFORMANCE_HINT=LATENCY, f32 float parts); timed in alternating blocks (``timed_round_robin`` of
 bench_quant_ptq.py) so machine load hits them alike: read the ratios. Also printed: how many layers OpenVINO
 executes in INT8 on each QDQ file (``precision_report``, from its execution graph) and the output agreement of the runtimes.
@@ -38,13 +43,46 @@ from bench_quant_ptq import ort_quantize_static, quiet_fds, timed_round_robin  #
 import slim_deploy  # noqa: E402
 import slim_quant as sq  # noqa: E402
 from slim_core.runtime import open_runner, precision_report  # noqa: E402
+from slim_core.runtime.openvino import OpenVINORunner  # noqa: E402
 
 THREADS = int(os.environ.get("BENCH_OV_THREADS", "2"))
+SLIM_OV = "OpenVINO INT8 (same QDQ file)"
+SLIM_OV_TARGET = "OpenVINO INT8 (slim QDQ, onnx_target='openvino')"
+NNCF_OV = "OpenVINO INT8 (NNCF PTQ of the OpenVINO model)"
+NNCF_ONNX = "OpenVINO INT8 (NNCF PTQ of the ONNX model, QDQ)"
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine per sample; 0 where either output is all zeros (NNCF's MobileNetV2 here: its scales underflow)."""
     a, b = a.reshape(a.shape[0], -1).astype("float64"), b.reshape(b.shape[0], -1).astype("float64")
-    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(norm > 0, (a * b).sum(1) / np.where(norm > 0, norm, 1.0), 0.0)))
+
+
+def nncf_quantize(fp32_onnx: Path, out_dir: Path, batches: list[np.ndarray], preset: str = "performance") -> dict[str, Path]:
+    """NNCF's PTQ of ``fp32_onnx`` on ``batches``: ``{"openvino": IR .xml, "onnx": QDQ .onnx}`` ({} without nncf).
+
+    The OpenVINO route reads the ONNX file with OpenVINO and quantizes that model (FakeQuantize ops, saved as an IR
+    with FP32 weights); the ONNX route quantizes the ONNX graph (QuantizeLinear/DequantizeLinear).
+    """
+    if importlib.util.find_spec("nncf") is None:
+        return {}
+    import logging
+
+    import nncf
+    import onnx
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    kind = getattr(nncf.QuantizationPreset, preset.upper())
+    src = onnx.load(str(fp32_onnx))
+    name = src.graph.input[0].name
+    out = {"openvino": out_dir / f"nncf_{preset}.xml", "onnx": out_dir / f"nncf_{preset}.onnx"}
+    q_ov = nncf.quantize(ov.Core().read_model(str(fp32_onnx)), nncf.Dataset(batches), preset=kind, subset_size=len(batches))
+    ov.save_model(q_ov, str(out["openvino"]), compress_to_fp16=False)
+    q_onnx = nncf.quantize(src, nncf.Dataset(batches, lambda b: {name: b}), preset=kind, subset_size=len(batches))
+    onnx.save(q_onnx, str(out["onnx"]))
+    return out
 
 
 def bench(arch: str, quick: bool) -> None:
@@ -60,20 +98,27 @@ def bench(arch: str, quick: bool) -> None:
         qmodel = sq.quantize(model, sq.PTQConfig(calibrator="percentile"), calib)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sq.export(qmodel, d / "int8", formats=("onnx",), latency_guard=False)
-        t_q = time.perf_counter() - t0
+            res = sq.export(qmodel, d / "int8", formats=("onnx",), latency_guard=False)
+            t_q = time.perf_counter() - t0
+            res_ov = sq.export(qmodel, d / "int8_ov", formats=("onnx",), latency_guard=False, onnx_target="openvino")
         fp32, int8 = d / "fp32" / "model.onnx", d / "int8" / "model.onnx"
         ortq = ort_quantize_static(fp32, d / "ortq.onnx", calib)  # the anchor: ONNX Runtime's own u8/s8 QDQ
+        nncf_files = nncf_quantize(fp32, d, calib)
         runners = {
             "ORT FP32": open_runner(fp32, "onnxruntime", threads=THREADS),
             "OpenVINO FP32": open_runner(fp32, "openvino", threads=THREADS),
             "ORT INT8 (slim QDQ)": open_runner(int8, "onnxruntime", threads=THREADS),
-            "OpenVINO INT8 (same QDQ file)": open_runner(int8, "openvino", threads=THREADS),
+            SLIM_OV: open_runner(int8, "openvino", threads=THREADS),
             "ORT INT8 (ORT quantize_static QDQ)": open_runner(ortq, "onnxruntime", threads=THREADS),
             "OpenVINO INT8 (ORT quantize_static QDQ)": open_runner(ortq, "openvino", threads=THREADS),
         }
-        report = precision_report(runners["OpenVINO INT8 (same QDQ file)"], [[1, 3, 224, 224]])
-        report_ort = precision_report(runners["OpenVINO INT8 (ORT quantize_static QDQ)"], [[1, 3, 224, 224]])
+        same_layout = res_ov.qdq_tensors == res.qdq_tensors
+        if not same_layout:  # the OpenVINO layout differs only where a quantized output is read in float
+            runners[SLIM_OV_TARGET] = open_runner(d / "int8_ov" / "model.onnx", "openvino", threads=THREADS)
+        if nncf_files:
+            runners[NNCF_OV] = OpenVINORunner(nncf_files["openvino"], threads=THREADS)
+            runners[NNCF_ONNX] = open_runner(nncf_files["onnx"], "openvino", threads=THREADS)
+        reports = {k: precision_report(runners[k], [[1, 3, 224, 224]]) for k in runners if k.startswith("OpenVINO INT8")}
         probe = calib[0]
         outs = {k: r.run([probe])[0] for k, r in runners.items()}
         results: dict[str, dict[int, float]] = {k: {} for k in runners}
@@ -90,9 +135,28 @@ def bench(arch: str, quick: bool) -> None:
         print(
             f"| {k} | {r[1]:.2f} | {best[1] / r[1]:.2f}x | {r[16]:.1f} | {best[16] / r[16]:.2f}x | {_cos(outs[k], outs['ORT FP32']):.4f} |"
         )
-    a, b = outs["OpenVINO INT8 (same QDQ file)"], outs["ORT INT8 (slim QDQ)"]
+    if same_layout:
+        print(f"\nslim's QDQ export with onnx_target='openvino' is the same graph here ({res.qdq_tensors['onnx']} QDQ tensors): no row")
+    a, b = outs[SLIM_OV], outs["ORT INT8 (slim QDQ)"]
     print(f"\nOpenVINO INT8 vs ONNX Runtime INT8 on the same file: cosine {_cos(a, b):.4f}")
-    print(f"What OpenVINO ran in INT8: slim's QDQ: {report.summary()}; ORT quantize_static's QDQ: {report_ort.summary()}\n")
+    if SLIM_OV_TARGET in results:
+        r, t = results[SLIM_OV_TARGET], results[SLIM_OV]
+        print(
+            f"slim's QDQ laid out for OpenVINO / for ONNX Runtime, both on OpenVINO: batch 1 {r[1] / t[1]:.2f}, batch 16 {r[16] / t[16]:.2f}"
+        )
+    for s in (SLIM_OV, SLIM_OV_TARGET):
+        for k in (NNCF_OV, NNCF_ONNX):
+            if s in results and k in results:
+                print(
+                    f"{s} / {k}: batch 1 {results[s][1] / results[k][1]:.2f}, "
+                    f"batch 16 {results[s][16] / results[k][16]:.2f} (absolute ms; below 1: slim is faster)"
+                )
+    if not nncf_files:
+        print("[skip] NNCF rows: nncf not installed (pip install nncf)")
+    print("What OpenVINO ran in INT8:")
+    for k, rep in reports.items():
+        print(f"- {k}: {rep.summary()}")
+    print()
 
 
 def main() -> None:
@@ -104,7 +168,7 @@ def main() -> None:
         print(f"[skip] bench_openvino: {', '.join(missing)} not installed (pip install 'slim-deploy[onnx,openvino]' 'slim-quant[onnx]')")
         return
     print(f"# OpenVINO vs ONNX Runtime, FP32 and INT8 QDQ, {THREADS} threads (timings under whatever load the machine has)\n")
-    for arch in ["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2"]:
+    for arch in ["mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2", "mobilenet_v3_large"]:
         bench(arch, args.quick)
     sys.stdout.flush()
 

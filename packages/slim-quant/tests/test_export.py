@@ -10,7 +10,7 @@ from slim_core import demo
 from slim_core.errors import ConfigError, ExportError, OutputExistsError
 from slim_core.params_file import read_params_file
 from slim_deploy.predictor import Predictor
-from slim_quant import LatencyGuardWarning, PTQConfig, export, quantize, quantize_inference_model
+from slim_quant import ExportQualityWarning, LatencyGuardWarning, PTQConfig, export, quantize, quantize_inference_model
 
 
 def _int8_fraction(params_file):
@@ -260,10 +260,14 @@ def _se_cnn():
     return model
 
 
-def test_onnx_export_is_verified_on_openvino_with_int8_layer_count(tmp_path):
+def _need_onnxruntime_and_openvino():
     pytest.importorskip("onnxruntime")
     if not __import__("slim_core.runtime", fromlist=["runtime_available"]).runtime_available("openvino"):
         pytest.skip("openvino is not installed (pip install 'slim-quant[openvino]')")
+
+
+def test_onnx_export_is_verified_on_openvino_with_int8_layer_count(tmp_path):
+    _need_onnxruntime_and_openvino()
     rng = np.random.default_rng(0)
     batches = [rng.random((4, 3, 16, 16)).astype("float32") for _ in range(2)]
     q = quantize(_se_cnn(), PTQConfig(), batches)
@@ -295,3 +299,37 @@ def test_onnx_export_without_openvino_records_it_unmeasured(tmp_path, monkeypatc
     assert not any(k.startswith("openvino") for k in res.agreement | res.latency_ms)
     ver = json.loads((tmp_path / "out" / "slim.json").read_text())["verification"]
     assert ver["runtimes"]["openvino"]["measured"] is False
+
+
+def test_onnx_export_laid_out_for_openvino_drops_float_read_output_qdq(tmp_path):
+    """onnx_target="openvino": no QDQ on quantized outputs that hardswish / an SE gate read in float; OpenVINO then
+    runs fewer layers (no requantize + dequantize after each such conv), every conv still in INT8, same outputs."""
+    from slim_core.testing import clas_style_net
+
+    _need_onnxruntime_and_openvino()
+    rng = np.random.default_rng(0)
+    batches = [rng.random((4, 3, 32, 32)).astype("float32") for _ in range(2)]
+    q = quantize(clas_style_net(), PTQConfig(), batches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportQualityWarning)  # a 32x32 model's QDQ file is larger than its float one
+        res = {
+            t: export(q, tmp_path / t, formats=("onnx",), latency_guard=False, threads=1, onnx_target=t)
+            for t in ("onnxruntime", "openvino")
+        }
+    ort_ov, ov_ov = res["onnxruntime"].runtimes["openvino"], res["openvino"].runtimes["openvino"]
+    conv = ov_ov["by_type"]["Convolution"]
+    assert conv["int8"] == conv["total"] == ort_ov["by_type"]["Convolution"]["int8"] > 0
+    assert ov_ov["compute_layers"] < ort_ov["compute_layers"]
+    assert res["openvino"].qdq_tensors["onnx"] < res["onnxruntime"].qdq_tensors["onnx"]
+    assert res["openvino"].int8_ops == res["onnxruntime"].int8_ops
+    for key in ("onnx_cosine", "openvino_cosine"):  # both files agree with the fake-quant layer on both runtimes
+        assert res["openvino"].agreement[key] > 0.99 and res["onnxruntime"].agreement[key] > 0.99
+    rec = json.loads((tmp_path / "openvino" / "slim.json").read_text())["compression"]["quantization"]["export"]["onnx"]
+    assert rec["target_runtime"] == "openvino"
+
+
+def test_quant_plan_rejects_an_unknown_target_runtime():
+    from slim_quant.graph_passes import QuantPlan
+
+    with pytest.raises(ConfigError, match="openvino"):
+        QuantPlan(target_runtime="openvno")

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slim_core.config import check_choice
 from slim_core.errors import ExportError
 from slim_quant.calibrators import Calibrator, make_calibrator
 from slim_quant.primitives import quantize_np, weight_thresholds
@@ -38,7 +39,11 @@ __all__ = [
     "share_scales",
     "weight_axis",
     "WEIGHT_KINDS",
+    "QDQ_TARGETS",
 ]
+
+#: runtimes a QDQ export can be laid out for (:attr:`QuantPlan.target_runtime`)
+QDQ_TARGETS = ("onnxruntime", "openvino")
 
 
 @dataclass
@@ -52,6 +57,11 @@ class QuantPlan:
         act_thresholds: input thresholds by weight name (what the fake-quant layer learned), overriding calibration.
         only_weights / skip_weights: quantize only the ops with these weights / never the ops with these.
         weight_method: per-channel threshold method for weights not in ``weight_codes``.
+        target_runtime: the runtime the QDQ layout is made for (:data:`QDQ_TARGETS`). ``"onnxruntime"`` puts a QDQ
+            pair on the output of every quantized Conv/MatMul (ONNX Runtime forms QLinearConv only with one);
+            ``"openvino"`` leaves it out where the output's consumers stay float (hardswish, SE gates, heads):
+            OpenVINO runs DQ -> Conv in INT8 with a float output by itself, and the pair would be one more
+            requantize + dequantize layer. Either file runs on both runtimes with the same outputs.
     """
 
     calibrator: str = "percentile"
@@ -61,8 +71,10 @@ class QuantPlan:
     only_weights: set[str] | None = None
     skip_weights: set[str] = field(default_factory=set)
     weight_method: str = "abs_max"
+    target_runtime: str = "onnxruntime"
 
     def __post_init__(self) -> None:
+        check_choice("target_runtime", self.target_runtime, QDQ_TARGETS)
         self.weight_codes = dict(self.weight_codes or {})
         self.act_thresholds = dict(self.act_thresholds or {})
         self.skip_weights = set(self.skip_weights or ())

@@ -13,7 +13,9 @@ first and the quantization is inserted with the ``onnx`` library:
    codes (zero point 0 for non-negative tensors, 128 otherwise), placed by the
    graph: on the inputs of quantized ops and on tensors that flow only between
    quantized ops, ``Add``, ``Concat`` and pooling, so ONNX Runtime fuses them into
-   ``QLinearConv``/``QLinearAdd``/... and stays in INT8;
+   ``QLinearConv``/``QLinearAdd``/... and stays in INT8; for ONNX Runtime (the default
+   ``QuantPlan.target_runtime``) also on the output of every quantized op, which OpenVINO
+   does not need where that output is read in float (``target_runtime="openvino"``);
 5. a ``Relu`` or ``Clip(0, c)`` right after a quantized op is removed: the u8
    code with zero point 0 (and threshold <= c) clamps exactly as the activation did.
 
@@ -583,8 +585,9 @@ def quantize_onnx_model(
             calibration run) when it is not empty, e.g. to build the same model with other skipped ops.
 
     Returns:
-        ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n, "float_blocks": {...}}`` (the
-        control-flow nodes whose subgraphs stay float, see :func:`float_blocks`).
+        ``{"quantized_ops": [...], "qdq_tensors": n, "removed_activations": n, "float_blocks": {...}, "target_runtime": ...}``
+        (``float_blocks``: the control-flow nodes whose subgraphs stay float, see :func:`float_blocks`;
+        ``target_runtime``: the runtime the layout was made for, :attr:`QuantPlan.target_runtime`).
     """
     onnx, _ = _require_onnx()
 
@@ -641,7 +644,10 @@ def quantize_onnx_model(
     qdq = place_activation_qdq(_OnnxIR(gr, set(), int8_nodes), site_inputs, calibrated)
     for t in clamp:  # a removed activation is only correct if its clamping QDQ is there for every consumer
         qdq[t] = list(gr.consumers.get(t, []))
-    for n in qnodes:  # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ
+    # ONNX Runtime fuses DQ -> Conv/MatMul -> Q into QLinearConv/QLinearMatMul only with an output QDQ. OpenVINO runs
+    # DQ -> Conv in INT8 with a float output by itself: there an output QDQ whose consumers stay float (hardswish,
+    # an SE gate, the head) is one more layer that requantizes and dequantizes the tensor, so it is left out.
+    for n in qnodes if plan.target_runtime == "onnxruntime" else ():
         t = n.output[0]
         if t in qdq or t not in cals or not cals[t].count or t in gr.outputs:
             continue
@@ -680,7 +686,13 @@ def quantize_onnx_model(
     _topological_sort(gr)
     onnx.checker.check_model(model)
     onnx.save(model, str(out_file))
-    return {"quantized_ops": done, "qdq_tensors": len(qdq), "removed_activations": removed, "float_blocks": float_blocks(model)}
+    return {
+        "quantized_ops": done,
+        "qdq_tensors": len(qdq),
+        "removed_activations": removed,
+        "float_blocks": float_blocks(model),
+        "target_runtime": plan.target_runtime,
+    }
 
 
 def _insert_before(gr: _Graph, items: list[tuple[Any, list[Any]]]) -> None:
