@@ -1,16 +1,21 @@
 """INT8 rewrite plan and passes written once, over a small backend interface (the NNCF shape).
 
 The Paddle legacy program (oneDNN INT8, :mod:`slim_quant.paddle_int8`) and the ONNX graph (QDQ,
-:mod:`slim_quant.onnx_qdq`) are rewritten from one :class:`QuantPlan` by the same algorithms; each
-backend only reads and edits its own IR (through the methods of :class:`AffineIR` for the folds):
+:mod:`slim_quant.onnx_qdq`) are rewritten from one :class:`QuantPlan` by the same algorithms: the algorithm
+decides, each backend only reads and edits its own IR through :class:`GraphIR` (:class:`AffineIR` for the folds),
+and where the runtimes differ it answers a query (:class:`Capabilities`, ``int8_input``, ``same_scale``, ...):
 
 - :class:`QuantPlan`: which weights are quantized, their int8 codes and thresholds (from the dygraph
   fake-quant layers or computed here), the input thresholds they learned, the activation calibrator;
-- :func:`weight_axis`: the output-channel axis of a quantized op's weight, for every IR;
 - :func:`fold_affine`: conv biases (Paddle 3's ``add(conv, reshape(bias))``), BatchNorm and learnable affine
   blocks next to a convolution (PP-LCNet's ``conv -> *a + b`` and ``*c + d -> conv 1x1``) folded exactly into the
   conv's filter and bias;
-- :class:`Capabilities`: where the runtimes differ (oneDNN vs ONNX Runtime), asked by the passes.
+- :func:`constant_tensors` / :func:`float_activations`: what is folded by the runtime, what is calibrated;
+- :func:`find_sites` (with :func:`weight_axis`): the ops that get an int8 weight;
+- :func:`place_activation_qdq`: which activations get a quantize/dequantize (or observer) pair;
+- :func:`input_thresholds` / :func:`activation_quant`: the threshold and codes of each pair;
+- :func:`share_scales`: one scale through pooling and reshapes where the runtime needs it;
+- :func:`insert_quantization`: int8 weights and the pairs written into the IR.
 
 Example:
     >>> weight_axis("conv"), weight_axis("matmul"), weight_axis("matmul", transposed=True)
@@ -34,9 +39,17 @@ __all__ = [
     "Capabilities",
     "AffineIR",
     "GraphIR",
+    "Site",
+    "ActQuant",
     "fold_affine",
+    "constant_tensors",
+    "float_activations",
+    "find_sites",
     "place_activation_qdq",
+    "input_thresholds",
+    "activation_quant",
     "share_scales",
+    "insert_quantization",
     "weight_axis",
     "WEIGHT_KINDS",
     "QDQ_TARGETS",
