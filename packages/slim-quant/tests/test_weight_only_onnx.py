@@ -169,11 +169,19 @@ def test_existing_directory_is_kept_unless_overwrite(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
-def test_smooth_quant_then_weight_only_exports_the_input_scaling(tmp_path):
-    """SmoothQuant's per-channel input division stays in the graph (a Mul before each compressed matmul)."""
+@pytest.mark.parametrize("inside", [False, True], ids=["smooth_quant_-then-rtn", "WeightOnlyConfig.smooth_alpha"])
+def test_smooth_quant_then_weight_only_exports_the_input_scaling(tmp_path, inside):
+    """SmoothQuant's per-channel input division stays in the graph (a Mul before each compressed matmul); q/k/v
+    read one tensor and share their factors, so they share one Mul (8 Muls for 12 matmuls in 2 blocks)."""
     model = _bert()
-    smooth_quant_(model, SmoothQuantConfig(alpha=0.5), _data(), input_names=NAMES)
-    quantize_weight_only_(model, WeightOnlyConfig(bits=8), input_names=NAMES)
+    if inside:
+        quantize_weight_only_(model, WeightOnlyConfig(bits=8, smooth_alpha=0.5), _data(), input_names=NAMES)
+        assert model.slim_weight_only.config["smooth_alpha"] == 0.5
+    else:
+        smooth_quant_(model, SmoothQuantConfig(alpha=0.5), _data(), input_names=NAMES)
+        quantize_weight_only_(model, WeightOnlyConfig(bits=8), input_names=NAMES)
+    att = model.layers[0].attention
+    np.testing.assert_array_equal(att.query.input_scale.numpy(), att.value.input_scale.numpy())
     ids, mask = _data(1)[0]
     res = export_weight_only(
         model, tmp_path / "sq", (ids, mask), input_names=NAMES, dynamic_dims=(0, 1), accuracy_level=0, openvino_options=EXACT_OV
@@ -185,12 +193,13 @@ def test_smooth_quant_then_weight_only_exports_the_input_scaling(tmp_path):
     matmul_inputs = [n.input[0] for n in proto.graph.node if n.name.endswith(".matmul")]
     producers = {o: n for n in proto.graph.node for o in n.output}
 
-    def source_op(name: str) -> str:
+    def source(name: str):
         while producers[name].op_type == "Identity":
             name = producers[name].input[0]
-        return producers[name].op_type
+        return producers[name]
 
-    assert len(matmul_inputs) == 12 and {source_op(a) for a in matmul_inputs} == {"Mul"}
+    assert len(matmul_inputs) == 12 and {source(a).op_type for a in matmul_inputs} == {"Mul"}
+    assert len({source(a).output[0] for a in matmul_inputs}) == 8  # q/k/v of each block read one Mul
 
 
 def test_two_dimensional_mlp_and_plain_linear_layers():

@@ -13,7 +13,7 @@ import numpy as np
 
 from slim_core import ConfigError, load_state_dict, require_paddle
 from slim_core.layers import set_sublayer
-from slim_core.rollback import in_place
+from slim_core.rollback import all_or_nothing, in_place
 from slim_quant.weight_only.awq import awq_quantize
 from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches
 from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig
@@ -104,6 +104,14 @@ def quantize_weight_only_(
     for name, layer in found:
         check_group_size(layer.weight.shape[0], config.group_size, config.bits, name)
     batches = load_batches(calib_data, input_names, config.calib_batches) if config.needs_data else None
+    if config.smooth_alpha is None:
+        return _quantize(model, config, found, batches, t0)
+    with all_or_nothing(model):  # smoothing rescales weights in place: a later failure restores their values too
+        smooth_quant_(model, SmoothQuantConfig(config.smooth_alpha, config.skip, config.calib_batches), batches)
+        return _quantize(model, config, find_linears(model, config.skip, default_skip=DEFAULT_SKIP), batches, t0)
+
+
+def _quantize(model: Any, config: WeightOnlyConfig, found: list[tuple[str, Any]], batches: Any, t0: float) -> Any:
     layers = dict(found)
     report = WeightOnlyReport(
         config.to_dict(), skipped=[n for n, lyr in model.named_sublayers() if isinstance(lyr, paddle.nn.Linear) and n not in layers]
@@ -120,7 +128,7 @@ def quantize_weight_only_(
     def rtn(name: str) -> Any:
         return quantize_groups(layers[name].weight.numpy(), config.bits, config.group_size, config.symmetric)
 
-    if batches is None:
+    if config.algo == "rtn":
         for name in layers:
             replace(name, rtn(name))
     else:
@@ -144,6 +152,7 @@ def quantize_weight_only_(
                         damp_percent=config.damp_percent,
                         block_size=config.block_size,
                         act_order=config.act_order,
+                        clip_search=config.gptq_clip,
                         name=n,
                     )
                     replace(n, q)
@@ -270,13 +279,18 @@ def smooth_quant_(
     # SmoothQuant keeps the float function, so all layers can be measured in one pass.
     stages, _ = calibrator.stages()
     calibrator.collect([n for s in stages for n in s], observe)
-    for name, layer in found.items():
-        if name not in amax:
+    # Linears reading the same tensor (q/k/v) share one factor vector, as if it were folded into the op
+    # that produces the tensor: the export then needs a single Mul for them (identical Muls are merged).
+    for stage in stages:
+        stage = [n for n in stage if n in amax]
+        if not stage:
             continue
-        w = layer.weight.numpy()
-        w_max = np.abs(w).max(axis=1)
-        s = np.power(np.maximum(amax[name], 1e-5), config.alpha) / np.power(np.maximum(w_max, 1e-5), 1.0 - config.alpha)
-        s = np.where(amax[name] > 0, s, 1.0).astype(np.float32)
-        layer.weight.set_value(paddle.to_tensor(w * s[:, None]).astype(layer.weight.dtype))
-        set_sublayer(model, name, SmoothedLinear(layer, 1.0 / s))
+        a_max = amax[stage[0]]
+        w_max = np.max([np.abs(found[n].weight.numpy()).max(axis=1) for n in stage], axis=0)
+        s = np.power(np.maximum(a_max, 1e-5), config.alpha) / np.power(np.maximum(w_max, 1e-5), 1.0 - config.alpha)
+        s = np.where(a_max > 0, s, 1.0).astype(np.float32)
+        for name in stage:
+            layer = found[name]
+            layer.weight.set_value(paddle.to_tensor(layer.weight.numpy() * s[:, None]).astype(layer.weight.dtype))
+            set_sublayer(model, name, SmoothedLinear(layer, 1.0 / s))
     return model

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from slim_quant.weight_only.packing import QuantizedWeight, quantize_groups
+from slim_quant.weight_only.packing import CLIP_RATIOS, QuantizedWeight, quantize_groups
 
 __all__ = ["awq_quantize", "CLIP_RATIOS"]
-
-#: Shrink factors of a group's range tried by the clipping search.
-CLIP_RATIOS = tuple(np.round(np.linspace(1.0, 0.5, 11), 3))
 
 
 def _out_err(x: np.ndarray, w_ref_out: np.ndarray, wq: np.ndarray) -> float:

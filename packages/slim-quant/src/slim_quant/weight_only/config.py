@@ -27,10 +27,17 @@ class WeightOnlyConfig(SlimConfig):
             compensation, ``"awq"`` activation-aware per-channel scaling (both need data).
         skip: layer names or fnmatch patterns (``"encoder.layers.0.*"``) or layer type
             names (``"Linear"`` subclasses) kept in float.
+        smooth_alpha: when set, SmoothQuant (:func:`smooth_quant_` with this alpha and ``skip``) runs
+            first on the calibration data: for runtimes that quantize the activations to int8 inside
+            the compressed matmul (OpenVINO's ``DYNAMIC_QUANTIZATION_GROUP_SIZE``, ONNX Runtime's
+            ``accuracy_level=4``), whose error comes from activation outlier channels, not weights.
+            Linears reading one tensor share the factors (one ``Mul`` in the exported graph).
         damp_percent: GPTQ damping, a fraction of the mean Hessian diagonal.
         block_size: GPTQ columns updated together (lazy batch updates).
         act_order: GPTQ quantizes input channels in order of decreasing Hessian diagonal
             (scales stay in natural group order, so storage is unchanged).
+        gptq_clip: GPTQ picks each group's range by a clipping search (shrink ratios 1.0..0.5)
+            minimizing the Hessian-diagonal-weighted rounding error, instead of min-max.
         awq_grid: number of exponents tried by the AWQ scale search.
         awq_clip: also search a per-group clipping ratio (AWQ auto-clip).
         max_tokens: input rows kept per layer for AWQ's search (random subsample).
@@ -47,9 +54,11 @@ class WeightOnlyConfig(SlimConfig):
     symmetric: bool = True
     algo: Literal["rtn", "gptq", "awq"] = "rtn"
     skip: tuple[str, ...] = DEFAULT_SKIP
+    smooth_alpha: float | None = None
     damp_percent: float = 0.01
     block_size: int = 128
     act_order: bool = True
+    gptq_clip: bool = False
     awq_grid: int = 20
     awq_clip: bool = True
     max_tokens: int = 4096
@@ -63,6 +72,8 @@ class WeightOnlyConfig(SlimConfig):
             raise ConfigError(f"WeightOnlyConfig.group_size={self.group_size} must be -1 (per output channel) or >= 2")
         if self.bits == 4 and self.group_size != -1 and self.group_size % 2:
             raise ConfigError(f"WeightOnlyConfig.group_size={self.group_size} must be even for 4-bit packing")
+        if self.smooth_alpha is not None:
+            check_range("WeightOnlyConfig.smooth_alpha", self.smooth_alpha, 0.0, 1.0)
         check_range("WeightOnlyConfig.damp_percent", self.damp_percent, 0.0, 1.0, lo_open=True)
         check_range("WeightOnlyConfig.block_size", self.block_size, 1)
         check_range("WeightOnlyConfig.awq_grid", self.awq_grid, 2)
@@ -72,7 +83,7 @@ class WeightOnlyConfig(SlimConfig):
     @property
     def needs_data(self) -> bool:
         """Whether the algorithm needs calibration data."""
-        return self.algo != "rtn"
+        return self.algo != "rtn" or self.smooth_alpha is not None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from slim_quant.weight_only.packing import QuantizedWeight, group_params, quantize_groups, quantize_with
+from slim_quant.weight_only.packing import QuantizedWeight, group_params, quantize_groups, quantize_with, search_group_params
 
 __all__ = ["gptq_quantize", "HessianAccumulator"]
 
@@ -72,6 +72,7 @@ def gptq_quantize(
     damp_percent: float = 0.01,
     block_size: int = 128,
     act_order: bool = True,
+    clip_search: bool = False,
     name: str = "weight",
 ) -> QuantizedWeight:
     """GPTQ quantization of one ``[in, out]`` weight.
@@ -85,6 +86,8 @@ def gptq_quantize(
         act_order: process input channels by decreasing Hessian diagonal; group grids are
             then fixed up front from the original weight (static groups), so codes keep the
             natural group layout.
+        clip_search: choose each group's range by searching shrink ratios (:data:`CLIP_RATIOS`) that
+            minimize the Hessian-diagonal-weighted rounding error, instead of the min-max range.
 
     Returns:
         The quantized weight (codes in the original channel order).
@@ -101,11 +104,20 @@ def gptq_quantize(
     static = g == n_in or act_order
     scales = np.ones((n_in // g, n_out), dtype=np.float64)
     zeros = None if symmetric else np.zeros((n_in // g, n_out), dtype=np.float64)
+    hdiag = np.diag(h).astype(np.float32)
+
+    def params(cols: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Grid of one group from its ``[out, g]`` columns (input channels ``first..first+g``)."""
+        cols = cols.T.astype(np.float32)
+        if clip_search:
+            return search_group_params(cols, bits, symmetric, hdiag[first : first + g])
+        return group_params(cols, bits, symmetric)
+
     if static:
-        q0 = quantize_groups(wt.T, bits, g, symmetric)
-        scales[:] = q0.scales
-        if zeros is not None:
-            zeros[:] = q0.zeros
+        for grp in range(n_in // g):
+            scales[grp], z0 = params(wt[:, grp * g : (grp + 1) * g], grp * g)
+            if zeros is not None:
+                zeros[grp] = z0
 
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(n_in)
     wt = wt[:, perm]
@@ -128,7 +140,7 @@ def gptq_quantize(
             grp = col // g
             if not static and col % g == 0:
                 current = np.concatenate([w1[:, i:], wt[:, i2:]], axis=1)[:, :g]
-                s, z = group_params(current.T, bits, symmetric)
+                s, z = params(current, col)
                 scales[grp] = s
                 if zeros is not None:
                     zeros[grp] = z

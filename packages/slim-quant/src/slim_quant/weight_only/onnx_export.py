@@ -246,6 +246,30 @@ def _nbits_nodes(q: WeightOnlyLinear, path: str, a: str, out: str, base: str, ac
     return [node], inits
 
 
+def _merge_twin_muls(gr: Any, source: Any) -> None:
+    """One ``Mul`` per tensor and constant: SmoothQuant gives the Linears that read one tensor (q/k/v) the same
+    factors, and paddle2onnx writes one ``Mul`` per Linear."""
+    kept: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+    rename: dict[str, str] = {}
+    for node in list(gr.g.node):
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+        if node.op_type != "Mul" or len(node.input) != 2 or node.output[0] in gr.outputs:
+            continue
+        consts = [source(i) for i in node.input]
+        which = [c in gr.inits for c in consts]
+        if which.count(True) != 1:
+            continue
+        value = gr.inits[consts[which.index(True)]]
+        key = (node.input[which.index(False)], value.tobytes(), value.shape)
+        if key in kept:
+            rename[node.output[0]] = kept[key]
+            gr.g.node.remove(node)
+        else:
+            kept[key] = node.output[0]
+
+
 def _rewrite(proto: Any, targets: dict[str, str], layers: dict[str, WeightOnlyLinear], form: str, accuracy_level: int) -> dict[str, str]:
     """Give every targeted MatMul integer weights; returns layer path -> new node name."""
     from onnx import helper
@@ -260,6 +284,7 @@ def _rewrite(proto: Any, targets: dict[str, str], layers: dict[str, WeightOnlyLi
             name = gr.producer[name].input[0]
         return name
 
+    _merge_twin_muls(gr, source)
     done: dict[str, str] = {}
     nodes = list(gr.g.node)
     new_nodes: list[Any] = []

@@ -28,6 +28,8 @@ __all__ = [
     "QuantizedWeight",
     "qrange",
     "group_params",
+    "search_group_params",
+    "CLIP_RATIOS",
     "quantize_with",
     "quantize_groups",
     "dequantize",
@@ -91,6 +93,38 @@ def group_params(w: np.ndarray, bits: int, symmetric: bool, clip: np.ndarray | f
     scale = np.where(hi > lo, (hi - lo) / (qmax - qmin), 1.0).astype(np.float32)
     zero = np.clip(np.round(-lo / scale), qmin, qmax).astype(np.float32)
     return scale, zero
+
+
+#: Shrink factors of a group's range tried by the clipping searches (AWQ auto-clip, GPTQ ``clip_search``).
+CLIP_RATIOS: tuple[float, ...] = tuple(float(r) for r in np.round(np.linspace(1.0, 0.5, 11), 3))
+
+
+def search_group_params(
+    w: np.ndarray, bits: int, symmetric: bool, importance: np.ndarray | None = None, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`group_params`, with each column's range shrunk by the ratio of ``ratios`` that
+    minimizes its rounding error ``sum_i importance_i * (w_i - deq(w_i))^2`` (``importance``: one
+    weight per row, e.g. a Hessian diagonal; default all ones). Ratio 1.0 (min-max) is always tried.
+
+    Example:
+        >>> w = np.random.default_rng(0).standard_t(3, size=(128, 4)).astype("float32")
+        >>> s, _ = search_group_params(w, 4, True)
+        >>> bool(np.all(s <= group_params(w, 4, True)[0] + 1e-7))
+        True
+    """
+    w = np.asarray(w, dtype=np.float32)
+    imp = np.ones((w.shape[0], 1), np.float32) if importance is None else np.asarray(importance, np.float32).reshape(-1, 1)
+    best_s, best_z = group_params(w, bits, symmetric)
+    best_err = np.full(w.shape[1], np.inf)
+    for ratio in ratios:
+        s, z = group_params(w, bits, symmetric, ratio)
+        err = (imp * (w - _fake(w, s, z, bits)) ** 2).sum(axis=0)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+        if z is not None:
+            best_z = np.where(better, z, best_z)
+    return best_s.astype(np.float32), None if best_z is None else best_z.astype(np.float32)
 
 
 def quantize_with(w: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, bits: int) -> np.ndarray:
