@@ -219,3 +219,33 @@ def test_a_runtime_that_misses_max_metric_drop_with_every_op_in_float_is_refused
     assert calls.count(True) == 2  # every op INT8, then every candidate in float: no per-op ranking
     manifest = json.loads((tmp_path / "q" / "slim.json").read_text())
     assert manifest["verification"]["skipped_formats"]["paddle"] == why
+
+
+def test_inference_model_laid_out_for_openvino_is_measured_on_openvino(tmp_path):
+    """quantize_inference_model(onnx_target="openvino"): max_metric_drop measures the metric on OpenVINO, the record
+    says the target, and OpenVINO runs every conv of the PaddleClas-style net in INT8."""
+    pytest.importorskip("onnxruntime")
+    from slim_core.runtime import runtime_available
+    from slim_core.testing import clas_style_net
+
+    if not runtime_available("openvino"):
+        pytest.skip("openvino is not installed (pip install 'slim-quant[openvino]')")
+    src = tmp_path / "fp32" / "model"
+    paddle.jit.save(clas_style_net(), str(src), input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "x")])
+    rng = np.random.default_rng(0)
+    batches = [rng.random((4, 3, 32, 32)).astype("float32") for _ in range(2)]
+    backends = set()
+
+    def metric(pred):
+        backends.add(pred.backend)
+        return 1.0
+
+    res = quantize_inference_model(
+        src, PTQConfig(max_metric_drop=0.5), batches, tmp_path / "int8", formats=("onnx",), eval_fn=metric, latency_guard=False,
+        onnx_target="openvino",
+    )  # fmt: skip
+    assert backends == {"openvino"}
+    rec = json.loads((tmp_path / "int8" / "slim.json").read_text())["compression"]["quantization"]["export"]["onnx"]
+    assert rec["target_runtime"] == "openvino"
+    conv = res.runtimes["openvino"]["by_type"]["Convolution"]
+    assert conv["int8"] == conv["total"] > 0 and res.agreement["openvino_cosine"] > 0.99

@@ -624,8 +624,18 @@ class _RuntimeBuilder:
     (``fp32/`` legacy program for Paddle, ``fp32_onnx/model.onnx`` for ONNX Runtime).
     """
 
-    def __init__(self, src: Any, fmt: str, batches: list[dict[str, np.ndarray]], config: PTQConfig, work: Path, threads: int) -> None:
+    def __init__(
+        self,
+        src: Any,
+        fmt: str,
+        batches: list[dict[str, np.ndarray]],
+        config: PTQConfig,
+        work: Path,
+        threads: int,
+        target: str = "onnxruntime",
+    ) -> None:
         self.src, self.fmt, self.batches, self.config, self.work, self.threads = src, fmt, batches, config, work, threads
+        self.target = target  # the runtime the ONNX layout is made for, and that measures its metric
         self.calibration: dict[str, Any] = {}
         self.fp32_dir = work / ("fp32" if fmt == "paddle" else "fp32_onnx")
         self.fp32_dir.mkdir(exist_ok=True)
@@ -641,7 +651,13 @@ class _RuntimeBuilder:
     def build(self, skip: set[str], out_dir: Path) -> dict[str, Any]:
         """Write the INT8 model with the ops whose weight is in ``skip`` kept in float into ``out_dir``."""
         cfg = self.config
-        plan = QuantPlan(calibrator=cfg.calibrator, percentile=cfg.percentile, skip_weights=skip, weight_method=cfg.weight_calibrator)
+        plan = QuantPlan(
+            calibrator=cfg.calibrator,
+            percentile=cfg.percentile,
+            skip_weights=skip,
+            weight_method=cfg.weight_calibrator,
+            target_runtime=self.target,
+        )
         self.builds += 1
         if self.fmt == "paddle":
             first = not (self.fp32_dir / LEGACY[0]).exists()
@@ -660,7 +676,7 @@ class _RuntimeBuilder:
     def predictor(self, model_dir: Path, int8: bool = True) -> Any:
         from slim_deploy.predictor import Predictor
 
-        backend = "paddle" if self.fmt == "paddle" else "onnxruntime"
+        backend = "paddle" if self.fmt == "paddle" else self.target
         return Predictor(model_dir, backend=backend, threads=self.threads, int8=int8 and self.fmt == "paddle")  # type: ignore[arg-type]
 
     def measure(self, metric: Callable[[Any], float], skip: set[str] | None) -> float:
@@ -799,6 +815,7 @@ def quantize_inference_model(
     overwrite: bool = False,
     latency_guard: bool = True,
     threads: int = 2,
+    onnx_target: str = "onnxruntime",
 ) -> ExportResult:
     """PTQ of an existing Paddle inference model into an INT8 export directory.
 
@@ -820,7 +837,8 @@ def quantize_inference_model(
             Reconstruction and bias correction need a dygraph model and are rejected here.
         calib_data: calibration batches (anything :class:`slim_core.Batches` takes).
         out_path: the export directory.
-        formats / overwrite / latency_guard / threads: as in :func:`export`.
+        formats / overwrite / latency_guard / threads / onnx_target: as in :func:`export` (with ``max_metric_drop``,
+            the ONNX model's metric is measured on ``onnx_target``).
         eval_fn: ``eval_fn(predictor) -> float`` for ``max_metric_drop``: ``predictor`` is a
             :class:`slim_deploy.Predictor` (``predictor.run([x])``); the direction is ``config.higher_is_better``.
             It is called about twice per quantized op when the target is missed with every op quantized.
@@ -868,7 +886,7 @@ def quantize_inference_model(
         for f in [f for f in formats if f not in result.skipped_formats]:
             skip_f, reasons, metrics = set(skip_w), {}, {}
             try:
-                builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads)
+                builder = _RuntimeBuilder(src, f, batches, config, Path(work), threads, onnx_target)
                 if config.max_metric_drop is not None:
                     skip_f, reasons = _control_metric_runtime(builder, skip_w, eval_fn, config, metrics)  # type: ignore[arg-type]
                 info = builder.build(skip_f, tmp)
@@ -886,7 +904,7 @@ def quantize_inference_model(
             raise ExportError("no format could be written: " + "; ".join(f"{f}: {r}" for f, r in result.skipped_formats.items()))
         ref = src.run({n: batches[0][n] for n in names})[0]
         feed = [batches[0][n] for n in names]
-        _verify_and_measure(result, tmp, Path(work), feed, ref, ref, [x[:1] for x in feed], latency_guard, threads)
+        _verify_and_measure(result, tmp, Path(work), feed, ref, ref, [x[:1] for x in feed], latency_guard, threads, onnx_target)
         _check_quality(result)
         comp = {
             "quantization": {
