@@ -236,3 +236,7 @@ def test_the_openvino_route_quantizes_evaluates_and_times_on_openvino(workdir, t
     assert all(v > 0 for per in result.baseline.latency_ms.values() for v in per.values())
     manifest = json.loads((tmp_path / "out" / ov.model_dir / "slim.json").read_text())
     assert manifest["verification"]["runtimes"]["openvino"]["int8_layers"] > 0  # what OpenVINO ran in INT8
+    layout = manifest["compression"]["quantization"]["export"]["onnx"]["target_runtime"]
+    assert layout == "openvino"  # the OpenVINO route's QDQ is laid out for OpenVINO
+    ort_manifest = json.loads((tmp_path / "out" / ort.model_dir / "slim.json").read_text())
+    assert ort_manifest["compression"]["quantization"]["export"]["onnx"]["target_runtime"] == "onnxruntime"

@@ -127,6 +127,9 @@ def convert_inference_model(
 ) -> dict[str, Any]:
     """PTQ of an inference model into ``out`` for one format, then one run on ``backend`` (child-process side).
 
+    An ONNX route's QDQ layout is made for its runtime (``onnx_target=backend`` of
+    :func:`slim_quant.quantize_inference_model` for the runtimes in :data:`slim_quant.QDQ_TARGETS`).
+
     Returns:
         ``{"quantized_ops": n, "skipped": {...}}``.
     """
@@ -135,8 +138,10 @@ def convert_inference_model(
 
     cfg = slim_quant.PTQConfig.from_dict(config)
     batches = _load_calibration(calib)
+    # an ONNX route lays the QDQ out for its own runtime (OpenVINO: no output pair on ops read in float)
+    target = backend if format == "onnx" and backend in slim_quant.QDQ_TARGETS else "onnxruntime"
     res = slim_quant.quantize_inference_model(
-        source, cfg, batches, out, formats=(format,), overwrite=True, latency_guard=False, threads=threads
+        source, cfg, batches, out, formats=(format,), overwrite=True, latency_guard=False, threads=threads, onnx_target=target
     )
     run = Predictor(out, backend=backend, threads=threads)  # a model the runtime cannot run crashes here, in the child
     try:

@@ -9,6 +9,7 @@ require_paddle()
 from slim_quant.calibrators import CALIBRATORS, Calibrator, make_calibrator  # noqa: E402
 from slim_quant.config import PTQConfig, ReconstructionConfig  # noqa: E402
 from slim_quant.export import ExportQualityWarning, ExportResult, LatencyGuardWarning, export, quantize_inference_model  # noqa: E402
+from slim_quant.graph_passes import QDQ_TARGETS  # noqa: E402
 from slim_quant.ptq import QuantState, quantize, quantize_  # noqa: E402
 from slim_quant.sensitivity import LayerSensitivity, SensitivityReport, quant_sensitivity  # noqa: E402
 
@@ -27,6 +28,7 @@ __all__ = [
     "ExportQualityWarning",
     "LatencyGuardWarning",
     "quantize_inference_model",
+    "QDQ_TARGETS",
     "quant_sensitivity",
     "SensitivityReport",
     "LayerSensitivity",
