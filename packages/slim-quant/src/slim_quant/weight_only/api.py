@@ -199,6 +199,11 @@ def load_weight_only_(model: Any, state: dict[str, Any] | str, config: WeightOnl
         >>> load_weight_only_(build_model(), "q.pdparams", config, allow_pickle=True)  # doctest: +SKIP
     """
     _check(model, config, WeightOnlyConfig)
+    if config.smooth_alpha is not None and not any(isinstance(lyr, SmoothedLinear) for lyr in model.sublayers()):
+        raise ConfigError(
+            "the config has smooth_alpha: the float skeleton needs the same SmoothedLinear wrappers "
+            "(run smooth_quant_ on it first), or reload the exported model instead"
+        )
     if isinstance(state, (str, os.PathLike)):
         state = load_state_dict(state, allow_pickle=allow_pickle)
     found = find_linears(model, config.skip, default_skip=DEFAULT_SKIP)
