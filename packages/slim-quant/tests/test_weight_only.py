@@ -380,6 +380,26 @@ def test_bad_inputs_raise_clear_errors_and_leave_model_alone():
     assert _unchanged(model, before)
 
 
+def test_keep_8bit_layers_of_a_4bit_model(tmp_path):
+    """keep_8bit: the named layers are int8 per channel, the rest int4 in groups; the report and a reload agree."""
+    model, data = _bert(), _bert_data(np.random.default_rng(0), 2)
+    cfg = WeightOnlyConfig(bits=4, group_size=32, algo="gptq", keep_8bit=("layers.1.output", "*.attention.out"))
+    quantize_weight_only_(model, cfg, data, input_names=["ids", "mask"])
+    grids = {n: (lyr.bits, lyr.group_size) for n, lyr in model.named_sublayers() if isinstance(lyr, WeightOnlyLinear)}
+    kept = ["layers.0.attention.out", "layers.1.attention.out", "layers.1.output"]
+    assert sorted(model.slim_weight_only.kept_8bit) == kept
+    assert {n: g for n, g in grids.items() if n in kept} == {n: (8, grids[n][1]) for n in kept}
+    assert all(grids[n][1] in (64, 128) for n in kept)  # one group per output channel
+    assert all(g == (4, 32) for n, g in grids.items() if n not in kept)
+    again = load_weight_only_(_bert(), model.state_dict(), cfg)
+    batch = data[0]
+    np.testing.assert_allclose(_run(again, batch), _run(model, batch), atol=1e-5)
+    with pytest.raises(ConfigError, match=r"keep_8bit entries \['layers.9.output'\] match no"):
+        quantize_weight_only_(_bert(), WeightOnlyConfig(bits=4, group_size=32, keep_8bit=("layers.9.output",)))
+    with pytest.raises(ConfigError, match="for 4-bit models"):
+        WeightOnlyConfig(bits=8, keep_8bit=("x",))
+
+
 def test_skip_by_name_and_type_keeps_float_layers():
     model = _transformer()
     quantize_weight_only_(model, WeightOnlyConfig(skip=("layers.1", "*.linear2")))

@@ -64,10 +64,11 @@ CASES = [
     ("qdq", WeightOnlyConfig(bits=4, group_size=32, symmetric=False)),  # blocked uint4 with zero points
     ("matmulnbits", WeightOnlyConfig(bits=4, group_size=32, algo="awq")),  # AWQ input scale -> Mul before the matmul
     ("matmulnbits", WeightOnlyConfig(bits=8, group_size=32, symmetric=False)),
+    ("qdq", WeightOnlyConfig(bits=4, group_size=32, symmetric=False, algo="gptq", keep_8bit=("layers.1.output",))),  # mixed
 ]
 
 
-@pytest.mark.parametrize("form,cfg", CASES, ids=["qdq-w8", "qdq-w4-asym", "nbits-w4-awq", "nbits-w8-asym"])
+@pytest.mark.parametrize("form,cfg", CASES, ids=["qdq-w8", "qdq-w4-asym", "nbits-w4-awq", "nbits-w8-asym", "qdq-w4-keep-8bit"])
 def test_exported_codes_match_dygraph_and_runtimes_fuse(tmp_path, form, cfg):
     """With float compute (no int8 activations) the runtimes reproduce the dygraph model: the codes, scales,
     zero points and packing are exact; every quantized matmul runs in a compressed-weight kernel."""

@@ -16,7 +16,7 @@ from slim_core.layers import set_sublayer
 from slim_core.rollback import all_or_nothing, in_place
 from slim_quant.weight_only.awq import awq_quantize
 from slim_quant.weight_only.calibrate import RowSampler, StreamingCalibrator, find_linears, load_batches
-from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig
+from slim_quant.weight_only.config import DEFAULT_SKIP, SmoothQuantConfig, WeightOnlyConfig, name_matches
 from slim_quant.weight_only.gptq import HessianAccumulator, gptq_quantize
 from slim_quant.weight_only.layer import WeightOnlyLinear
 from slim_quant.weight_only.packing import check_group_size, quantize_groups
@@ -40,6 +40,7 @@ class WeightOnlyReport:
     config: dict[str, Any]
     layers: list[str] = field(default_factory=list)
     rtn_fallback: list[str] = field(default_factory=list)
+    kept_8bit: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -102,7 +103,10 @@ def quantize_weight_only_(
     t0 = time.perf_counter()
     found = find_linears(model, config.skip, default_skip=DEFAULT_SKIP)
     for name, layer in found:
-        check_group_size(layer.weight.shape[0], config.group_size, config.bits, name)
+        check_group_size(layer.weight.shape[0], config.grid_of(name)[1], config.grid_of(name)[0], name)
+    missing = [p for p in config.keep_8bit if not any(name_matches(n, p) for n, _ in found)]
+    if missing:
+        raise ConfigError(f"keep_8bit entries {missing} match no quantized Linear; names look like {[n for n, _ in found[:3]]}")
     batches = load_batches(calib_data, input_names, config.calib_batches) if config.needs_data else None
     if config.smooth_alpha is None:
         return _quantize(model, config, found, batches, t0)
@@ -124,9 +128,11 @@ def _quantize(model: Any, config: WeightOnlyConfig, found: list[tuple[str, Any]]
             input_scale = np.ones(layer.weight.shape[0], dtype=np.float32)
         set_sublayer(model, name, WeightOnlyLinear.from_quantized(q, _bias(layer), input_scale, _dtype(layer)))
         report.layers.append(name)
+        if config.grid_of(name)[0] != config.bits:
+            report.kept_8bit.append(name)
 
     def rtn(name: str) -> Any:
-        return quantize_groups(layers[name].weight.numpy(), config.bits, config.group_size, config.symmetric)
+        return quantize_groups(layers[name].weight.numpy(), *config.grid_of(name), config.symmetric)
 
     if config.algo == "rtn":
         for name in layers:
@@ -146,8 +152,7 @@ def _quantize(model: Any, config: WeightOnlyConfig, found: list[tuple[str, Any]]
                     q = gptq_quantize(
                         w,
                         stats[n].h,
-                        config.bits,
-                        config.group_size,
+                        *config.grid_of(n),
                         config.symmetric,
                         damp_percent=config.damp_percent,
                         block_size=config.block_size,
@@ -158,7 +163,7 @@ def _quantize(model: Any, config: WeightOnlyConfig, found: list[tuple[str, Any]]
                     replace(n, q)
                 else:
                     q, inv_s = awq_quantize(
-                        w, stats[n].get(), config.bits, config.group_size, config.symmetric, grid=config.awq_grid, clip=config.awq_clip
+                        w, stats[n].get(), *config.grid_of(n), config.symmetric, grid=config.awq_grid, clip=config.awq_clip
                     )
                     replace(n, q, inv_s)
 
@@ -194,13 +199,18 @@ def load_weight_only_(model: Any, state: dict[str, Any] | str, config: WeightOnl
         >>> load_weight_only_(build_model(), "q.pdparams", config, allow_pickle=True)  # doctest: +SKIP
     """
     _check(model, config, WeightOnlyConfig)
+    if config.smooth_alpha is not None and not any(isinstance(lyr, SmoothedLinear) for lyr in model.sublayers()):
+        raise ConfigError(
+            "the config has smooth_alpha: the float skeleton needs the same SmoothedLinear wrappers "
+            "(run smooth_quant_ on it first), or reload the exported model instead"
+        )
     if isinstance(state, (str, os.PathLike)):
         state = load_state_dict(state, allow_pickle=allow_pickle)
     found = find_linears(model, config.skip, default_skip=DEFAULT_SKIP)
     for name, layer in found:
         n_in, n_out = layer.weight.shape
         new = WeightOnlyLinear(
-            n_in, n_out, config.bits, config.group_size, config.symmetric, layer.bias is not None, config.algo == "awq", _dtype(layer)
+            n_in, n_out, *config.grid_of(name), config.symmetric, layer.bias is not None, config.algo == "awq", _dtype(layer)
         )
         set_sublayer(model, name, new)
     missing, unexpected = model.set_state_dict(state)

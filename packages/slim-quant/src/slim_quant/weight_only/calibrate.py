@@ -10,13 +10,13 @@ really produces, and memory stays near one layer's activations.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from slim_core import Batches, ConfigError, DataError, SlimError, UnsupportedOpError, progress, require_paddle
+from slim_quant.weight_only.config import name_matches
 
 paddle = require_paddle()
 
@@ -24,7 +24,7 @@ __all__ = ["find_linears", "StreamingCalibrator", "load_batches", "RowSampler"]
 
 
 def _matches(name: str, layer: Any, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".") or type(layer).__name__ == pattern
+    return name_matches(name, pattern) or type(layer).__name__ == pattern
 
 
 def find_linears(

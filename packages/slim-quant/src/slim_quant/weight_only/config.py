@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Literal
 
 from slim_core import ConfigError, SlimConfig, check_range
 
-__all__ = ["WeightOnlyConfig", "SmoothQuantConfig", "DEFAULT_SKIP"]
+__all__ = ["WeightOnlyConfig", "SmoothQuantConfig", "DEFAULT_SKIP", "name_matches"]
 
 #: Layer-name patterns skipped by default: output heads keep full precision (they are
 #: small next to the body and the most sensitive). Embeddings are never Linear layers.
 DEFAULT_SKIP: tuple[str, ...] = ("lm_head", "*lm_head*", "classifier", "*.classifier")
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether a layer path matches a name, an fnmatch pattern, or is inside the layer it names.
+
+    Example:
+        >>> name_matches("layers.5.attention.out.linear", "layers.5.attention.out"), name_matches("layers.1.output", "*.output")
+        (True, True)
+    """
+    return fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,9 @@ class WeightOnlyConfig(SlimConfig):
             compensation, ``"awq"`` activation-aware per-channel scaling (both need data).
         skip: layer names or fnmatch patterns (``"encoder.layers.0.*"``) or layer type
             names (``"Linear"`` subclasses) kept in float.
+        keep_8bit: layer names or fnmatch patterns quantized to 8 bits per output channel (same algorithm
+            and symmetry) instead of ``bits``/``group_size``: the few layers a 4-bit model cannot afford
+            (find them by restoring one layer at a time). Recorded in the report as ``kept_8bit``.
         smooth_alpha: when set, SmoothQuant (:func:`smooth_quant_` with this alpha and ``skip``) runs
             first on the calibration data: for runtimes that quantize the activations to int8 inside
             the compressed matmul (OpenVINO's ``DYNAMIC_QUANTIZATION_GROUP_SIZE``, ONNX Runtime's
@@ -54,6 +68,7 @@ class WeightOnlyConfig(SlimConfig):
     symmetric: bool = True
     algo: Literal["rtn", "gptq", "awq"] = "rtn"
     skip: tuple[str, ...] = DEFAULT_SKIP
+    keep_8bit: tuple[str, ...] = ()
     smooth_alpha: float | None = None
     damp_percent: float = 0.01
     block_size: int = 128
@@ -72,6 +87,8 @@ class WeightOnlyConfig(SlimConfig):
             raise ConfigError(f"WeightOnlyConfig.group_size={self.group_size} must be -1 (per output channel) or >= 2")
         if self.bits == 4 and self.group_size != -1 and self.group_size % 2:
             raise ConfigError(f"WeightOnlyConfig.group_size={self.group_size} must be even for 4-bit packing")
+        if self.keep_8bit and self.bits == 8:
+            raise ConfigError("WeightOnlyConfig.keep_8bit is for 4-bit models; with bits=8 every layer is 8-bit already")
         if self.smooth_alpha is not None:
             check_range("WeightOnlyConfig.smooth_alpha", self.smooth_alpha, 0.0, 1.0)
         check_range("WeightOnlyConfig.damp_percent", self.damp_percent, 0.0, 1.0, lo_open=True)
@@ -79,6 +96,10 @@ class WeightOnlyConfig(SlimConfig):
         check_range("WeightOnlyConfig.awq_grid", self.awq_grid, 2)
         check_range("WeightOnlyConfig.max_tokens", self.max_tokens, 16)
         check_range("WeightOnlyConfig.calib_batches", self.calib_batches, 1)
+
+    def grid_of(self, name: str) -> tuple[int, int]:
+        """``(bits, group_size)`` of the layer called ``name`` (``keep_8bit`` layers: 8 bits per channel)."""
+        return (8, -1) if any(name_matches(name, p) for p in self.keep_8bit) else (self.bits, self.group_size)
 
     @property
     def needs_data(self) -> bool:
