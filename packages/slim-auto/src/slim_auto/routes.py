@@ -27,7 +27,7 @@ import numpy as np
 
 from slim_core import ConfigError
 
-__all__ = ["Route", "ROUTES", "register_route", "routes_for", "convert_inference_model", "save_calibration", "CONVERT"]
+__all__ = ["Route", "ROUTES", "register_route", "routes_for", "qdq_target", "convert_inference_model", "save_calibration", "CONVERT"]
 
 #: the function the child process runs for the built-in routes
 CONVERT = "slim_auto.routes:convert_inference_model"
@@ -90,6 +90,15 @@ def _openvino() -> bool:
 register_route(Route("openvino", format="onnx", backend="openvino", bench="onnx/openvino", available=_openvino))
 
 
+def qdq_target(format: str, backend: str) -> str:
+    """The runtime an ONNX route's QDQ layout is made for (``onnx_target`` of :func:`slim_quant.quantize_inference_model`):
+    its own runtime where slim-quant has a layout for it (OpenVINO: hardswish as one op, no output pair on ops read
+    in float), else ONNX Runtime's."""
+    import slim_quant
+
+    return backend if format == "onnx" and backend in slim_quant.QDQ_TARGETS else "onnxruntime"
+
+
 def routes_for(backends: list[str]) -> list[Route]:
     """The registered, installed routes among ``backends``, in that order.
 
@@ -138,10 +147,16 @@ def convert_inference_model(
 
     cfg = slim_quant.PTQConfig.from_dict(config)
     batches = _load_calibration(calib)
-    # an ONNX route lays the QDQ out for its own runtime (OpenVINO: no output pair on ops read in float)
-    target = backend if format == "onnx" and backend in slim_quant.QDQ_TARGETS else "onnxruntime"
     res = slim_quant.quantize_inference_model(
-        source, cfg, batches, out, formats=(format,), overwrite=True, latency_guard=False, threads=threads, onnx_target=target
+        source,
+        cfg,
+        batches,
+        out,
+        formats=(format,),
+        overwrite=True,
+        latency_guard=False,
+        threads=threads,
+        onnx_target=qdq_target(format, backend),
     )
     run = Predictor(out, backend=backend, threads=threads)  # a model the runtime cannot run crashes here, in the child
     try:

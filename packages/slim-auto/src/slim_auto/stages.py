@@ -36,7 +36,7 @@ import slim_nas
 import slim_prune
 import slim_quant
 from slim_auto.recipe import STAGE_KINDS, Recipe, StageSpec, TrainConfig, stage_where
-from slim_auto.routes import ROUTES, Route, save_calibration
+from slim_auto.routes import ROUTES, Route, qdq_target, save_calibration
 from slim_auto.training import DEFAULT_DISTILL, TrainOutcome, finetune, layer_predict
 from slim_core import ConfigError, Registry, SlimConfig, SlimError
 from slim_core.log import get_logger, native_output
@@ -378,6 +378,7 @@ def _ptq_inference(state: ModelState, cfg: Any, ctx: StageContext) -> Applied:
                 overwrite=True,
                 latency_guard=False,
                 threads=ctx.threads,
+                onnx_target=qdq_target(route.format, route.backend),
             )
         skipped = dict(res.skipped.get(route.format) or {})
         if skipped:
