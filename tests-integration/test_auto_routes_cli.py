@@ -171,22 +171,17 @@ def test_ptq_with_max_metric_drop_on_an_inference_model_gets_the_engines_eval_fn
     assert result.baseline.metric - cand.metric <= 0.001 + 1e-9 or any("Kept in float" in n for n in cand.notes)
 
 
+def _compress_paddle_route(workdir, tmp_path, model, target):
+    """`slim compress` of ``workdir / model`` with an avg-calibrated PTQ recipe and ``target`` (YAML), paddle route only."""
+    (tmp_path / "recipe.yaml").write_text(f"stages:\n  - ptq: {{calibrator: avg}}\ntarget: {target}\n")
+    model, data = workdir / model, workdir / "data.npz"
+    return main(["compress", str(tmp_path / "recipe.yaml"), "--model", str(model), "--data", str(data),
+                 "--backends", "paddle", "--out", str(tmp_path / "out")])  # fmt: skip
+
+
 def test_a_missed_target_prints_each_failed_candidate_in_one_line(workdir, tmp_path, capfd):
-    (tmp_path / "recipe.yaml").write_text("stages:\n  - ptq: {calibrator: avg}\ntarget: {max_metric_drop: 0.01}\n")
-    code = main(
-        [
-            "compress",
-            str(tmp_path / "recipe.yaml"),
-            "--model",
-            str(workdir / "pir" / "model.json"),
-            "--data",
-            str(workdir / "data.npz"),
-            "--backends",
-            "paddle",  # Paddle INT8 needs a legacy program: this route fails on a PIR model
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    # Paddle INT8 needs a legacy program: the paddle route fails on a PIR model
+    code = _compress_paddle_route(workdir, tmp_path, "pir/model.json", "{max_metric_drop: 0.01}")
     out = capfd.readouterr().out
     assert code == 1 and "NOT met" in out
     lines = out.splitlines()
@@ -197,21 +192,7 @@ def test_a_missed_target_prints_each_failed_candidate_in_one_line(workdir, tmp_p
 def test_a_candidate_that_misses_the_target_says_why(workdir, tmp_path, capfd):
     # one route measured but worse than the target (here: an unreachable speedup) is a worse candidate, and the
     # terminal says why in one line, as it does for failed ones
-    (tmp_path / "recipe.yaml").write_text("stages:\n  - ptq: {calibrator: avg}\ntarget: {min_speedup: 1000}\n")
-    code = main(
-        [
-            "compress",
-            str(tmp_path / "recipe.yaml"),
-            "--model",
-            str(workdir / "legacy" / "model.pdmodel"),
-            "--data",
-            str(workdir / "data.npz"),
-            "--backends",
-            "paddle",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = _compress_paddle_route(workdir, tmp_path, "legacy/model.pdmodel", "{min_speedup: 1000}")
     out, err = capfd.readouterr()
     assert code == 1 and "NOT met" in out
     lines = out.splitlines()
