@@ -190,17 +190,26 @@ def test_hardswish_runs_in_int8_on_openvino(tmp_path):
         ref = net(paddle.to_tensor(x[:1])).numpy()
     got = open_runner(tmp_path / "q.onnx", "openvino", threads=1).run([x[:1]])[0]
     assert rel_err(got, ref) < 0.1
-    # ONNX Runtime's layout leaves the hardswish as paddle2onnx wrote it (2.1 writes x * HardSigmoid(x), 2.0 may
-    # write HardSwish): no fusion there (ONNX Runtime runs a QDQ HardSwish slower); OpenVINO's layout has one op each
+    # paddle2onnx 2.1 writes x * HardSigmoid(x), 2.0 writes HardSwish: whichever form the file has, ONNX Runtime's
+    # layout gets the two ops (it runs a QDQ HardSwish slower) and OpenVINO's layout one HardSwish per hardswish
     import onnx
+
+    from slim_quant.onnx_qdq import _fuse_hardswish, _Graph, _split_hardswish
 
     def ops(name):
         return [n.op_type for n in onnx.load(str(tmp_path / name)).graph.node]
 
-    quantize_onnx_model(tmp_path / "m.onnx", tmp_path / "q_ort.onnx", [{"x": x}])
-    src, ort_ops = ops("m.onnx"), ops("q_ort.onnx")
-    assert [ort_ops.count(k) for k in ("HardSwish", "HardSigmoid")] == [src.count(k) for k in ("HardSwish", "HardSigmoid")]
-    assert ops("q.onnx").count("HardSwish") == 2 and "HardSigmoid" not in ops("q.onnx")
+    for form, rewrite in (("one", _fuse_hardswish), ("two", _split_hardswish)):
+        model = onnx.load(str(tmp_path / "m.onnx"))
+        rewrite(_Graph(model))
+        onnx.save(model, str(tmp_path / f"m_{form}.onnx"))
+        assert ops(f"m_{form}.onnx").count("HardSwish") == (2 if form == "one" else 0)
+        quantize_onnx_model(tmp_path / f"m_{form}.onnx", tmp_path / f"q_ort_{form}.onnx", [{"x": x}])
+        quantize_onnx_model(tmp_path / f"m_{form}.onnx", tmp_path / f"q_ov_{form}.onnx", [{"x": x}], target_runtime="openvino")
+        assert "HardSwish" not in ops(f"q_ort_{form}.onnx") and ops(f"q_ort_{form}.onnx").count("HardSigmoid") == 2
+        assert ops(f"q_ov_{form}.onnx").count("HardSwish") == 2 and "HardSigmoid" not in ops(f"q_ov_{form}.onnx")
+        got = open_runner(tmp_path / f"q_ort_{form}.onnx", "onnxruntime", threads=1).run([x[:1]])[0]
+        assert rel_err(got, ref) < 0.1
 
 
 def test_a_runtime_that_misses_max_metric_drop_with_every_op_in_float_is_refused_with_the_figures(legacy_digits, calib, tmp_path):
