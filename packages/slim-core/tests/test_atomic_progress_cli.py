@@ -160,3 +160,34 @@ def test_a_directory_replacement_killed_between_its_renames_keeps_the_previous_v
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "a").write_text("v2")
     assert (out / "a").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_command_ends_with_one_line_after_its_cleanup_ran(capsys, sig):
+    import argparse
+    import signal
+
+    from slim_core import SlimError
+    from slim_core.cli import run_command
+
+    cleaned = []
+
+    def command(args):
+        try:
+            os.kill(os.getpid(), getattr(signal, sig))
+            while True:  # the signal arrives as an exception in this thread
+                time.sleep(0.01)
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    code = run_command(argparse.Namespace(command="x", func=command, interrupt_hint="run it again"))
+    assert cleaned and code == (143 if sig == "SIGTERM" else 130)
+    assert capsys.readouterr().err == f"slim x: interrupted ({'SIGTERM' if sig == 'SIGTERM' else 'Ctrl-C'}); run it again\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # the default action is back outside commands
+
+    def failing(args):
+        raise SlimError("bad input")
+
+    assert run_command(argparse.Namespace(command="x", func=failing)) == 2
+    assert capsys.readouterr().err == "slim x: error: bad input\n"

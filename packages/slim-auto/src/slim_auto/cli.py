@@ -164,6 +164,7 @@ def _compress(args: argparse.Namespace) -> int:
     model = args.model or raw.get("model") or (raw.get("Global") or {}).get("model_dir")
     data = args.data or raw.get("data")
     out = args.out or raw.get("out") or "slim-compress-out"
+    args.interrupt_hint = f"run the same command again to resume (finished stages are checkpointed in {out})"
     max_time = args.max_time if args.max_time is not None else raw.get("max_time")
     if not model:
         raise ConfigError("no model: pass --model (an inference model path or file.py:function) or set 'model:' in the YAML")

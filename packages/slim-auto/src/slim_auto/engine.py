@@ -93,7 +93,8 @@ class CompressionResult:
         candidates: every candidate measured, failed ones included.
         target: the target.
         target_met: whether ``best`` meets it.
-        stopped: ``"target"``, ``"time"`` or ``"done"`` (every plan ran).
+        stopped: ``"target"``, ``"time"`` or ``"done"`` (every plan ran). The report of a run
+            still going says ``"running"``, of an interrupted one ``"interrupted"``.
         out_dir: the output directory; ``model_path`` the deployable model's prefix.
         seconds: wall time of the compression (this process).
         translation: the ACT translation when an ACT recipe was given.
@@ -468,6 +469,8 @@ class AutoCompression:
         Raises:
             OutputExistsError: another run holds ``out_dir``.
             CompressionRunError: the original model cannot be evaluated.
+            KeyboardInterrupt: passed on after the report is marked ``interrupted`` (the best model so
+                far stays in ``out_dir/model``, the checkpoints stay: running again resumes).
         """
         t0 = time.monotonic()
         self._deadline = None if self.max_time is None else t0 + self.max_time
@@ -480,6 +483,10 @@ class AutoCompression:
                 self._drop_unfinished_stage()
                 log.info("resuming the run in %s (%d candidates measured)", self.out_dir, len(self.candidates))
             return self._run(t0)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under the `slim` command: say so where the report said "running"
+            if getattr(self, "_selection", None) is not None and self._selection.best is not None:
+                self._write_report("interrupted", time.monotonic() - t0)
+            raise
         finally:
             self.store.unlock()
 

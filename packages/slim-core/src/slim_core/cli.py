@@ -4,14 +4,23 @@ Subcommands come from the entry-point group ``slim.commands``: each entry point
 names a function ``register(subparsers)`` that adds one subparser and sets
 ``func`` on it (``func(args) -> int``). Install slim-analysis and ``slim analyze``
 appears; uninstall it and it is gone.
+
+A :class:`~slim_core.errors.SlimError` ends a command with one ``error:`` line (exit 2);
+Ctrl-C or SIGTERM with one ``interrupted`` line (exit 130 or 143), after the command's
+cleanup code ran (``finally`` blocks, temporary directories, child processes): SIGTERM
+is raised in the main thread as :class:`Terminated`, a ``KeyboardInterrupt``. A command
+may set ``args.interrupt_hint`` (what the user can do next) to end that line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import distributions, entry_points
 from typing import Any
 
@@ -19,7 +28,7 @@ from slim_core.__about__ import __version__
 from slim_core.errors import PaddleVersionError, SlimError
 from slim_core.log import configure, get_logger, quiet_native_defaults
 
-__all__ = ["main", "build_parser", "installed_packages", "ENTRY_POINT_GROUP"]
+__all__ = ["main", "build_parser", "run_command", "sigterm_interrupts", "Terminated", "installed_packages", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "slim.commands"
 
@@ -148,6 +157,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a command ran (raised like Ctrl-C, so the same cleanup runs)."""
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread instead of ending the process at once.
+
+    Python's default SIGTERM action skips every ``finally``: child processes would be left
+    running and temporary files behind. A second SIGTERM ends the process at once. Outside
+    the main thread (where handlers cannot be set) the block runs unchanged.
+
+    Example:
+        >>> with sigterm_interrupts():
+        ...     pass   # `kill PID` here raises Terminated
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand (``args.func``) and turn its errors and interruptions into one line each.
+
+    Returns:
+        The command's exit code; 2 after a :class:`~slim_core.errors.SlimError`, 130 after
+        Ctrl-C, 143 after SIGTERM.
+
+    Example:
+        >>> run_command(argparse.Namespace(command="noop", func=lambda a: 0))
+        0
+    """
+    try:
+        with sigterm_interrupts():
+            return int(args.func(args) or 0)
+    except SlimError as exc:
+        get_logger("slim.cli").debug("error details", exc_info=True)
+        print(f"slim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        get_logger("slim.cli").debug("interrupted here", exc_info=True)
+        terminated = isinstance(exc, Terminated)
+        hint = getattr(args, "interrupt_hint", "")
+        print(
+            f"slim {args.command}: interrupted ({'SIGTERM' if terminated else 'Ctrl-C'})" + (f"; {hint}" if hint else ""), file=sys.stderr
+        )
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slim`` console script."""
     argv = _level_flags_first(argv)
@@ -162,12 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except SlimError as exc:
-        get_logger("slim.cli").debug("error details", exc_info=True)
-        print(f"slim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
