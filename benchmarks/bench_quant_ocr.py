@@ -334,6 +334,7 @@ def main() -> None:
         ours.append(("percentile, max_metric_drop=0.5", pct.replace(max_metric_drop=0.5), ("onnx",), "onnxruntime"))
         if have_ov:  # no output QDQ on quantized ops read in float: fewer OpenVINO layers (slower on ONNX Runtime)
             ours.append(("percentile, onnx_target=openvino", pct, ("onnx",), "openvino"))
+            ours.append(("mse, onnx_target=openvino", pct.replace(calibrator="mse"), ("onnx",), "openvino"))
         if args.paddle_metric:
             ours.append(("percentile, max_metric_drop=1.0", pct.replace(max_metric_drop=1.0), ("paddle",), "onnxruntime"))
         for name, cfg, formats, target in ours:
