@@ -447,7 +447,9 @@ def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: f
     print("|---|---|---|---|---|---|---|---|")
     for k, r in rows.items():
         same = FOLDED[r["backend"]]
-        mine = [i for i, lat in enumerate(lats) if k in lat and same in lat]  # references: every group; a row: its own
+        mine = [
+            i for i, lat in enumerate(lats) if k in lat and same in lat
+        ]  # an FP32 reference: each group of its runtime; a row: its own group
         ms = float(np.median([lats[i][k] for i in mine]))
         vs_best = float(np.median([lats[i][best[i]] / lats[i][k] for i in mine]))
         vs_same = float(np.median([lats[i][same] / lats[i][k] for i in mine]))
@@ -460,8 +462,8 @@ def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: f
     print(
         "\nExact match and character accuracy ignore spaces (PaddleOCR's RecMetric). Speedup: against the fastest "
         "FP32 runtime as shipped timed in the row's group, and against the FP32 model of the same runtime given the same "
-        "exact graph clean-up as our INT8 export (what INT8 itself gains), same group; a reference row timed in several "
-        "groups shows its median ms and median ratios."
+        "exact graph clean-up as our INT8 export (what INT8 itself gains), same group; an FP32 reference row shows its "
+        "median ms and median ratios over the groups of its runtime."
     )
 
 
