@@ -413,7 +413,7 @@ def main() -> None:
         groups = timing_groups(paths, PER_GROUP)
         t0 = time.perf_counter()
         openers = [{k: (lambda k=k: open_runner_for(*paths[k][:3])) for k in g} for g in groups]
-        lats = timed_groups(openers, [x1], 2 if args.quick else 3, 10)
+        lats = timed_groups(openers, [x1], *((2, 10) if args.quick else (5, 6)))  # many short blocks: the speed swings
         t_timing = time.perf_counter() - t0
     print_table(rows, lats, t_timing)
     print()
