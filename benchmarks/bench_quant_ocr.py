@@ -31,7 +31,8 @@ own group; the FP32 references of every group are printed, with their spread ove
 ~21 runners alive in one process and timed in one round robin, every row timed 2-3x slower than in a small
 group, and the same model built twice timed 12.4 and 24.9 ms.) The machine's own speed can swing up to 2x
 between windows of a few seconds with nothing else visibly running (a shared 2-vCPU host), which is why a
-row is compared only with references timed in its own group, and why the per-group FP32 table is printed.
+row is compared only with references timed in its own group, and why the per-group FP32 table is printed
+(each group's FP32 references against their median over the groups; "(swung)" beyond 15%).
 
 Run: ``python benchmarks/bench_quant_ocr.py [--quick] [--no-paddle-metric]``. By default (not with ``--quick``)
 also ``max_metric_drop`` on Paddle oneDNN, whose INT8 model misses the target even with every op in float: the export
@@ -432,11 +433,14 @@ def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: f
         f"\nLatency timed in {len(lats)} groups ({t_timing:.0f} s), each alone in the process: the FP32 runtimes as shipped, the "
         "cleaned-up FP32 of one runtime and a few rows of that runtime. FP32 references per group (ms):\n"
     )
-    print("| group | rows of | " + " | ".join(refs) + " | fastest FP32 |")
-    print("|---|---|" + "---|" * (len(refs) + 1))
+    mid = {k: float(np.median([lat[k] for lat in lats])) for k in FP32 if all(k in lat for lat in lats)}
+    print("| group | rows of | " + " | ".join(refs) + " | fastest FP32 | FP32 runtimes vs their median over groups |")
+    print("|---|---|" + "---|" * (len(refs) + 2))
     for i, (lat, b) in enumerate(zip(lats, best)):
         rt = next(rt for rt, f in FOLDED.items() if f in lat)
-        print(f"| {i + 1} | {rt} | " + " | ".join(f"{lat[k]:.2f}" if k in lat else "-" for k in refs) + f" | {b} |")
+        swing = float(np.median([lat[k] / m for k, m in mid.items()]))  # > 1: the machine ran this group slower
+        cells = " | ".join(f"{lat[k]:.2f}" if k in lat else "-" for k in refs)
+        print(f"| {i + 1} | {rt} | {cells} | {b} | {swing:.2f}x{' (swung)' if abs(swing - 1) > 0.15 else ''} |")
     spread = {k: [lat[k] for lat in lats if k in lat] for k in FP32 if any(k in lat for lat in lats)}
     print(
         "\nSpread of each FP32 runtime over the groups (max / min - 1): "
