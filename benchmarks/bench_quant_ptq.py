@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +86,41 @@ def timed_round_robin(runners: dict[str, callable], rounds: int, per_round: int)
                 fn()
                 times[k].append((time.perf_counter() - t) * 1000)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def timed_groups(
+    groups: list[dict[str, Callable[[], Any]]], inputs: list[np.ndarray], rounds: int, per_round: int
+) -> list[dict[str, float]]:
+    """:func:`timed_round_robin` group by group, with only the group being timed alive in the process.
+
+    Each group's runners are opened (``opener()`` returns an object with ``run(arrays)`` and ``close()``:
+    slim_core's runners, slim_deploy's Predictor), timed together on ``inputs``, then closed and released
+    (garbage collected, OpenVINO's in-process compiled models dropped) before the next group is opened.
+    Keeping every runner of a long benchmark alive and timing them all in one round robin did not hold:
+    with 21 ONNX Runtime / OpenVINO / Paddle Inference runners in one process (PP-OCRv4 recognition, quiet
+    machine) every row timed 2-3x slower than in a small group, and the same model built twice timed 12.4
+    and 24.9 ms. A group should hold the references its rows are compared with, so each ratio is side by side.
+
+    Returns:
+        one ``{name: median ms}`` per group, in order.
+    """
+    from slim_core.runtime.openvino import clear_compiled_cache
+
+    out: list[dict[str, float]] = []
+    for group in groups:
+        runners: dict[str, Any] = {}
+        try:
+            with quiet_fds():
+                for k, opener in group.items():
+                    runners[k] = opener()
+            out.append(timed_round_robin({k: (lambda r=r: r.run(inputs)) for k, r in runners.items()}, rounds, per_round))
+        finally:
+            for r in runners.values():
+                r.close()
+            runners.clear()
+            clear_compiled_cache()
+            gc.collect()
+    return out
 
 
 def paddle_static_ptq(fp32_prefix: Path, out_dir: Path, batches: list[np.ndarray]) -> Path:
