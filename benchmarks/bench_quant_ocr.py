@@ -31,8 +31,10 @@ own group; the FP32 references of every group are printed, with their spread ove
 ~21 runners alive in one process and timed in one round robin, every row timed 2-3x slower than in a small
 group, and the same model built twice timed 12.4 and 24.9 ms.) The machine's own speed can swing up to 2x
 between windows of a few seconds with nothing else visibly running (a shared 2-vCPU host), which is why a
-row is compared only with references timed in its own group, and why the per-group FP32 table is printed
-(each group's FP32 references against their median over the groups; "(swung)" beyond 15%).
+row is compared only with references timed in its own group, each ratio taken inside one round (blocks run
+seconds apart) and the median over the rounds reported (``bench_quant_ptq.paired_ratio``), and why the
+per-group FP32 table is printed (each group's FP32 references against their median over the groups; "(swung)"
+beyond 15%).
 
 Run: ``python benchmarks/bench_quant_ocr.py [--quick] [--no-paddle-metric]``. By default (not with ``--quick``)
 also ``max_metric_drop`` on Paddle oneDNN, whose INT8 model misses the target even with every op in float: the export
@@ -415,9 +417,10 @@ def main() -> None:
         groups = timing_groups(paths, PER_GROUP)
         t0 = time.perf_counter()
         openers = [{k: (lambda k=k: open_runner_for(*paths[k][:3])) for k in g} for g in groups]
-        lats = timed_groups(openers, [x1], *((2, 10) if args.quick else (5, 6)))  # many short blocks: the speed swings
+        by_round: list[dict[str, list[float]]] = []
+        lats = timed_groups(openers, [x1], *((3, 6) if args.quick else (5, 6)), by_round)  # many short blocks: the speed swings
         t_timing = time.perf_counter() - t0
-    print_table(rows, lats, t_timing)
+    print_table(rows, lats, by_round, t_timing)
     print()
     for k in (k for k in rows if k.startswith("slim-quant") and k.endswith("Paddle oneDNN")):
         verdict = "meets" if rows[k]["exact"] >= 98.0 else "MISSES"
@@ -426,8 +429,11 @@ def main() -> None:
         print(f"With max_metric_drop the export refuses that runtime: {paddle_refused}")
 
 
-def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: float) -> None:
-    """The results table: each row's speedups against the references timed in its own group (see timing_groups)."""
+def print_table(rows: dict[str, dict], lats: list[dict[str, float]], by_round: list[dict[str, list[float]]], t_timing: float) -> None:
+    """The results table: each row's speedups against the references timed in its own group (see timing_groups),
+    round by round (``bench_quant_ptq.paired_ratio``)."""
+    from bench_quant_ptq import paired_ratio
+
     refs = [k for k in (*FP32, *FOLDED.values()) if any(k in lat for lat in lats)]
     best = [min((k for k in FP32 if k in lat), key=lat.get) for lat in lats]
     print(
@@ -458,8 +464,8 @@ def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: f
             i for i, lat in enumerate(lats) if k in lat and same in lat
         ]  # an FP32 reference: each group of its runtime; a row: its own group
         ms = float(np.median([lats[i][k] for i in mine]))
-        vs_best = float(np.median([lats[i][best[i]] / lats[i][k] for i in mine]))
-        vs_same = float(np.median([lats[i][same] / lats[i][k] for i in mine]))
+        vs_best = float(np.median([paired_ratio(by_round[i], best[i], k) for i in mine]))
+        vs_same = float(np.median([paired_ratio(by_round[i], same, k) for i in mine]))
         ref = (
             f"median of {len(mine)} groups"
             if len(mine) > 1
@@ -469,7 +475,8 @@ def print_table(rows: dict[str, dict], lats: list[dict[str, float]], t_timing: f
     print(
         "\nExact match and character accuracy ignore spaces (PaddleOCR's RecMetric). Speedup: against the fastest "
         "FP32 runtime as shipped timed in the row's group, and against the FP32 model of the same runtime given the same "
-        "exact graph clean-up as our INT8 export (what INT8 itself gains), same group; an FP32 reference row shows its "
+        "exact graph clean-up as our INT8 export (what INT8 itself gains), same group; each the median over the group's "
+        "rounds of the ratio inside one round (the machine's speed swings between windows); an FP32 reference row shows its "
         "median ms and median ratios over the groups of its runtime."
     )
 

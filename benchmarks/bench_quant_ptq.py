@@ -66,8 +66,13 @@ def quiet_fds():
         os.close(saved[1])
 
 
-def timed_round_robin(runners: dict[str, callable], rounds: int, per_round: int) -> dict[str, float]:
+def timed_round_robin(
+    runners: dict[str, callable], rounds: int, per_round: int, by_round: dict[str, list[float]] | None = None
+) -> dict[str, float]:
     """Median latency (ms) of each runner, in blocks of ``per_round`` calls that alternate between runners.
+
+    With ``by_round`` (a dict to fill), also each runner's median ms in each round, for ratios taken round by
+    round (:func:`paired_ratio`): the blocks of one round run within seconds of each other.
 
     Alternating blocks spread machine load over all runners. Each block first runs its runner untimed for
     ``WARM_S`` seconds: right after a switch the previous runtime's worker threads still spin on the two
@@ -85,11 +90,28 @@ def timed_round_robin(runners: dict[str, callable], rounds: int, per_round: int)
                 t = time.perf_counter()
                 fn()
                 times[k].append((time.perf_counter() - t) * 1000)
+            if by_round is not None:
+                by_round.setdefault(k, []).append(float(np.median(times[k][-per_round:])))
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def paired_ratio(by_round: dict[str, list[float]], ref: str, row: str) -> float:
+    """Median over the rounds of ``ref``'s ms / ``row``'s ms in the same round (the speedup of ``row`` over ``ref``).
+
+    This machine's speed flips by up to 2x for tens of seconds at a time (2 vCPUs; measured: one ONNX Runtime
+    session 19-20 ms in five windows and 7.6 ms in a sixth, nothing else running); a ratio of two medians taken
+    over the whole group can then compare one runner's fast windows with another's slow ones, a ratio inside
+    one round compares blocks run seconds apart.
+    """
+    return float(np.median([a / b for a, b in zip(by_round[ref], by_round[row], strict=True)]))
+
+
 def timed_groups(
-    groups: list[dict[str, Callable[[], Any]]], inputs: list[np.ndarray], rounds: int, per_round: int
+    groups: list[dict[str, Callable[[], Any]]],
+    inputs: list[np.ndarray],
+    rounds: int,
+    per_round: int,
+    by_round: list[dict[str, list[float]]] | None = None,
 ) -> list[dict[str, float]]:
     """:func:`timed_round_robin` group by group, with only the group being timed alive in the process.
 
@@ -102,7 +124,8 @@ def timed_groups(
     and 24.9 ms. A group should hold the references its rows are compared with, so each ratio is side by side.
 
     Returns:
-        one ``{name: median ms}`` per group, in order.
+        one ``{name: median ms}`` per group, in order; ``by_round`` (a list to fill) gets one
+        ``{name: [median ms per round]}`` per group (see :func:`paired_ratio`).
     """
     from slim_core.runtime.openvino import clear_compiled_cache
 
@@ -113,7 +136,10 @@ def timed_groups(
             with quiet_fds():
                 for k, opener in group.items():
                     runners[k] = opener()
-            out.append(timed_round_robin({k: (lambda r=r: r.run(inputs)) for k, r in runners.items()}, rounds, per_round))
+            rounds_of: dict[str, list[float]] = {}
+            out.append(timed_round_robin({k: (lambda r=r: r.run(inputs)) for k, r in runners.items()}, rounds, per_round, rounds_of))
+            if by_round is not None:
+                by_round.append(rounds_of)
         finally:
             for r in runners.values():
                 r.close()
