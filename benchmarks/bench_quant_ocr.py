@@ -232,15 +232,16 @@ def _batched(predictor, x: np.ndarray, bs: int = 16) -> list[np.ndarray]:
     return [p for i in range(0, len(x), bs) for p in predictor.run([x[i : i + bs]])[0]]
 
 
-def fold_float_onnx(src: Path, out: Path) -> None:
-    """The float ONNX model with the exact clean-up our QDQ export applies (BN, biases and affine blocks folded), no INT8."""
+def fold_float_onnx(src: Path, out: Path, target_runtime: str) -> None:
+    """The float ONNX model with the exact clean-up our QDQ export for ``target_runtime`` applies (BN, biases and
+    affine blocks folded, hardswish in that runtime's form), no INT8."""
     import onnx
 
     from slim_quant.onnx_qdq import _clean_up, _Graph
 
     model = onnx.load(str(src))
     gr = _Graph(model)
-    _clean_up(gr)
+    _clean_up(gr, target_runtime=target_runtime)
     onnx.save(model, str(out))
 
 
@@ -312,7 +313,8 @@ def main() -> None:
         d = Path(d)
         with quiet_fds():
             paddle_to_onnx(src.with_suffix(".pdmodel"), src.with_suffix(".pdiparams"), d / "fp32.onnx")
-            fold_float_onnx(d / "fp32.onnx", d / "fp32_folded.onnx")
+            for rt in ("onnxruntime", "openvino"):
+                fold_float_onnx(d / "fp32.onnx", d / f"fp32_folded_{rt}.onnx", rt)
             fold_float_paddle(src, d / "fp32_folded" / "model_legacy")
         have_ov = importlib.util.find_spec("openvino") is not None
         paths = {
@@ -320,8 +322,8 @@ def main() -> None:
             "FP32 ONNX Runtime": (d / "fp32.onnx", "onnxruntime", False, ""),
             "FP32 OpenVINO": (d / "fp32.onnx", "openvino", False, "the paddle2onnx file"),
             FOLDED["paddle"]: (d / "fp32_folded", "paddle", False, "biases, affine blocks folded"),
-            FOLDED["onnxruntime"]: (d / "fp32_folded.onnx", "onnxruntime", False, "BN, biases, affine blocks folded"),
-            FOLDED["openvino"]: (d / "fp32_folded.onnx", "openvino", False, "BN, biases, affine blocks folded"),
+            FOLDED["onnxruntime"]: (d / "fp32_folded_onnxruntime.onnx", "onnxruntime", False, "BN, biases, affine blocks folded"),
+            FOLDED["openvino"]: (d / "fp32_folded_openvino.onnx", "openvino", False, "BN, biases, affine blocks folded"),
         }
         if not have_ov:
             print("  OpenVINO is not installed (pip install 'slim-core[openvino]'): its rows are left out.")

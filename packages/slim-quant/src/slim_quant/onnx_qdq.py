@@ -538,12 +538,12 @@ def _split_hardswish(gr: _Graph) -> int:
     return done
 
 
-def _clean_up(gr: _Graph, keep: set[str] | None = None, *, hardswish: bool = True) -> int:
+def _clean_up(gr: _Graph, keep: set[str] | None = None, *, target_runtime: str = "onnxruntime") -> int:
     """The exact float clean-up before QDQ: constants as initializers, no Identity, conv biases, BN and affine blocks
     folded into the convs (:func:`slim_quant.graph_passes.fold_affine`; filters in ``keep`` are not rescaled), and
-    the hardswish in the form the runtime wants: with ``hardswish`` one op (:func:`_fuse_hardswish`, OpenVINO's
-    layout), else ``x * HardSigmoid(x)`` (:func:`_split_hardswish`, ONNX Runtime's layout: it runs a QDQ MobileNetV3
-    2.4x slower with the one op). Returns the convs whose affine blocks were folded."""
+    the hardswish in the form ``target_runtime`` (:attr:`QuantPlan.target_runtime`) wants: OpenVINO one op
+    (:func:`_fuse_hardswish`), ONNX Runtime ``x * HardSigmoid(x)`` (:func:`_split_hardswish`: it runs a QDQ
+    MobileNetV3 2.4x slower with the one op). Returns the convs whose affine blocks were folded."""
     _constants_to_initializers(gr)
     _drop_identities(gr)
     done = fold_affine(_OnnxIR(gr, keep or set()))
@@ -552,7 +552,7 @@ def _clean_up(gr: _Graph, keep: set[str] | None = None, *, hardswish: bool = Tru
         if not any(gr.consumers.get(o) or o in gr.outputs for o in n.output) and all(i in gr.inits or not i for i in n.input):
             gr.remove(n)
     gr.reindex()
-    if hardswish:
+    if target_runtime == "openvino":
         _fuse_hardswish(gr)
     else:
         _split_hardswish(gr)
@@ -626,7 +626,7 @@ def quantize_onnx_model(
     plan = plan or QuantPlan(**options)
     model = onnx.load(str(src))
     gr = _Graph(model)
-    _clean_up(gr, set(plan.weight_codes), hardswish=plan.target_runtime == "openvino")
+    _clean_up(gr, set(plan.weight_codes), target_runtime=plan.target_runtime)
     # 1. which compute nodes are quantized
     sites = [st for st in find_sites(_OnnxIR(gr, set())) if plan.selects(st.weight)]
     qnodes = [st.node for st in sites]
